@@ -1,0 +1,128 @@
+"""The key plan: what the streaming backend executes. Torch-free, built by the front end.
+
+For every output file, the plan lists every output tensor in file order with its exact dtype,
+shape and byte offsets, and a per-key expression saying how to compute it:
+
+    Read(source, key)                 the tensor `key` of input file `sources[source]`
+    Op(op, args, hypers)              a built-in operator or a registered merge method applied to
+                                      the values of `args`, with hyperparameters already resolved
+                                      to plain scalars for this key
+
+Expressions are frozen and compared structurally, so the same sub-expression appearing in several
+outputs for one key is one object to memoize: the backend computes it once.
+
+Built-in operators (everything else names a method in `mechalang.methods.REGISTRY`):
+    "add"    a + b
+    "sub"    a - b
+    "scale"  a * factor           (hyper `factor`)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Union
+
+from ..diagnostics import Span
+
+# safetensors dtype names, their sizes, and whether they are floating point
+DTYPE_SIZES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1,
+}
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+
+# `export ... as NAME` -> safetensors dtype
+EXPORT_DTYPES = {"fp16": "F16", "bf16": "BF16", "fp32": "F32", "fp64": "F64", "fp8": "F8_E4M3",
+                 "fp8_e4m3": "F8_E4M3", "fp8_e5m2": "F8_E5M2"}
+
+BUILTIN_OPS = ("add", "sub", "scale")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    data_start: int  # byte offset of the data section (8 + header length)
+    size: int  # file size in bytes when planned (a changed size at run time is an error)
+    name: str = ""  # how the recipe calls it (its let-name, or the file stem)
+
+
+@dataclass(frozen=True)
+class Read:
+    source: int
+    key: str
+    dtype: str  # dtype in the input file (safetensors name)
+    shape: tuple[int, ...]
+    begin: int  # offsets relative to the input's data section
+    end: int
+
+
+@dataclass(frozen=True)
+class Op:
+    op: str
+    args: tuple["KeyExpr", ...]
+    hypers: tuple[tuple[str, object], ...] = ()
+    origin: Span | None = field(default=None, compare=False, repr=False)
+
+
+KeyExpr = Union[Read, Op]
+
+
+@dataclass(frozen=True)
+class OutTensor:
+    key: str
+    expr: KeyExpr
+    dtype: str  # safetensors dtype written
+    shape: tuple[int, ...]
+    begin: int  # offsets relative to the output's data section
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    path: str
+    tensors: tuple[OutTensor, ...]
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    def header_bytes(self) -> bytes:
+        """The safetensors header (length prefix included), padded to 8 bytes."""
+        return encode_header(self.tensors, dict(self.metadata))
+
+    @property
+    def data_bytes(self) -> int:
+        return max((t.end for t in self.tensors), default=0)
+
+
+@dataclass(frozen=True)
+class Plan:
+    inputs: tuple[InputFile, ...]
+    outputs: tuple[OutputPlan, ...]
+    precision: str = "fp32"  # "fp32" | "fp64": the dtype arithmetic runs in
+
+
+def layout(entries: list[tuple[str, "KeyExpr", str, tuple[int, ...]]]) -> tuple[OutTensor, ...]:
+    """Assign consecutive offsets to (key, expr, dtype, shape) entries, in the order given."""
+    out = []
+    pos = 0
+    for key, expr, dtype, shape in entries:
+        n = DTYPE_SIZES[dtype]
+        for d in shape:
+            n *= d
+        out.append(OutTensor(key, expr, dtype, tuple(shape), pos, pos + n))
+        pos += n
+    return tuple(out)
+
+
+def encode_header(tensors: tuple[OutTensor, ...], metadata: dict[str, str]) -> bytes:
+    obj: dict[str, object] = {}
+    if metadata:
+        obj["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    for t in tensors:
+        obj[t.key] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [t.begin, t.end]}
+    raw = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw

@@ -1,0 +1,286 @@
+"""The merge-method registry: the `@merge_method` decorator and the signatures the checker reads.
+
+A method is a plain Python function over the tensors of ONE key:
+
+    @merge_method(formula="(1 − α)·a + α·b", family="linear")
+    def weighted_sum(a: Same, b: Same, *, alpha: Float(0.0, 1.0) = 0.5) -> Same:
+        return a + alpha * (b - a)
+
+- Positional parameters are models. Their annotation gives their space: `Weight`, `Delta`, or
+  `Same` (all `Same` parameters share one space, weight or delta, and `-> Same` returns it).
+- `*models: Same` makes the method variadic (`min_models=` on the decorator bounds the count,
+  counting fixed and variadic model parameters together).
+- Keyword-only parameters are hyperparameters: annotated with `Float(lo, hi)`, `Int(lo, hi)`,
+  `Bool()` or `Choice("a", "b")`, their Python default is the method's default (no default: the
+  recipe must give one). Each may be given per key in a recipe (a `Hyper`).
+- A keyword-only parameter annotated `KeyName` receives the tensor key's name (for per-key seeds).
+
+This module never imports torch: the checker reads signatures without loading any tensor code.
+Method modules get torch through `mechalang.methods.lazy_torch`, which imports it on first use.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+# ------------------------------------------------------------------------------------------------
+# Spaces of model parameters
+
+
+class Space:
+    """A model parameter's space. Compared by name."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Space) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+
+Weight = Space("weight")  # a full model's weights
+Delta = Space("delta")  # a difference of two models (task vector)
+Same = Space("same")  # weight or delta, the same for every `Same` parameter and the result
+
+
+# ------------------------------------------------------------------------------------------------
+# Hyperparameter kinds
+
+
+@dataclass(frozen=True)
+class HyperKind:
+    type: str  # "float" | "int" | "bool" | "str"
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.type == "str":
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.lo is None and self.hi is None:
+            return self.type
+        lo = "-inf" if self.lo is None else _fmt(self.lo)
+        hi = "inf" if self.hi is None else _fmt(self.hi)
+        return f"{self.type} in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+
+    def check(self, value: Any) -> str | None:
+        """None when `value` is acceptable, else why not (a phrase)."""
+        if self.type == "bool":
+            return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
+        if self.type == "str":
+            if not isinstance(value, str):
+                return f"expected a string, got {value!r}"
+            return None if not self.choices or value in self.choices else f"expected {self.describe()}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"expected a number, got {value!r}"
+        if self.type == "int" and not (isinstance(value, int) or float(value).is_integer()):
+            return f"expected a whole number, got {value!r}"
+        if isinstance(value, float) and math.isnan(value):
+            return "expected a number, got nan"
+        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
+            return f"{_fmt(value)} is outside {self.describe()}"
+        if self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)):
+            return f"{_fmt(value)} is outside {self.describe()}"
+        return None
+
+
+def _fmt(x: float) -> str:
+    if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return repr(x)
+
+
+def Float(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+          hi_open: bool = False) -> HyperKind:
+    return HyperKind("float", lo, hi, lo_open, hi_open)
+
+
+def Int(lo: int | None = None, hi: int | None = None) -> HyperKind:
+    return HyperKind("int", lo, hi)
+
+
+def Bool() -> HyperKind:
+    return HyperKind("bool")
+
+
+def Choice(*choices: str) -> HyperKind:
+    return HyperKind("str", choices=tuple(choices))
+
+
+class _KeyName:
+    def __repr__(self) -> str:
+        return "KeyName"
+
+
+KeyName = _KeyName()  # annotation: receives the tensor key's name
+
+
+# ------------------------------------------------------------------------------------------------
+# Signatures
+
+
+@dataclass(frozen=True)
+class ModelParam:
+    name: str
+    space: Space
+
+
+@dataclass(frozen=True)
+class HyperParam:
+    name: str
+    kind: HyperKind
+    default: Any = None
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    func: Callable = field(repr=False, compare=False)
+    models: tuple[ModelParam, ...]
+    variadic: ModelParam | None
+    min_models: int
+    max_models: int | None
+    hypers: tuple[HyperParam, ...]
+    returns: Space
+    key_param: str | None
+    formula: str
+    family: str
+    doc: str
+    source: str = "builtin"  # "builtin", or the plugin that registered it
+
+    def hyper(self, name: str) -> HyperParam | None:
+        return next((h for h in self.hypers if h.name == name), None)
+
+    def signature(self) -> str:
+        parts = [f"{m.name}: {m.space.name}" for m in self.models]
+        if self.variadic:
+            parts.append(f"*{self.variadic.name}: {self.variadic.space.name}")
+        for h in self.hypers:
+            default = "" if h.required else f" = {h.default!r}"
+            parts.append(f"{h.name}: {h.kind.describe()}{default}")
+        return f"{self.name}({', '.join(parts)}) -> {self.returns.name}"
+
+
+class MethodRegistry:
+    def __init__(self) -> None:
+        self._methods: dict[str, MethodSpec] = {}
+
+    def register(self, spec: MethodSpec, *, replace: bool = False) -> None:
+        if spec.name in self._methods and not replace and self._methods[spec.name].func is not spec.func:
+            raise ValueError(f"a merge method named {spec.name!r} is already registered "
+                             f"(by {self._methods[spec.name].source})")
+        self._methods[spec.name] = spec
+
+    def get(self, name: str) -> MethodSpec | None:
+        _ensure_builtins()
+        return self._methods.get(name)
+
+    def names(self) -> list[str]:
+        _ensure_builtins()
+        return sorted(self._methods)
+
+    def all(self) -> list[MethodSpec]:
+        _ensure_builtins()
+        return [self._methods[n] for n in sorted(self._methods)]
+
+
+REGISTRY = MethodRegistry()
+_current_source = ["builtin"]
+
+
+def merge_method(func: Callable | None = None, *, name: str | None = None, formula: str = "",
+                 family: str = "other", min_models: int | None = None, max_models: int | None = None,
+                 registry: MethodRegistry | None = None):
+    """Register a merge method. Usable bare (`@merge_method`) or with options."""
+
+    def wrap(f: Callable) -> Callable:
+        spec = build_spec(f, name=name, formula=formula, family=family, min_models=min_models,
+                          max_models=max_models)
+        (registry or REGISTRY).register(spec)
+        f.__merge_method__ = spec  # type: ignore[attr-defined]
+        return f
+
+    return wrap(func) if func is not None else wrap
+
+
+def build_spec(f: Callable, *, name: str | None = None, formula: str = "", family: str = "other",
+               min_models: int | None = None, max_models: int | None = None) -> MethodSpec:
+    sig = inspect.signature(f)
+    models: list[ModelParam] = []
+    variadic: ModelParam | None = None
+    hypers: list[HyperParam] = []
+    key_param: str | None = None
+    mname = name or f.__name__
+    for p in sig.parameters.values():
+        ann = p.annotation
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            if not isinstance(ann, Space):
+                raise TypeError(f"{mname}: model parameter {p.name!r} needs a space annotation "
+                                "(Weight, Delta or Same)")
+            models.append(ModelParam(p.name, ann))
+        elif p.kind == p.VAR_POSITIONAL:
+            if not isinstance(ann, Space):
+                raise TypeError(f"{mname}: *{p.name} needs a space annotation (Weight, Delta or Same)")
+            variadic = ModelParam(p.name, ann)
+        elif p.kind == p.KEYWORD_ONLY:
+            if ann is KeyName:
+                key_param = p.name
+                continue
+            if not isinstance(ann, HyperKind):
+                raise TypeError(f"{mname}: hyperparameter {p.name!r} needs a kind annotation "
+                                "(Float(...), Int(...), Bool() or Choice(...))")
+            required = p.default is inspect.Parameter.empty
+            default = None if required else p.default
+            if not required and ann.check(default) is not None:
+                raise TypeError(f"{mname}: default of {p.name!r} ({default!r}) is not {ann.describe()}")
+            hypers.append(HyperParam(p.name, ann, default, required))
+        else:
+            raise TypeError(f"{mname}: **{p.name} is not supported in a merge method")
+    ret = sig.return_annotation
+    if not isinstance(ret, Space):
+        raise TypeError(f"{mname}: the return annotation must be Weight, Delta or Same")
+    if ret == Same and not any(m.space == Same for m in models + ([variadic] if variadic else [])):
+        raise TypeError(f"{mname}: returns Same but has no Same model parameter")
+    fixed = len(models)
+    lo = min_models if min_models is not None else (fixed + (1 if variadic else 0))
+    hi = max_models if max_models is not None else (None if variadic else fixed)
+    doc = inspect.cleandoc(f.__doc__ or "")
+    return MethodSpec(mname, f, tuple(models), variadic, lo, hi, tuple(hypers), ret, key_param,
+                      formula, family, doc, _current_source[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Built-in method modules are imported on first lookup (they import torch lazily).
+
+_BUILTIN_MODULES = [
+    "mechalang.methods.linear",
+    "mechalang.methods.spherical",
+    "mechalang.methods.sparse",
+    "mechalang.methods.sd_mergers",
+    "mechalang.methods.linalg",
+]
+_loaded = [False]
+
+
+def _ensure_builtins() -> None:
+    if _loaded[0]:
+        return
+    _loaded[0] = True
+    import importlib
+    import importlib.util
+
+    for mod in _BUILTIN_MODULES:
+        if importlib.util.find_spec(mod) is not None:
+            importlib.import_module(mod)
