@@ -162,11 +162,19 @@ def repl(models_dir: Optional[str] = ModelsDirOpt):
 
 
 def main() -> None:
+    import os
+
     try:
         app()
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+    except Exception as exc:  # a bug of ours: say so plainly, without a traceback wall
+        if os.environ.get("MECHA_DEBUG"):
+            raise
+        sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}\n"
+                         "this is a bug in mecha; run again with MECHA_DEBUG=1 for the traceback\n")
+        sys.exit(70)
 
 
 if __name__ == "__main__":

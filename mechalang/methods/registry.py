@@ -14,6 +14,8 @@ A method is a plain Python function over the tensors of ONE key:
   `Bool()` or `Choice("a", "b")`, their Python default is the method's default (no default: the
   recipe must give one). Each may be given per key in a recipe (a `Hyper`).
 - A keyword-only parameter annotated `KeyName` receives the tensor key's name (for per-key seeds).
+- A hyperparameter whose Python name ends in `_` is known to recipes without it (`lambda_` is
+  `lambda`); the engine calls the function with `HyperParam.arg`.
 
 This module never imports torch: the checker reads signatures without loading any tensor code.
 Method modules get torch through `mechalang.methods.lazy_torch`, which imports it on first use.
@@ -138,10 +140,15 @@ class ModelParam:
 
 @dataclass(frozen=True)
 class HyperParam:
-    name: str
+    name: str  # as recipes write it
     kind: HyperKind
     default: Any = None
     required: bool = False
+    pyname: str = ""  # the Python parameter: `lambda_` for the recipe name `lambda`
+
+    @property
+    def arg(self) -> str:
+        return self.pyname or self.name
 
 
 @dataclass(frozen=True)
@@ -245,7 +252,10 @@ def build_spec(f: Callable, *, name: str | None = None, formula: str = "", famil
             default = None if required else p.default
             if not required and ann.check(default) is not None:
                 raise TypeError(f"{mname}: default of {p.name!r} ({default!r}) is not {ann.describe()}")
-            hypers.append(HyperParam(p.name, ann, default, required))
+            # A trailing underscore lets a method use a Python keyword as a hyperparameter name
+            # (`lambda_` is `lambda` in recipes, as mergekit users know it).
+            public = p.name[:-1] if p.name.endswith("_") and not p.name.endswith("__") else p.name
+            hypers.append(HyperParam(public, ann, default, required, p.name))
         else:
             raise TypeError(f"{mname}: **{p.name} is not supported in a merge method")
     ret = sig.return_annotation
@@ -284,3 +294,9 @@ def _ensure_builtins() -> None:
     for mod in _BUILTIN_MODULES:
         if importlib.util.find_spec(mod) is not None:
             importlib.import_module(mod)
+    from .plugins import load_entry_points
+
+    for problem in load_entry_points():
+        import warnings
+
+        warnings.warn(problem)

@@ -1,0 +1,44 @@
+"""Write the small synthetic models the example recipes merge, into examples/models/.
+
+They have the real key names of each architecture's reference checkpoint with every dimension
+capped (so each file is a few MB), random values, and a fixed seed per model: enough to run every
+example end to end on any machine. `python examples/make_models.py --full` writes true-size SD1.5
+files instead (2.1 GB each).
+"""
+
+import argparse
+from pathlib import Path
+
+from mechalang.synth import make_model
+
+HERE = Path(__file__).parent
+MODELS = {
+    # name: (architecture, seed)
+    "ghostmix": ("sd1", 1),
+    "dreamshaper": ("sd1", 2),
+    "v1-5-pruned": ("sd1", 3),
+    "anime": ("sd1", 4),
+    "photo": ("sd1", 5),
+    "paint": ("sd1", 6),
+    "xl_base": ("sdxl", 7),
+    "xl_tuned": ("sdxl", 8),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--full", action="store_true", help="true-size shapes (large files)")
+    ap.add_argument("--out", default=str(HERE / "models"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, (arch, seed) in MODELS.items():
+        path = out / f"{name}.safetensors"
+        if path.exists() and not args.full:
+            continue
+        make_model(arch, path, dim_cap=None if args.full else 8, dtype="float16", seed=seed)
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

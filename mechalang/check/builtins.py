@@ -1,0 +1,282 @@
+"""Built-in names: `model`, `mbw`, `key`, the merge methods, the architectures; and `param`."""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Any
+
+from ..diagnostics import Span, did_you_mean, error, warning
+from ..graph.nodes import HyperRule, KeyMeta, LoadInfo
+from ..syntax import ast
+from .values import (POISON, ArchValue, Builtin, HyperValue, ListValue, MethodValue, ModelValue,
+                     is_number, type_name)
+
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+
+
+@functools.lru_cache(maxsize=1)
+def _arch_table() -> dict[str, Any]:
+    from ..archs.registry import all_archs
+
+    table: dict[str, Any] = {}
+    for a in all_archs():
+        table.setdefault(a.name, a)
+        for alias in a.aliases:
+            table.setdefault(alias, a)
+    return table
+
+
+def builtin_names() -> set[str]:
+    from ..methods.registry import REGISTRY
+
+    return {"model", "mbw", "key"} | set(REGISTRY.names()) | {n for n in _arch_table() if n.isidentifier()}
+
+
+def lookup_builtin(name: str) -> Any:
+    if name in _BUILTINS:
+        return _BUILTINS[name]
+    from ..methods.registry import REGISTRY
+
+    spec = REGISTRY.get(name)
+    if spec is not None:
+        return MethodValue(spec)
+    arch = _arch_table().get(name)
+    if arch is not None:
+        return ArchValue(arch)
+    return None
+
+
+def get_arch(name: str):
+    return _arch_table().get(name)
+
+
+# ------------------------------------------------------------------------------------------------
+# model(path, arch=, sha256=)
+
+
+def _model_builtin(ev, e: ast.Call, args, kwargs) -> Any:
+    allowed = {"path", "arch", "sha256"}
+    for k, (_, s) in kwargs.items():
+        if k not in allowed:
+            sugg = did_you_mean(k, sorted(allowed))
+            return ev.err("E0218", f"`model` has no argument `{k}`", s,
+                          help=f"did you mean `{sugg}`?" if sugg else "model(path, arch=, sha256=)")
+    if len(args) > 1:
+        return ev.err("E0215", "`model` takes one path (and arch=, sha256= by name)", e.span)
+    path_v, path_span = args[0] if args else kwargs.get("path", (None, e.span))
+    if path_v is POISON:
+        return POISON
+    if not isinstance(path_v, str):
+        return ev.err("E0214", f"`model` needs a file path (a string), found {type_name(path_v) if path_v is not None else 'nothing'}",
+                      path_span)
+    arch = None
+    if "arch" in kwargs:
+        av, aspan = kwargs["arch"]
+        if av is POISON:
+            return POISON
+        if isinstance(av, str):
+            found = get_arch(av)
+            if found is None:
+                sugg = did_you_mean(av, list(_arch_table()))
+                return ev.err("E0225", f"unknown architecture `{av}`", aspan,
+                              help=f"did you mean `{sugg}`?" if sugg else "see `mecha info`")
+            av = ArchValue(found)
+        if not isinstance(av, ArchValue):
+            return ev.err("E0225", f"arch= needs an architecture such as `sd1`, found {type_name(av)}", aspan)
+        arch = av.arch
+    sha = None
+    if "sha256" in kwargs:
+        sv, sspan = kwargs["sha256"]
+        if not isinstance(sv, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sv):
+            return ev.err("E0226", "sha256= needs 64 hexadecimal digits", sspan)
+        sha = sv.lower()
+    return load_model(ev, path_v, path_span, arch=arch, sha256=sha, base=ev.module_dir())
+
+
+def find_model_file(ev, path: str, base: Path) -> tuple[Path | None, list[Path]]:
+    p = Path(path).expanduser()
+    tried = [p] if p.is_absolute() else [base / p] + [Path(d) / p for d in ev.options.models_dirs]
+    for c in tried:
+        if c.exists():
+            return c, tried
+    return None, tried
+
+
+def load_model(ev, path: str, span: Span | None, *, arch=None, sha256: str | None = None,
+               base: Path | None = None) -> Any:
+    from ..archs.detect import describe_poor_match, detect
+    from ..archs.header import HeaderError, read_header
+    from ..modules import display_name
+
+    found, tried = find_model_file(ev, path, base or Path.cwd())
+    if found is None:
+        return ev.err("E0201", f"no such model file `{path}`", span, label="not found",
+                      help="looked in: " + ", ".join(display_name(t) for t in tried)
+                           + "; --models-dir or MECHA_MODELS_DIR add a folder")
+    try:
+        header = read_header(str(found))
+    except HeaderError as exc:
+        return ev.err("E0202", f"cannot read `{path}`: {exc.message}", span, label="this file")
+    if arch is None:
+        det = detect(header)
+        if not det.confident:
+            return ev.err("E0203", f"cannot tell the architecture of `{path}`", span,
+                          notes=[describe_poor_match(det)],
+                          help="if you know it, say it: model(\"...\", arch=sd1)")
+        arch = det.arch
+    if hasattr(arch, "specialize") and getattr(arch, "inventory", None) is None:
+        arch = arch.specialize(list(header.tensors))
+    keys: dict[str, KeyMeta] = {}
+    file_keys: list[tuple[str, str]] = []
+    for k, meta in header.tensors.items():
+        c = arch.canonical(k)
+        if c in keys:
+            continue
+        keys[c] = KeyMeta(meta.dtype, tuple(meta.shape))
+        file_keys.append((c, k))
+    if getattr(arch, "inventory", None):
+        known = sum(1 for c in keys if c in arch.inventory)
+        if known < len(keys) / 2:
+            ev.report(warning("W0204", f"`{path}` has {len(keys) - known} of {len(keys)} keys that "
+                                       f"{arch.name} does not know", span,
+                              help="is arch= right? `mecha info` lists the architectures"))
+    resolved = str(found.resolve())
+    info = LoadInfo(resolved, found.stem, header, tuple(file_keys), sha256)
+    node = ev.builder.node("load", (), space="weight", arch=arch, keys=keys, load=info, origin=span)
+    return ModelValue(node)
+
+
+# ------------------------------------------------------------------------------------------------
+# mbw(arch, "…"), key(…)
+
+
+def _mbw_builtin(ev, e: ast.Call, args, kwargs) -> Any:
+    if kwargs or len(args) != 2:
+        return ev.err("E0215", "`mbw` takes an architecture and a string: mbw(sd1, \"0.5,0.3,...\")", e.span)
+    (av, aspan), (sv, sspan) = args
+    if av is POISON or sv is POISON:
+        return POISON
+    if not isinstance(av, ArchValue):
+        return ev.err("E0214", f"the first argument of `mbw` must be an architecture, found {type_name(av)}", aspan)
+    if not isinstance(sv, str):
+        return ev.err("E0214", f"the second argument of `mbw` must be a string, found {type_name(sv)}", sspan)
+    from .selectors import parse_mbw
+
+    rules, diags = parse_mbw(av.arch, sv, sspan)
+    for d in diags:
+        ev.report(d)
+    if any(d.is_error for d in diags):
+        return POISON
+    return HyperValue(((av.arch.name, tuple(HyperRule(r.selector, r.value, r.span) for r in rules)),), e.span)
+
+
+def _key_builtin(ev, e: ast.Call, args, kwargs) -> Any:
+    return ev.err("E0260", "`key(...)` selects tensor keys on the left of a map entry", e.span,
+                  help='use it inside a map: {key("*.proj_in.*"): 0.5}')
+
+
+_BUILTINS = {
+    "model": Builtin("model", _model_builtin),
+    "mbw": Builtin("mbw", _mbw_builtin),
+    "key": Builtin("key", _key_builtin),
+}
+
+
+def select_component(ev, mv: ModelValue, comp: str, span: Span | None) -> Any:
+    arch = mv.node.arch
+    if comp not in arch.components:
+        sugg = did_you_mean(comp, list(arch.components))
+        return ev.err("E0205", f"{arch.name} has no component `{comp}`", span,
+                      help=f"did you mean `{sugg}`?" if sugg else f"its components: {', '.join(arch.components)}")
+    keys = {k: m for k, m in mv.node.keys.items() if arch.classify(k).component == comp}
+    node = ev.builder.node("select", (mv.node,), space=mv.node.space, arch=arch, keys=keys,
+                           component=comp, origin=span)
+    return ModelValue(node)
+
+
+# ------------------------------------------------------------------------------------------------
+# param name[: type] [= default], filled by --set name=value
+
+
+def param_value(ev, stmt: ast.Param, env, mod, main: bool) -> Any:
+    span = stmt.name_span or stmt.span
+    if main:
+        ev.params[stmt.name] = None
+    if main and stmt.name in ev.options.sets:
+        value = coerce_set(ev, stmt, ev.options.sets[stmt.name], span)
+    elif stmt.default is not None:
+        value = ev.eval(stmt.default, env)
+    else:
+        return ev.err("E0510", f"param `{stmt.name}` has no value", span, label="needs a value",
+                      help=f"set it: --set {stmt.name}=VALUE")
+    if stmt.type is not None and value is not POISON:
+        from .annotations import check_annotation
+
+        value = check_annotation(ev, stmt.type, value, span, f"param `{stmt.name}`")
+    if main:
+        ev.params[stmt.name] = value
+    return value
+
+
+def coerce_set(ev, stmt: ast.Param, raw: str, span: Span | None) -> Any:
+    tname = stmt.type.name if stmt.type is not None else None
+    where = f"--set {stmt.name}={raw}"
+
+    def bad(expected: str) -> Any:
+        return ev.err("E0521", f"{where}: expected {expected}", span, label="param declared here")
+
+    if tname in ("Model", "Delta") or (tname is None and raw.lower().endswith(SAFETENSORS_SUFFIXES)):
+        return load_model(ev, raw, span, base=Path.cwd())
+    if raw.lower().endswith(".mecha") and tname in (None, "Model", "Delta"):
+        return recipe_value(ev, raw, span)
+    if tname in ("float", "int", "Hyper") or tname is None:
+        try:
+            num = int(raw.replace("_", ""))
+            return float(num) if tname == "float" else num
+        except ValueError:
+            pass
+        try:
+            if tname == "int":
+                return bad("a whole number")
+            return float(raw)
+        except ValueError:
+            if tname is not None:
+                return bad("a number")
+    if tname in ("bool", None) and raw in ("true", "false"):
+        return raw == "true"
+    if tname == "bool":
+        return bad("true or false")
+    if tname == "Arch":
+        a = get_arch(raw)
+        return ArchValue(a) if a is not None else bad("an architecture name")
+    return raw
+
+
+def recipe_value(ev, raw: str, span: Span | None) -> Any:
+    """A recipe file as a value: its one export."""
+    path = Path(raw)
+    if not path.is_file():
+        return ev.err("E0522", f"no such recipe `{raw}`", span)
+    mod, diags = ev.loader.load_file(path, span)
+    for d in diags:
+        ev.report(d)
+    if mod is None or mod.tree is None:
+        return POISON
+    exports = [s for s in mod.tree.statements if isinstance(s, ast.Export)]
+    if len(exports) != 1:
+        return ev.err("E0523", f"a recipe used as a value must have exactly one export; `{raw}` has {len(exports)}",
+                      span)
+    env = ev.eval_module(mod, main=False)
+    if env is None:
+        return POISON
+    ev.current_module.append(mod.path)
+    try:
+        return ev.eval(exports[0].value, env)
+    finally:
+        ev.current_module.pop()
+
+
+__all__ = ["builtin_names", "lookup_builtin", "load_model", "select_component", "param_value",
+           "is_number", "ListValue", "error"]

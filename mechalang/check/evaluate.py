@@ -1,0 +1,507 @@
+"""The checker proper: evaluates a recipe into a recipe graph, typing everything on the way.
+
+Evaluation is symbolic: models are graph nodes built from the files' headers, never tensors.
+Templates are inlined at their call sites; imported modules are evaluated once. Every problem
+becomes a `Diagnostic` and evaluation goes on with a `POISON` value, so one run reports every
+error of a recipe. Errors inside a template carry the call site as a secondary label.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..diagnostics import Diagnostic, Label, SourceMap, Span, did_you_mean, error
+from ..graph.nodes import GraphBuilder, HyperRule, Node
+from ..modules import ModuleLoader, SourceModule
+from ..syntax import ast
+from .names import NameChecker
+from .values import (POISON, ArchValue, Builtin, Closure, Env, HyperValue, ListValue, MethodValue,
+                     ModelValue, Namespace, is_number, type_name)
+
+
+@dataclass
+class ExportResult:
+    node: Node | None
+    path: Path | None
+    dtype: str | None
+    span: Span | None
+    path_span: Span | None
+
+
+@dataclass
+class Options:
+    models_dirs: list[Path] = field(default_factory=list)
+    sets: dict[str, str] = field(default_factory=dict)
+    force: bool = False  # merge differing architectures over their shared keys (mecha merge --force)
+
+
+@dataclass
+class Program:
+    main: SourceModule | None
+    exports: list[ExportResult]
+    diagnostics: list[Diagnostic]
+    sources: SourceMap
+    params: dict[str, Any]
+    builder: GraphBuilder
+    model_names: dict[str, str]  # load path -> the name the recipe gives it
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.is_error for d in self.diagnostics)
+
+
+class Evaluator:
+    def __init__(self, options: Options | None = None, loader: ModuleLoader | None = None):
+        self.options = options or Options()
+        self.loader = loader or ModuleLoader()
+        self.sources = self.loader.sources
+        self.builder = GraphBuilder()
+        self.diags: list[Diagnostic] = []
+        self._seen_diags: set = set()
+        self.call_stack: list[tuple[Span | None, str]] = []
+        self.module_envs: dict[Path, Env | None] = {}
+        self.loading: list[Path] = []
+        self.current_module: list[Path | None] = []
+        self.model_names: dict[str, str] = {}
+        self.params: dict[str, Any] = {}
+        from . import builtins as _builtins
+
+        self.builtins = _builtins
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def report(self, d: Diagnostic) -> None:
+        for call_span, name in reversed(self.call_stack):
+            if call_span is not None:
+                d = d.with_secondary(Label(call_span, f"in this call to `{name}`"))
+        key = (d.code, d.message, d.span, d.secondary)
+        if key in self._seen_diags:
+            return
+        self._seen_diags.add(key)
+        self.diags.append(d)
+
+    def err(self, code: str, message: str, span: Span | None, **kw) -> Any:
+        self.report(error(code, message, span, **kw))
+        return POISON
+
+    # ------------------------------------------------------------------ modules
+
+    def run_main(self, path: Path, text: str | None = None, display: str | None = None) -> Program:
+        if text is None:
+            mod, diags = self.loader.load_file(path)
+        else:
+            from ..syntax.parser import parse
+
+            disp = display or str(path)
+            self.sources.add(disp, text)
+            tree, diags = parse(text, disp)
+            mod = SourceModule(path, disp, text, tree)
+        for d in diags:
+            self.report(d)
+        exports: list[ExportResult] = []
+        if mod is not None and mod.tree is not None:
+            env = self.eval_module(mod, main=True, exports=exports)
+            if env is not None:
+                unknown = set(self.options.sets) - set(self.params)
+                for name in sorted(unknown):
+                    sugg = did_you_mean(name, list(self.params))
+                    self.err("E0520", f"--set {name}: the recipe has no param `{name}`", None,
+                             help=f"did you mean `{sugg}`?" if sugg else
+                             (f"its params are: {', '.join(self.params)}" if self.params else "it declares no param"))
+        self._check_exports(exports)
+        return Program(mod, exports, self.diags, self.sources, self.params, self.builder, self.model_names)
+
+    def eval_module(self, mod: SourceModule, *, main: bool, exports: list[ExportResult] | None = None) -> Env | None:
+        if mod.path in self.module_envs:
+            return self.module_envs[mod.path]
+        assert mod.tree is not None
+        names = NameChecker(self.builtins.builtin_names())
+        for d in names.check_module(mod.tree):
+            self.report(d)
+        env = Env()
+        self.module_envs[mod.path] = env
+        self.loading.append(mod.path)
+        self.current_module.append(mod.path)
+        saved_stack, self.call_stack = self.call_stack, []
+        try:
+            for stmt in mod.tree.statements:
+                self.statement(stmt, env, mod, main, exports)
+        finally:
+            self.call_stack = saved_stack
+            self.current_module.pop()
+            self.loading.pop()
+        return env
+
+    def import_module(self, spec: str, span: Span | None, importer: SourceModule) -> Env | None:
+        path, diags = self.loader.resolve(spec, importer.path, span)
+        for d in diags:
+            self.report(d)
+        if path is None:
+            return None
+        if path in self.loading:
+            chain = self.loading[self.loading.index(path):] + [path]
+            shown = " → ".join(self._short(p) for p in chain)
+            self.err("E0502", f"import cycle: {shown}", span, label="this import closes the cycle",
+                     help="move what both files need into a third module")
+            return None
+        mod, diags = self.loader.load_file(path, span)
+        for d in diags:
+            self.report(d)
+        if mod is None or mod.tree is None:
+            return None
+        return self.eval_module(mod, main=False)
+
+    @staticmethod
+    def _short(p: Path) -> str:
+        from ..modules import display_name
+
+        return display_name(p)
+
+    # ------------------------------------------------------------------ statements
+
+    def bind(self, env: Env, name: str, value: Any) -> None:
+        if name not in env.values:  # rebinding is reported by the name checker; the first wins
+            env.values[name] = value
+            if isinstance(value, ModelValue) and value.node.op == "load" and value.node.load:
+                self.model_names.setdefault(value.node.load.path, name)
+
+    def statement(self, stmt: ast.Stmt, env: Env, mod: SourceModule, main: bool,
+                  exports: list[ExportResult] | None) -> None:
+        if isinstance(stmt, ast.Import):
+            menv = self.import_module(stmt.path, stmt.span, mod)
+            self.bind(env, stmt.alias, Namespace(stmt.alias, menv, mod.path) if menv is not None else POISON)
+        elif isinstance(stmt, ast.FromImport):
+            menv = self.import_module(stmt.path, stmt.span, mod)
+            for n in stmt.names:
+                if menv is None:
+                    self.bind(env, n.bound, POISON)
+                    continue
+                self.bind(env, n.bound, self.module_member(menv, n.name, stmt.path, n.span))
+        elif isinstance(stmt, ast.Param):
+            self.bind(env, stmt.name, self.builtins.param_value(self, stmt, env, mod, main))
+        elif isinstance(stmt, ast.Let):
+            value = self.eval(stmt.value, env)
+            if stmt.type is not None:
+                from .annotations import check_annotation
+
+                value = check_annotation(self, stmt.type, value, stmt.value.span, f"`{stmt.name}`")
+            self.bind(env, stmt.name, value)
+        elif isinstance(stmt, ast.Def):
+            self.bind(env, stmt.name, Closure(stmt, env, mod.path))
+        elif isinstance(stmt, ast.Export):
+            if not main:
+                return  # exports of imported modules do not run
+            self.export(stmt, env, mod, exports)
+
+    def module_member(self, menv: Env, name: str, spec: str, span: Span | None) -> Any:
+        if name.startswith("_"):
+            return self.err("E0503", f"`{name}` is private to `{spec}`", span,
+                            help="names starting with `_` cannot be imported")
+        if name not in menv.values:
+            sugg = did_you_mean(name, [n for n in menv.values if not n.startswith("_")])
+            return self.err("E0504", f"`{spec}` has no name `{name}`", span,
+                            help=f"did you mean `{sugg}`?" if sugg else None)
+        return menv.values[name]
+
+    def export(self, stmt: ast.Export, env: Env, mod: SourceModule, exports: list[ExportResult] | None) -> None:
+        from ..graph.plan import EXPORT_DTYPES
+
+        value = self.eval(stmt.value, env)
+        path_v = self.eval(stmt.path, env)
+        node = None
+        if isinstance(value, ModelValue):
+            if value.node.space != "weight":
+                self.err("E0240", f"cannot export a {value.node.type_name}: an output file must be a Model",
+                         stmt.value.span, label="this is a difference of models",
+                         help="add it to a base model: `base + delta`")
+            else:
+                node = value.node
+        elif value is not POISON:
+            self.err("E0240", f"cannot export a {type_name(value)}: an output file must be a Model",
+                     stmt.value.span, label=f"this is a {type_name(value)}")
+        out_path = None
+        if isinstance(path_v, str):
+            if not path_v:
+                self.err("E0242", "the output path is empty", stmt.path.span)
+            else:
+                p = Path(path_v).expanduser()
+                out_path = (p if p.is_absolute() else mod.path.parent / p).resolve()
+        elif path_v is not POISON:
+            self.err("E0242", f"an output path must be a string, found {type_name(path_v)}", stmt.path.span)
+        dtype = stmt.dtype
+        if dtype is not None and dtype not in EXPORT_DTYPES:
+            sugg = did_you_mean(dtype, list(EXPORT_DTYPES))
+            self.err("E0243", f"unknown output dtype `{dtype}`", stmt.span,
+                     help=f"did you mean `{sugg}`?" if sugg else f"use one of {', '.join(EXPORT_DTYPES)}")
+            dtype = None
+        if exports is not None:
+            exports.append(ExportResult(node, out_path, dtype, stmt.span, stmt.path.span))
+
+    def _check_exports(self, exports: list[ExportResult]) -> None:
+        seen: dict[Path, ExportResult] = {}
+        inputs = {Path(p).resolve() for p in self.model_names} | {
+            Path(n.load.path).resolve() for n in self._all_loads()}
+        for e in exports:
+            if e.path is None:
+                continue
+            if e.path in inputs:
+                self.err("E0241", f"the output `{e.path.name}` is one of this recipe's inputs",
+                         e.path_span, label="would overwrite an input", help="write to another file")
+            if e.path in seen:
+                self.err("E0244", f"two exports write `{e.path.name}`", e.path_span,
+                         label="second export here", secondary=[Label(seen[e.path].path_span, "first export here")]
+                         if seen[e.path].path_span else [])
+            seen[e.path] = e
+
+    def _all_loads(self) -> list[Node]:
+        return [n for n in self.builder._interned.values() if n.op == "load"]
+
+    # ------------------------------------------------------------------ expressions
+
+    def eval(self, e: Any, env: Env) -> Any:
+        method = getattr(self, "e_" + type(e).__name__, None)
+        if method is None:  # pragma: no cover - the parser makes only known nodes
+            return self.err("E0999", f"cannot evaluate {type(e).__name__}", getattr(e, "span", None))
+        return method(e, env)
+
+    def e_Number(self, e: ast.Number, env: Env) -> Any:
+        try:
+            return e.value
+        except (ValueError, OverflowError):
+            return self.err("E0106", f"`{e.text}` is not a number this tool can represent", e.span)
+
+    def e_String(self, e: ast.String, env: Env) -> Any:
+        return e.value
+
+    def e_Bool(self, e: ast.Bool, env: Env) -> Any:
+        return e.value
+
+    def e_Name(self, e: ast.Name, env: Env) -> Any:
+        try:
+            return env.lookup(e.id)
+        except KeyError:
+            pass
+        value = self.builtins.lookup_builtin(e.id)
+        if value is not None:
+            return value
+        return POISON  # the name checker has reported it
+
+    def e_Attribute(self, e: ast.Attribute, env: Env) -> Any:
+        base = self.eval(e.value, env)
+        if base is POISON:
+            return POISON
+        if isinstance(base, Namespace):
+            if base.env is None:
+                return POISON
+            return self.module_member(base.env, e.attr, base.name, e.span)
+        if isinstance(base, ModelValue):
+            return self.builtins.select_component(self, base, e.attr, e.span)
+        return self.err("E0205", f"a {type_name(base)} has no member `{e.attr}`", e.span)
+
+    def e_Index(self, e: ast.Index, env: Env) -> Any:
+        base = self.eval(e.value, env)
+        idx = self.eval(e.index, env)
+        if base is POISON or idx is POISON:
+            return POISON
+        if not isinstance(base, ListValue):
+            return self.err("E0206", f"cannot index a {type_name(base)}", e.value.span,
+                            help="only lists can be indexed: `models[0]`")
+        if not isinstance(idx, int) or isinstance(idx, bool):
+            return self.err("E0206", f"a list index must be an int, found {type_name(idx)}", e.index.span)
+        if not -len(base.items) <= idx < len(base.items):
+            return self.err("E0207", f"index {idx} is out of range for a list of {len(base.items)}", e.index.span)
+        return base.items[idx]
+
+    def e_ListExpr(self, e: ast.ListExpr, env: Env) -> Any:
+        items: list[Any] = []
+        for it in e.items:
+            if isinstance(it, ast.Splat):
+                v = self.eval(it.value, env)
+                if isinstance(v, ListValue):
+                    items.extend(v.items)
+                elif v is not POISON:
+                    self.err("E0208", f"`*` needs a list, found {type_name(v)}", it.span)
+            else:
+                items.append(self.eval(it, env))
+        return ListValue(tuple(items))
+
+    def e_ListComp(self, e: ast.ListComp, env: Env) -> Any:
+        it = self.eval(e.iterable, env)
+        if it is POISON:
+            return POISON
+        if not isinstance(it, ListValue):
+            return self.err("E0208", f"a comprehension iterates over a list, found {type_name(it)}", e.iterable.span)
+        out = []
+        for item in it.items:
+            scope = env.child()
+            scope.values[e.var] = item
+            out.append(self.eval(e.element, scope))
+        return ListValue(tuple(out))
+
+    def e_UnaryOp(self, e: ast.UnaryOp, env: Env) -> Any:
+        from .operators import negate
+
+        return negate(self, self.eval(e.operand, env), e)
+
+    def e_BinOp(self, e: ast.BinOp, env: Env) -> Any:
+        from .operators import binary
+
+        left = self.eval(e.left, env)
+        right = self.eval(e.right, env)
+        return binary(self, e, left, right)
+
+    def e_Pipe(self, e: ast.Pipe, env: Env) -> Any:
+        first = self.eval(e.value, env)
+        return self.call(e.call, env, prepend=[(first, e.value.span)])
+
+    def e_Call(self, e: ast.Call, env: Env) -> Any:
+        return self.call(e, env)
+
+    def e_HyperMap(self, e: ast.HyperMap, env: Env) -> Any:
+        rules = []
+        for entry in e.entries:
+            v = self.eval(entry.value, env)
+            if v is POISON:
+                continue
+            if isinstance(v, bool) or is_number(v) or isinstance(v, str):
+                rules.append(HyperRule(entry.selector, v, entry.span))
+            else:
+                self.err("E0251", f"a map value must be a number, bool or string, found {type_name(v)}",
+                         entry.value.span)
+        return HyperValue(((None, tuple(rules)),), e.span)
+
+    def e_With(self, e: ast.With, env: Env) -> Any:
+        base = self.eval(e.base, env)
+        over = self.eval(e.overrides, env)
+        if base is POISON or over is POISON:
+            return POISON
+        if is_number(base) or isinstance(base, bool):
+            base = HyperValue(((None, (HyperRule(ast.SelDefault(), base, e.base.span),)),), e.base.span)
+        if not isinstance(base, HyperValue):
+            return self.err("E0252", f"`with` adds rules to a hyperparameter map, found {type_name(base)}",
+                            e.base.span)
+        extra = over.variants[0][1]
+        return HyperValue(tuple((a, rules + extra) for a, rules in base.variants), e.span)
+
+    # ------------------------------------------------------------------ calls
+
+    def call(self, e: ast.Call, env: Env, prepend: list[tuple[Any, Span | None]] | None = None) -> Any:
+        func = self.eval(e.func, env)
+        args: list[tuple[Any, Span | None]] = list(prepend or [])
+        for a in e.args:
+            if isinstance(a, ast.Splat):
+                v = self.eval(a.value, env)
+                if isinstance(v, ListValue):
+                    args.extend((item, a.span) for item in v.items)
+                elif v is not POISON:
+                    self.err("E0208", f"`*` needs a list, found {type_name(v)}", a.span)
+                else:
+                    args.append((POISON, a.span))
+            else:
+                args.append((self.eval(a, env), a.span))
+        kwargs: dict[str, tuple[Any, Span | None]] = {}
+        for k in e.kwargs:
+            if k.name in kwargs:
+                self.err("E0209", f"argument `{k.name}` is given twice", k.name_span or k.span)
+                continue
+            kwargs[k.name] = (self.eval(k.value, env), k.value.span)
+        if func is POISON:
+            return POISON
+        if isinstance(func, MethodValue):
+            from .calls import call_method
+
+            return call_method(self, func.spec, e, args, kwargs)
+        if isinstance(func, Builtin):
+            return func.impl(self, e, args, kwargs)
+        if isinstance(func, Closure):
+            return self.call_template(func, e, args, kwargs)
+        return self.err("E0204", f"a {type_name(func)} cannot be called", e.func.span)
+
+    def call_template(self, fn: Closure, e: ast.Call, args, kwargs) -> Any:
+        d = fn.definition
+        scope = fn.env.child()
+        params = [p.name for p in d.params]
+        if len(args) > len(params):
+            return self.err("E0211", f"`{d.name}` takes {len(params)} argument{'s' if len(params) != 1 else ''}, "
+                            f"{len(args)} given", e.span,
+                            secondary=[Label(d.name_span or d.span, "defined here")] if (d.name_span or d.span) else [])
+        for (v, _), p in zip(args, d.params):
+            scope.values[p.name] = v
+        for name, (v, span) in kwargs.items():
+            if name not in params:
+                sugg = did_you_mean(name, params)
+                self.err("E0212", f"`{d.name}` has no parameter `{name}`", span,
+                         help=f"did you mean `{sugg}`?" if sugg else f"its parameters are: {', '.join(params)}")
+                continue
+            if name in scope.values:
+                self.err("E0209", f"argument `{name}` is given twice", span)
+                continue
+            scope.values[name] = v
+        self.current_module.append(fn.module)
+        try:
+            for p in d.params:
+                if p.name not in scope.values:
+                    if p.default is None:
+                        self.err("E0213", f"`{d.name}` needs an argument for `{p.name}`", e.span,
+                                 secondary=[Label(p.span, "parameter declared here")] if p.span else [])
+                        scope.values[p.name] = POISON
+                    else:
+                        scope.values[p.name] = self.eval(p.default, fn.env)
+                if p.type is not None:
+                    from .annotations import check_annotation
+
+                    scope.values[p.name] = check_annotation(self, p.type, scope.values[p.name], e.span,
+                                                            f"argument `{p.name}` of `{d.name}`")
+            self.call_stack.append((e.span, d.name))
+            try:
+                if isinstance(d.body, ast.Block):
+                    for let in d.body.lets:
+                        v = self.eval(let.value, scope)
+                        if let.type is not None:
+                            from .annotations import check_annotation
+
+                            v = check_annotation(self, let.type, v, let.value.span, f"`{let.name}`")
+                        scope = scope.child()
+                        scope.values[let.name] = v
+                    return self.eval(d.body.result, scope)
+                return self.eval(d.body, scope)
+            finally:
+                self.call_stack.pop()
+        finally:
+            self.current_module.pop()
+
+    # ------------------------------------------------------------------ helpers
+
+    def module_dir(self) -> Path:
+        for p in reversed(self.current_module):
+            if p is not None:
+                return p.parent
+        return Path.cwd()
+
+    def unify_arch(self, values: list[tuple[ModelValue, Span | None]], what: str, span: Span | None):
+        """The one architecture of several models, or None (reported) when they differ."""
+        archs: dict[str, tuple[Any, Span | None]] = {}
+        for v, s in values:
+            archs.setdefault(v.node.arch.name, (v.node.arch, s))
+        if len(archs) <= 1:
+            return next(iter(archs.values()))[0] if archs else None
+        if self.options.force:
+            return values[0][0].node.arch
+        names = list(archs)
+        self.report(error(
+            "E0220", f"models of different architectures in one {what}: "
+                     + ", ".join(f"`{n}`" for n in names),
+            span, label=f"mixes {' and '.join(names)}",
+            secondary=[Label(s, f"this is {n}") for n, (_, s) in archs.items() if s is not None],
+            help="a merge needs models of one architecture; check the files, or pass arch= to model() "
+                 "if detection is wrong"))
+        return None
+
+    def check_number(self, v: Any, span: Span | None, what: str) -> bool:
+        if isinstance(v, float) and math.isnan(v):
+            self.err("E0221", f"{what} is nan", span)
+            return False
+        return True

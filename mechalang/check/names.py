@@ -1,0 +1,195 @@
+"""Static name checks of one module, before anything is evaluated.
+
+Reports (all of them, not just the first): names bound twice, undefined names (with a
+did-you-mean), names used before their `let`, duplicate template parameters, and recursion
+among `def`s. Works on unused templates too, which evaluation alone would never look into.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+from ..diagnostics import Diagnostic, Label, Span, did_you_mean, error
+from ..syntax import ast
+
+
+def stmt_bindings(stmt: ast.Stmt) -> list[tuple[str, Span | None]]:
+    if isinstance(stmt, ast.Import):
+        return [(stmt.alias, stmt.alias_span or stmt.span)]
+    if isinstance(stmt, ast.FromImport):
+        return [(n.bound, n.span) for n in stmt.names]
+    if isinstance(stmt, (ast.Param, ast.Let, ast.Def)):
+        return [(stmt.name, stmt.name_span or stmt.span)]
+    return []
+
+
+def sub_expressions(e) -> Iterator:
+    """Direct children of an expression that are expressions (or splats)."""
+    if isinstance(e, (ast.Attribute,)):
+        yield e.value
+    elif isinstance(e, ast.Index):
+        yield e.value
+        yield e.index
+    elif isinstance(e, ast.Splat):
+        yield e.value
+    elif isinstance(e, ast.Call):
+        yield e.func
+        yield from e.args
+        for k in e.kwargs:
+            yield k.value
+    elif isinstance(e, ast.ListExpr):
+        yield from e.items
+    elif isinstance(e, ast.UnaryOp):
+        yield e.operand
+    elif isinstance(e, ast.BinOp):
+        yield e.left
+        yield e.right
+    elif isinstance(e, ast.Pipe):
+        yield e.value
+        yield e.call
+    elif isinstance(e, ast.HyperMap):
+        for entry in e.entries:
+            yield entry.value
+    elif isinstance(e, ast.With):
+        yield e.base
+        yield e.overrides
+
+
+class NameChecker:
+    def __init__(self, builtins: Iterable[str]):
+        self.builtins = set(builtins)
+        self.diags: list[Diagnostic] = []
+
+    def check_module(self, module: ast.Module) -> list[Diagnostic]:
+        first: dict[str, Span | None] = {}
+        order: dict[str, int] = {}
+        defs: dict[str, ast.Def] = {}
+        for i, stmt in enumerate(module.statements):
+            for name, span in stmt_bindings(stmt):
+                if name in first:
+                    self.diags.append(error(
+                        "E0102", f"`{name}` is already bound", span, label="bound again here",
+                        secondary=[Label(first[name], "first bound here")] if first[name] else [],
+                        help="names are bound once; choose another name"))
+                    continue
+                first[name] = span
+                order[name] = i
+            if isinstance(stmt, ast.Def):
+                defs.setdefault(stmt.name, stmt)
+        top = set(first)
+        for i, stmt in enumerate(module.statements):
+            # Templates may refer to each other in any order; other names must come first.
+            visible = {n for n in top if order[n] < i or n in defs}
+            if isinstance(stmt, ast.Param):
+                if stmt.default is not None:
+                    self.expr(stmt.default, visible, top, order)
+            elif isinstance(stmt, ast.Let):
+                self.expr(stmt.value, visible, top, order)
+            elif isinstance(stmt, ast.Def):
+                self.definition(stmt, top | self.builtins, top, order)
+            elif isinstance(stmt, ast.Export):
+                self.expr(stmt.value, visible, top, order)
+                self.expr(stmt.path, visible, top, order)
+        self.recursion(defs)
+        return self.diags
+
+    def definition(self, d: ast.Def, visible: set[str], top: set[str], order: dict[str, int]) -> None:
+        seen: dict[str, Span | None] = {}
+        scope = set(visible)
+        for p in d.params:
+            if p.name in seen:
+                self.diags.append(error("E0104", f"template `{d.name}` has two parameters named `{p.name}`",
+                                        p.span, label="second one here",
+                                        secondary=[Label(seen[p.name], "first one here")] if seen[p.name] else []))
+            seen[p.name] = p.span
+            if p.default is not None:
+                self.expr(p.default, visible, top, order)
+            scope.add(p.name)
+        if isinstance(d.body, ast.Block):
+            local: dict[str, Span | None] = {}
+            for let in d.body.lets:
+                self.expr(let.value, scope, top, order)
+                if let.name in local or let.name in seen:
+                    prev = local.get(let.name) or seen.get(let.name)
+                    self.diags.append(error("E0102", f"`{let.name}` is already bound", let.name_span or let.span,
+                                            label="bound again here",
+                                            secondary=[Label(prev, "first bound here")] if prev else []))
+                local[let.name] = let.name_span or let.span
+                scope = scope | {let.name}
+            self.expr(d.body.result, scope, top, order)
+        else:
+            self.expr(d.body, scope, top, order)
+
+    def expr(self, e, scope: set[str], top: set[str], order: dict[str, int]) -> None:
+        stack = [(e, scope)]
+        while stack:
+            node, sc = stack.pop()
+            if isinstance(node, ast.Name):
+                if node.id in sc or node.id in self.builtins:
+                    continue
+                if node.id in top:
+                    self.diags.append(error("E0103", f"`{node.id}` is used before it is bound", node.span,
+                                            label="used here",
+                                            help="move its `let` (or `param`, `import`) above this line"))
+                    continue
+                suggestion = did_you_mean(node.id, list(sc) + sorted(self.builtins))
+                self.diags.append(error("E0101", f"undefined name `{node.id}`", node.span, label="not defined",
+                                        help=f"did you mean `{suggestion}`?" if suggestion else None))
+            elif isinstance(node, ast.ListComp):
+                stack.append((node.iterable, sc))
+                stack.append((node.element, sc | {node.var}))
+            else:
+                for child in sub_expressions(node):
+                    stack.append((child, sc))
+
+    def recursion(self, defs: dict[str, ast.Def]) -> None:
+        calls: dict[str, set[str]] = {}
+        for name, d in defs.items():
+            params = {p.name for p in d.params}
+            bodies = [d.body.result, *[l.value for l in d.body.lets]] if isinstance(d.body, ast.Block) else [d.body]
+            locals_ = params | ({l.name for l in d.body.lets} if isinstance(d.body, ast.Block) else set())
+            refs: set[str] = set()
+            for b in bodies:
+                refs |= {n for n in free_names(b) if n in defs and n not in locals_}
+            calls[name] = refs
+        reported: set[frozenset] = set()
+        for start in defs:
+            path = self._cycle_from(start, calls)
+            if path and frozenset(path) not in reported:
+                reported.add(frozenset(path))
+                chain = " → ".join(path + [path[0]])
+                d = defs[path[0]]
+                self.diags.append(error("E0105", f"template `{path[0]}` is recursive: {chain}",
+                                        d.name_span or d.span, label="defined here",
+                                        help="templates are inlined when used, so they cannot call themselves"))
+
+    @staticmethod
+    def _cycle_from(start: str, calls: dict[str, set[str]]) -> list[str] | None:
+        stack = [(start, [start])]
+        seen = set()
+        while stack:
+            cur, path = stack.pop()
+            for nxt in sorted(calls.get(cur, ())):
+                if nxt == start:
+                    return path
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+        return None
+
+
+def free_names(e) -> set[str]:
+    out: set[str] = set()
+    stack = [(e, frozenset())]
+    while stack:
+        node, bound = stack.pop()
+        if isinstance(node, ast.Name):
+            if node.id not in bound:
+                out.add(node.id)
+        elif isinstance(node, ast.ListComp):
+            stack.append((node.iterable, bound))
+            stack.append((node.element, bound | {node.var}))
+        else:
+            for c in sub_expressions(node):
+                stack.append((c, bound))
+    return out

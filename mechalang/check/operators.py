@@ -1,0 +1,207 @@
+"""The typed operator algebra of DESIGN.md §1.
+
+    Model - Model -> Delta          Model + Delta -> Model         Delta + Delta -> Delta
+    Hyper * Delta -> Delta          Delta / number -> Delta        -Delta -> Delta
+    Model | Model -> Model          Delta | Delta -> Delta         Hyper | Hyper -> Hyper
+    numbers: + - * /                strings and lists: +            number op map: per rule value
+
+Everything else is an error with a hint at what the user likely meant.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+from ..diagnostics import Label, Span, error
+from ..graph.nodes import BoundHyper, HyperRule
+from ..methods.registry import Float
+from ..syntax import ast
+from . import keysets
+from .values import POISON, HyperValue, ListValue, ModelValue, is_number, type_name
+
+_NUM_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+_OP_WORDS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "|": "combine with `|`"}
+
+
+def negate(ev, v: Any, e: ast.UnaryOp) -> Any:
+    if v is POISON:
+        return POISON
+    if is_number(v):
+        return -v
+    if isinstance(v, HyperValue):
+        return _map_arith(ev, v, lambda x: -x, e.span)
+    if isinstance(v, ModelValue) and v.node.space == "delta":
+        return scale(ev, v, BoundHyper(scalar=-1.0), e.span)
+    if isinstance(v, ModelValue):
+        return ev.err("E0233", f"cannot negate a {v.node.type_name}", e.span,
+                      help="negate a difference instead: `-(a - b)`")
+    return ev.err("E0233", f"cannot negate a {type_name(v)}", e.span)
+
+
+def binary(ev, e: ast.BinOp, left: Any, right: Any) -> Any:
+    if left is POISON or right is POISON:
+        return POISON
+    op = e.op
+    lm, rm = isinstance(left, ModelValue), isinstance(right, ModelValue)
+    if not lm and not rm:
+        return _plain(ev, e, left, right)
+    if op == "|":
+        if lm and rm:
+            return fallback(ev, e, left, right)
+        return _mismatch(ev, e, left, right)
+    if lm and rm:
+        ls, rs = left.node.space, right.node.space
+        if op == "-" and ls == rs:
+            return combine(ev, e, "sub", left, right, "delta")
+        if op == "-" and ls == "weight" and rs == "delta":
+            neg = scale(ev, right, BoundHyper(scalar=-1.0), e.span)
+            return combine(ev, e, "add", left, neg, "weight") if neg is not POISON else POISON
+        if op == "+" and not (ls == "weight" and rs == "weight"):
+            return combine(ev, e, "add", left, right, "weight" if "weight" in (ls, rs) else "delta")
+        if op == "+":
+            return ev.err("E0231", f"cannot add two models ({left.node.type_name} + {right.node.type_name})",
+                          e.span, help="did you mean `weighted_sum(a, b)`? To add what a model learned, "
+                                       "add a difference: `a + (b - base)`")
+        return ev.err("E0232", f"cannot {_OP_WORDS[op]} {left.node.type_name} and {right.node.type_name}",
+                      e.span, help="models combine with `+`/`-` (task arithmetic) or with merge methods")
+    # exactly one side is a model
+    model, other, other_span = (left, right, e.right.span) if lm else (right, left, e.left.span)
+    if op == "*" and model.node.space == "delta":
+        bound = _scale_hyper(ev, other, other_span, model)
+        return POISON if bound is None else scale(ev, model, bound, e.span)
+    if op == "/" and lm and model.node.space == "delta":
+        if is_number(other):
+            if other == 0:
+                return ev.err("E0253", "division by zero", e.right.span)
+            return scale(ev, model, BoundHyper(scalar=1.0 / other, span=other_span), e.span)
+        return ev.err("E0232", f"a Delta can be divided by a number, not by a {type_name(other)}", e.right.span)
+    if op in "*/" and model.node.space == "weight":
+        return ev.err("E0234", f"cannot {_OP_WORDS[op]} a {model.node.type_name} by a {type_name(other)}",
+                      e.span, help="scale a difference instead: `base + 0.5 * (tuned - base)`, "
+                                   "or use `weighted_sum(a, b, alpha=0.5)`")
+    return _mismatch(ev, e, left, right)
+
+
+def _mismatch(ev, e: ast.BinOp, left: Any, right: Any) -> Any:
+    return ev.err("E0232", f"cannot {_OP_WORDS[e.op]} {type_name(left)} and {type_name(right)}", e.span)
+
+
+def _plain(ev, e: ast.BinOp, left: Any, right: Any) -> Any:
+    op = e.op
+    if is_number(left) and is_number(right) and op in _NUM_OPS:
+        if op == "/" and right == 0:
+            return ev.err("E0253", "division by zero", e.right.span)
+        try:
+            return _NUM_OPS[op](left, right)
+        except OverflowError:
+            return ev.err("E0254", "number too large", e.span)
+    if op == "+" and isinstance(left, str) and isinstance(right, str):
+        return left + right
+    if op == "+" and isinstance(left, ListValue) and isinstance(right, ListValue):
+        return ListValue(left.items + right.items)
+    if op == "|" and isinstance(left, HyperValue) and isinstance(right, HyperValue):
+        return hyper_fallback(left, right, e.span)
+    if op in _NUM_OPS and isinstance(left, HyperValue) and is_number(right):
+        f = _NUM_OPS[op]
+        if op == "/" and right == 0:
+            return ev.err("E0253", "division by zero", e.right.span)
+        return _map_arith(ev, left, lambda x: f(x, right), e.span)
+    if op in _NUM_OPS and is_number(left) and isinstance(right, HyperValue):
+        f = _NUM_OPS[op]
+        if op == "/" and any(r.value == 0 for _, rs in right.variants for r in rs):
+            return ev.err("E0253", "division by zero: the map has a 0 value", e.right.span)
+        return _map_arith(ev, right, lambda x: f(left, x), e.span)
+    return _mismatch(ev, e, left, right)
+
+
+def _map_arith(ev, m: HyperValue, f, span: Span | None) -> Any:
+    # A key no rule matches gets the method's default, which arithmetic on the map cannot reach:
+    # so arithmetic needs a `default` rule to mean the same thing on every key.
+    for arch, rules in m.variants:
+        if not any(isinstance(r.selector, ast.SelDefault) for r in rules):
+            return ev.err("E0255", "arithmetic on a hyperparameter map needs a `default` rule", span,
+                          help="add `default: VALUE` to the map, so every key has a value to compute with")
+        for r in rules:
+            if not is_number(r.value):
+                return ev.err("E0255", f"arithmetic on a map with a non-number value ({r.value!r})", r.span)
+    return m.map_values(f)
+
+
+def hyper_fallback(left: HyperValue, right: HyperValue, span: Span | None) -> HyperValue:
+    """`a | b` on maps: a where a has a rule, else b. Per architecture; different architectures
+    simply sit side by side (that is how presets serve SD1 and SDXL with one name)."""
+    out: dict[str | None, tuple[HyperRule, ...]] = {}
+    order: list[str | None] = []
+    for arch, rules in right.variants:
+        out[arch] = rules
+        order.append(arch)
+    for arch, rules in left.variants:
+        if arch in out:
+            below = tuple(r for r in out[arch] if not isinstance(r.selector, ast.SelDefault))
+            has_default = any(isinstance(r.selector, ast.SelDefault) for r in rules)
+            defaults = () if has_default else tuple(r for r in out[arch] if isinstance(r.selector, ast.SelDefault))
+            out[arch] = defaults + below + rules
+        else:
+            out[arch] = rules
+            order.insert(0, arch)
+    return HyperValue(tuple((a, out[a]) for a in order), span)
+
+
+def _scale_hyper(ev, v: Any, span: Span | None, model: ModelValue) -> BoundHyper | None:
+    from .calls import bind_hyper
+
+    return bind_hyper(ev, Float(), v, span, model.node.arch, model.node.keys, "the scale factor")
+
+
+def scale(ev, model: ModelValue, factor: BoundHyper, span: Span | None) -> Any:
+    n = model.node
+    node = ev.builder.node("scale", (n,), space=n.space, arch=n.arch, keys=n.keys,
+                           hypers=(("factor", factor),), origin=span)
+    return ModelValue(node)
+
+
+def combine(ev, e: ast.BinOp, op: str, left: ModelValue, right: ModelValue, space: str) -> Any:
+    arch = ev.unify_arch([(left, e.left.span), (right, e.right.span)], f"`{e.op}`", e.span)
+    if arch is None:
+        return POISON
+    drop = shape_check(ev, [(left, e.left.span), (right, e.right.span)], e.span)
+    if drop is None:
+        return POISON
+    a, b = left.node, right.node
+    keys = keysets.sub_keys(a.keys, b.keys, drop) if op == "sub" else keysets.add_keys(a.keys, b.keys, a.space, b.space, drop)
+    return ModelValue(ev.builder.node(op, (a, b), space=space, arch=arch, keys=keys, origin=e.span))
+
+
+def fallback(ev, e: ast.BinOp, left: ModelValue, right: ModelValue) -> Any:
+    if left.node.space != right.node.space:
+        return ev.err("E0235", f"`|` needs two values of one kind, found {left.node.type_name} and "
+                               f"{right.node.type_name}", e.span)
+    arch = ev.unify_arch([(left, e.left.span), (right, e.right.span)], "`|`", e.span)
+    if arch is None:
+        return POISON
+    keys = keysets.union_keys(left.node.keys, right.node.keys)
+    return ModelValue(ev.builder.node("fallback", (left.node, right.node), space=left.node.space,
+                                      arch=arch, keys=keys, origin=e.span))
+
+
+def shape_check(ev, values: list[tuple[ModelValue, Span | None]], span: Span | None) -> set[str] | None:
+    """Keys whose shapes differ between inputs: an error, or (with --force) keys to leave out."""
+    conflicts = keysets.shape_conflicts([v.node.keys for v, _ in values])
+    if not conflicts:
+        return set()
+    if ev.options.force:
+        return {k for k, _ in conflicts}
+    shown = []
+    for key, shapes in conflicts[:3]:
+        shown.append(f"`{key}`: " + " vs ".join(str(list(s)) if s is not None else "missing" for s in shapes))
+    more = f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else ""
+    ev.report(error("E0236", f"{len(conflicts)} key{'s' if len(conflicts) != 1 else ''} have different "
+                             f"shapes in these models{more}", span,
+                    label="shapes differ", notes=shown,
+                    secondary=[Label(s, f"input {i + 1}") for i, (_, s) in enumerate(values) if s is not None],
+                    help="these models are not of one layout (an inpainting model among regular ones?)"))
+    return None
+
+
+__all__ = ["binary", "negate", "scale", "combine", "fallback", "shape_check", "hyper_fallback"]

@@ -1,0 +1,42 @@
+"""The front end (parse, check, fmt, info, the CLI module) never imports torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+PROBE = """
+import sys
+from mechalang import cli
+argv = sys.argv[1:]
+try:
+    cli.app(argv)
+except SystemExit as e:
+    code = e.code
+print("TORCH" if "torch" in sys.modules else "NO-TORCH", code)
+"""
+
+
+def probe(*args: str, cwd: Path = ROOT) -> str:
+    r = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return r.stdout.strip().splitlines()[-1]
+
+
+def test_import_cli_does_not_import_torch():
+    r = subprocess.run([sys.executable, "-c", "import sys, mechalang.cli, mechalang.commands; "
+                        "print('torch' in sys.modules)"], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "False"
+
+
+def test_check_info_fmt_do_not_import_torch(golden_models, tmp_path):
+    golden = ROOT / "tests" / "golden"
+    assert probe("check", "check/ok_weighted_sum.mecha", "--models-dir", "models", cwd=golden) == "NO-TORCH 0"
+    assert probe("check", "check/ok_task_arithmetic.mecha", "--models-dir", "models", cwd=golden) == "NO-TORCH 0"
+    assert probe("info") == "NO-TORCH 0"
+    assert probe("info", "--methods") == "NO-TORCH 0"
+    f = tmp_path / "x.mecha"
+    f.write_text("let x = 1\n")
+    assert probe("fmt", "--check", str(f)) == "NO-TORCH 0"

@@ -1,0 +1,48 @@
+"""Golden diagnostics of `mecha check`: a recipe in, the exact rendered output out.
+
+Each `golden/check/NAME.mecha` is checked from the `golden/` folder with `--models-dir models`;
+a first line `# args: ...` adds command-line arguments. The expected text (exit code, stdout,
+stderr) is `NAME.out`; `MECHA_UPDATE_GOLDEN=1 pytest tests/test_golden_check.py` rewrites them.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from mechalang.commands import check_command
+
+from .conftest import GOLDEN
+
+CASES = sorted(p for p in (GOLDEN / "check").glob("*.mecha"))
+
+
+def run_check(case: Path, capsys, monkeypatch) -> str:
+    monkeypatch.chdir(GOLDEN)
+    monkeypatch.setenv("MECHA_PATH", "")
+    monkeypatch.delenv("MECHA_MODELS_DIR", raising=False)
+    first = case.read_text().splitlines()[0] if case.read_text() else ""
+    args = shlex.split(first[len("# args:"):]) if first.startswith("# args:") else []
+    sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+    strict = "--strict" in args
+    fmt = "json" if "--json" in args else "text"
+    code = check_command(f"check/{case.name}", sets, "models", strict, fmt)
+    out, err = capsys.readouterr()
+    return f"exit {code}\n--- stdout\n{out}--- stderr\n{err}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
+def test_golden(case: Path, golden_models, capsys, monkeypatch):
+    got = run_check(case, capsys, monkeypatch)
+    expected_file = case.with_suffix(".out")
+    if os.environ.get("MECHA_UPDATE_GOLDEN") == "1":
+        expected_file.write_text(got)
+    assert expected_file.exists(), f"no golden output for {case.name}; run with MECHA_UPDATE_GOLDEN=1"
+    assert got == expected_file.read_text()
+
+
+def test_there_are_enough_goldens():
+    assert len(CASES) >= 40
