@@ -222,6 +222,13 @@ def run_command(file: str, *, set_: list[str], output: str | None, models_dir: s
         for line in _coverage_lines(c):
             print(f"  note: {line}")
         return 0
+    for o in plan.outputs:
+        folder = os.path.dirname(o.path)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            sys.stderr.write(f"error: cannot create the output folder {folder}: {exc.strerror}\n")
+            return 1
     from .runtime.errors import RuntimeFailure
 
     try:

@@ -146,28 +146,37 @@ def render_text(diagnostics: Iterable[Diagnostic], sources: SourceMap | Mapping[
 
 
 def render_one(d: Diagnostic, sources: SourceMap) -> str:
+    """rustc-style: a header line, then each file's labelled lines in line order, carets under
+    the spans (`^` for the primary, `-` for secondary labels), then notes and help."""
     out = [f"{d.severity.value}[{d.code}]: {d.message}"]
-    spans = ([(d.span, d.label, "^")] if d.span else []) + [(l.span, l.message, "-") for l in d.secondary]
-    lines_shown = [s.line for s, _, _ in spans]
-    gutter = max((len(str(n)) for n in lines_shown), default=1)
+    labels = ([(d.span, d.label, "^")] if d.span else []) + [(l.span, l.message, "-") for l in d.secondary]
+    gutter = max((len(str(s.line)) for s, _, _ in labels), default=1)
     pad = " " * gutter
-    last_file = None
-    for i, (span, msg, char) in enumerate(spans):
-        arrow = "-->" if i == 0 else ":::"
-        if span.file != last_file or i == 0:
-            out.append(f"{pad}{arrow} {span.file}:{span.line}:{span.col}")
-            out.append(f"{pad} |")
-            last_file = span.file
-        text = sources.line(span.file, span.line)
-        if text is None:
-            if msg:
-                out.append(f"{pad} = {msg}")
-            continue
-        end_col = span.end_col if span.end_line == span.line else len(text) + 1
-        out.append(f"{str(span.line).rjust(gutter)} | {text}")
-        carets = _caret_line(text, span.col, end_col, char)
-        out.append(f"{pad} | {carets}{(' ' + msg) if msg else ''}".rstrip())
-    if spans:
+    files: list[str] = []
+    for s, _, _ in labels:
+        if s.file not in files:
+            files.append(s.file)
+    for fi, file in enumerate(files):
+        in_file = sorted((l for l in labels if l[0].file == file), key=lambda l: (l[0].line, l[0].col))
+        anchor = d.span if d.span is not None and d.span.file == file else in_file[0][0]
+        out.append(f"{pad}{'-->' if fi == 0 else ':::'} {file}:{anchor.line}:{anchor.col}")
+        out.append(f"{pad} |")
+        last_line = None
+        for span, msg, char in in_file:
+            text = sources.line(span.file, span.line)
+            if text is None:
+                if msg:
+                    out.append(f"{pad} = {msg}")
+                continue
+            if span.line != last_line:
+                if last_line is not None and span.line > last_line + 1:
+                    out.append(f"{pad}...")
+                out.append(f"{str(span.line).rjust(gutter)} | {text}")
+                last_line = span.line
+            end_col = span.end_col if span.end_line == span.line else len(text) + 1
+            carets = _caret_line(text, span.col, end_col, char)
+            out.append(f"{pad} | {carets}{(' ' + msg) if msg else ''}".rstrip())
+    if labels:
         out.append(f"{pad} |")
     for note in d.notes:
         out.append(f"{pad} = note: {note}")

@@ -121,7 +121,10 @@ def load_model(ev, path: str, span: Span | None, *, arch=None, sha256: str | Non
         return ev.err("E0202", f"cannot read `{path}`: {exc.message}", span, label="this file")
     if arch is None:
         det = detect(header)
-        if not det.confident:
+        best = det.best
+        matches_nothing = det.arch.name == "generic" and (best is None or best.matched < 0.25 * max(1, det.n_keys))
+        # DESIGN.md §3: a file that matches nothing is `generic`; a partial match is reported.
+        if not det.confident and not matches_nothing:
             return ev.err("E0203", f"cannot tell the architecture of `{path}`", span,
                           notes=[describe_poor_match(det)],
                           help="if you know it, say it: model(\"...\", arch=sd1)")
@@ -169,7 +172,9 @@ def _mbw_builtin(ev, e: ast.Call, args, kwargs) -> Any:
         ev.report(d)
     if any(d.is_error for d in diags):
         return POISON
-    return HyperValue(((av.arch.name, tuple(HyperRule(r.selector, r.value, r.span) for r in rules)),), e.span)
+    group = ev.new_group()
+    return HyperValue(((av.arch.name, tuple(HyperRule(r.selector, r.value, r.span, group) for r in rules)),),
+                      e.span)
 
 
 def _key_builtin(ev, e: ast.Call, args, kwargs) -> Any:

@@ -27,7 +27,11 @@ def call_method(ev, spec: MethodSpec, e: ast.Call, args: list[tuple[Any, Span | 
     hyper_args: dict[str, tuple[Any, Span | None]] = {}
     for (v, s), hp in zip(extra, spec.hypers):
         hyper_args[hp.name] = (v, s)
-    if len(extra) > len(spec.hypers):
+    if len(extra) > len(spec.hypers) or any(isinstance(v, ModelValue) for v, _ in extra):
+        if any(isinstance(v, ModelValue) for v, _ in extra):
+            n = sum(1 for v, _ in args if isinstance(v, ModelValue))
+            return ev.err("E0215", f"`{spec.name}` takes {fixed} model{'s' if fixed != 1 else ''}, {n} given",
+                          e.span, help=f"signature: {spec.signature()}")
         return ev.err("E0215", f"`{spec.name}` takes {fixed} model{'s' if fixed != 1 else ''}"
                                f"{' and ' + str(len(spec.hypers)) + ' hyperparameters' if spec.hypers else ''}, "
                                f"{len(args)} arguments given", e.span, help=f"signature: {spec.signature()}")
@@ -39,7 +43,8 @@ def call_method(ev, spec: MethodSpec, e: ast.Call, args: list[tuple[Any, Span | 
             want = f"at least {spec.min_models}"
         else:
             want = f"{spec.min_models} to {spec.max_models}"
-        return ev.err("E0215", f"`{spec.name}` takes {want} model{'s' if want != '1' else ''}, {n} given",
+        plural = "" if want in ("1", "at least 1") else "s"
+        return ev.err("E0215", f"`{spec.name}` takes {want} model{plural}, {n} given",
                       e.span, help=f"signature: {spec.signature()}")
 
     params = list(spec.models) + ([spec.variadic] * max(0, n - fixed) if spec.variadic else [])
@@ -153,9 +158,16 @@ def bind_hyper(ev, kind: HyperKind, v: Any, span: Span | None, arch: Any, keys: 
             ok = False
     if not ok:
         return None
+    # Errors (a rule selecting nothing) over all rules; "never wins" warnings only among rules
+    # written together: overriding a preset's rule with `with` or `|` is the point, not a mistake.
     for d in rule_diagnostics(list(rules), arch, keys):
-        ev.report(d)
-        ok = ok and not d.is_error
+        if d.is_error:
+            ev.report(d)
+            ok = False
+    for group in dict.fromkeys(r.group for r in rules):
+        for d in rule_diagnostics([r for r in rules if r.group == group], arch, keys):
+            if not d.is_error:
+                ev.report(d)
     if not ok:
         return None
     return BoundHyper(rules=tuple(rules), span=span)

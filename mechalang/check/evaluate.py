@@ -67,6 +67,8 @@ class Evaluator:
         self.current_module: list[Path | None] = []
         self.model_names: dict[str, str] = {}
         self.params: dict[str, Any] = {}
+        self._groups = 0
+        self.active_defs: list[ast.Def] = []
         from . import builtins as _builtins
 
         self.builtins = _builtins
@@ -360,14 +362,19 @@ class Evaluator:
     def e_Call(self, e: ast.Call, env: Env) -> Any:
         return self.call(e, env)
 
+    def new_group(self) -> int:
+        self._groups += 1
+        return self._groups
+
     def e_HyperMap(self, e: ast.HyperMap, env: Env) -> Any:
         rules = []
+        group = self.new_group()
         for entry in e.entries:
             v = self.eval(entry.value, env)
             if v is POISON:
                 continue
             if isinstance(v, bool) or is_number(v) or isinstance(v, str):
-                rules.append(HyperRule(entry.selector, v, entry.span))
+                rules.append(HyperRule(entry.selector, v, entry.span, group))
             else:
                 self.err("E0251", f"a map value must be a number, bool or string, found {type_name(v)}",
                          entry.value.span)
@@ -379,7 +386,8 @@ class Evaluator:
         if base is POISON or over is POISON:
             return POISON
         if is_number(base) or isinstance(base, bool):
-            base = HyperValue(((None, (HyperRule(ast.SelDefault(), base, e.base.span),)),), e.base.span)
+            base = HyperValue(((None, (HyperRule(ast.SelDefault(), base, e.base.span, self.new_group()),)),),
+                              e.base.span)
         if not isinstance(base, HyperValue):
             return self.err("E0252", f"`with` adds rules to a hyperparameter map, found {type_name(base)}",
                             e.base.span)
@@ -396,9 +404,9 @@ class Evaluator:
                 v = self.eval(a.value, env)
                 if isinstance(v, ListValue):
                     args.extend((item, a.span) for item in v.items)
-                elif v is not POISON:
-                    self.err("E0208", f"`*` needs a list, found {type_name(v)}", a.span)
                 else:
+                    if v is not POISON:
+                        self.err("E0208", f"`*` needs a list, found {type_name(v)}", a.span)
                     args.append((POISON, a.span))
             else:
                 args.append((self.eval(a, env), a.span))
@@ -421,6 +429,16 @@ class Evaluator:
         return self.err("E0204", f"a {type_name(func)} cannot be called", e.func.span)
 
     def call_template(self, fn: Closure, e: ast.Call, args, kwargs) -> Any:
+        d = fn.definition
+        if any(active is d for active in self.active_defs):
+            return POISON  # recursion: reported by the name checker (E0105)
+        self.active_defs.append(d)
+        try:
+            return self._call_template(fn, e, args, kwargs)
+        finally:
+            self.active_defs.pop()
+
+    def _call_template(self, fn: Closure, e: ast.Call, args, kwargs) -> Any:
         d = fn.definition
         scope = fn.env.child()
         params = [p.name for p in d.params]

@@ -69,7 +69,7 @@ class HyperValue:
         return [n for n, _ in self.variants if n is not None]
 
     def map_values(self, f: Callable[[Any], Any]) -> "HyperValue":
-        return HyperValue(tuple((a, tuple(HyperRule(r.selector, f(r.value), r.span) for r in rules))
+        return HyperValue(tuple((a, tuple(HyperRule(r.selector, f(r.value), r.span, r.group) for r in rules))
                                 for a, rules in self.variants), self.span)
 
 

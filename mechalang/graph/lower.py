@@ -54,7 +54,8 @@ def summarize_keys(keys: list[str], limit: int = 3) -> str:
         groups[".".join(parts[:2]) + (".*" if len(parts) > 2 else "")] += 1
     items = sorted(groups.items(), key=lambda kv: -kv[1])
     shown = ", ".join(g for g, _ in items[:limit])
-    return shown + (f", … ({len(items) - limit} more groups)" if len(items) > limit else "")
+    rest = len(items) - limit
+    return shown + (f", … ({rest} more group{'s' if rest != 1 else ''})" if rest > 0 else "")
 
 
 @dataclass
@@ -87,6 +88,7 @@ class Lowerer:
         self.diags: list[Diagnostic] = []
         self.coverage: dict[tuple, Coverage] = {}
         self._noted: set[tuple] = set()
+        self._file_keys: dict[int, dict[str, str]] = {}
         self.trace = trace
         self.traces: dict[tuple[int, str], list[HyperTrace]] = {}
 
@@ -151,7 +153,10 @@ class Lowerer:
         return self._read(n, key)
 
     def _read(self, n: Node, key: str) -> Read | None:
-        file_key = dict(n.load.file_keys).get(key, key)
+        names = self._file_keys.get(n.id)
+        if names is None:
+            names = self._file_keys[n.id] = dict(n.load.file_keys)
+        file_key = names.get(key, key)
         meta = n.load.header.tensors.get(file_key)
         if meta is None:
             return None

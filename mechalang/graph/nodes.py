@@ -31,6 +31,7 @@ class HyperRule:
     selector: Any
     value: Any
     span: Span | None = field(default=None, compare=False)
+    group: int = field(default=0, compare=False)  # rules written together (one map literal, one mbw)
 
 
 @dataclass(frozen=True)
