@@ -176,8 +176,14 @@ class Session:
 
 
 def _split_last(rest: str) -> tuple[str, str]:
+    """`EXPR LAST` -> (EXPR, LAST), LAST unquoted (a key or glob may be written in quotes)."""
     parts = rest.rsplit(None, 1)
-    return (parts[0], parts[1]) if len(parts) == 2 else (rest, "")
+    if len(parts) != 2:
+        return rest, ""
+    last = parts[1]
+    if len(last) >= 2 and last[0] == last[-1] and last[0] in "\"'":
+        last = last[1:-1]
+    return parts[0], last
 
 
 def describe(value) -> str:
