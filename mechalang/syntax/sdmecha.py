@@ -1,0 +1,1223 @@
+"""sd-mecha's flat recipe format (`version 0.1.0`), read as a mechalang program.
+
+An sd-mecha recipe is a list of instructions, one a line, after a `version 0.1.0` header:
+
+    version 0.1.0
+    model "ghostmix.safetensors" model_config="sd1-ldm" merge_space="weight"
+    model "dreamshaper.safetensors" model_config="sd1-ldm" merge_space="weight"
+    dict BASE=0 IN00=0.3 M00=0.5 OUT11=0.7
+    literal &2 model_config="sd1-supermerger_blocks" merge_space="param"
+    merge "convert_sd1_blocks_to_ldm" &3
+    merge "weighted_sum" &0 &1 &4
+
+`&N` names the result of instruction N (counted from 0, the first line after the header; only
+earlier instructions can be named). Arguments are numbers, `"strings"` (with `\\` escapes), `true`,
+`false`, `null`, `&N`, and `name=value` keywords. The last instruction is the recipe's result.
+
+`read_sdmecha` builds the equivalent mechalang module:
+
+- every instruction that a later one uses becomes a `let`: models are named after their file
+  (`ghostmix`), merges after their method (`weighted_sum_1`), maps after the hyperparameter they
+  are first given to (`alpha_1`); numbers and strings are written where they are used;
+- the last instruction is exported to `out`, a `param out: str = "<recipe>_merged.safetensors"`
+  (sd-mecha recipes do not say where the result goes; `--set out=...` or `-o` chooses);
+- `model_config` becomes `arch=` where mechalang has the architecture (`"sd1-ldm"` → `sd1`, see
+  `ARCHES`); otherwise the architecture is left to detection, with a warning;
+- `dict` lines (with the `literal` and `convert_*_blocks_*` lines that wrap them) become
+  hyperparameter maps: supermerger block keys (`BASE`, `IN00`, `M00`, `OUT11`) are mechalang's
+  block names (sdxl's `VAE` is the `vae` component, written after `BASE`), sd-mecha's older `<config>_unet_block_in3` / `<config>_txt_default` keys become
+  blocks and components, and anything else is a tensor key, written `key("...")`;
+- methods keep their names, except where mechalang spells the same operation differently:
+  `subtract(a, b)` is `a - b`, `fallback(a, b)` is `a | b`, `add_difference(a, subtract(b, c),
+  alpha)` is `add_difference(a, b, c, alpha=...)` (and `a + alpha * d` for any other delta), and
+  the methods in `METHODS` are renamed with their keywords (`ties_sum(k=, vote_sgn=)` is
+  `ties(density=, consensus=)`, with sd-mecha's defaults written out where mechalang's differ).
+  Hyperparameters that sd-mecha wrote positionally become keywords, by the method's sd-mecha
+  signature (`METHOD_SIGNATURES`). Keywords set to `null` (sd-mecha's "unset") are left out, so
+  the mechalang default applies. Other names are kept as they are: `mecha check` reports a
+  method mechalang does not have.
+
+Unlike sd-mecha's own reader, blank lines, a trailing newline, and `#` comments (whole lines or
+after an instruction) are accepted; comments and blank lines are kept in the converted text, and
+every node of the module has a span into the sd-mecha file. Malformed input gives diagnostics with
+spans (codes E09xx, warnings W09xx), never an exception.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PureWindowsPath
+
+from ..diagnostics import Diagnostic, Label, Span, did_you_mean, error, warning
+from . import ast
+
+FORMAT_VERSION = "0.1.0"
+
+# sd-mecha model configs → mechalang architecture names (identifiers usable as `arch=`).
+ARCHES: dict[str, str] = {
+    "sd1-ldm": "sd1",
+    "sd1-ldm-base": "sd1",
+    "sd1-kohya": "sd1_kohya",
+    "sdxl-sgm": "sdxl",
+    "sdxl-sgm-base": "sdxl",
+    "sdxl-kohya": "sdxl_kohya",
+    "sdxl-diffusers_unet_only": "sdxl_diffusers_unet",
+    "sd3-comfyui": "sd3",
+    "sd3-comfyui-base": "sd3",
+    "flux-flux": "flux",
+    "flux-flux-base": "flux",
+    "flux_dev-flux": "flux",
+    "flux_schnell-flux": "flux",
+}
+
+# sd-mecha method → (positional model parameters, variadic model parameter, positional
+# hyperparameters in order). sd-mecha writes every positional parameter, hyperparameters included
+# (`merge "weighted_sum" &0 &1 0.5`); mechalang wants those as keywords.
+METHOD_SIGNATURES: dict[str, tuple[tuple[str, ...], str | None, tuple[str, ...]]] = {
+    "weighted_sum": (("a", "b"), None, ("alpha",)),
+    "slerp": (("a", "b"), None, ("alpha",)),
+    "add_difference": (("a", "b"), None, ("alpha",)),
+    "subtract": (("a", "b"), None, ()),
+    "perpendicular_component": (("a", "b"), None, ()),
+    "geometric_sum": (("a", "b"), None, ("alpha",)),
+    "train_difference_mask": (("a", "b", "c"), None, ("alpha",)),
+    "add_opposite_mask": (("a", "b", "c"), None, ("alpha",)),
+    "add_strict_opposite_mask": (("a", "b", "c"), None, ("alpha",)),
+    "multiply_quotient": (("a", "b", "c"), None, ("alpha",)),
+    "rotate": (("a", "b"), None, ("alignment", "alpha", "centralization", "stiefel_eps",
+                                  "stiefel_max_iters")),
+    "truncate_rank": (("a",), None, ("rank_ratio",)),
+    "fallback": (("a", "default"), None, ()),
+    "pick_component": (("a",), None, ("component",)),
+    "omit_component": (("a",), None, ("component",)),
+    "cast": (("a",), None, ("device", "dtype")),
+    "n_average": ((), "models", ()),
+    "ties_sum": ((), "models", ()),
+    "ties_sum_extended": ((), "models", ()),
+    "ties_sum_with_dropout": ((), "deltas", ()),
+    "model_stock": ((), "deltas", ()),
+    "geometric_median": ((), "models", ()),
+    "dropout": ((), "deltas", ()),
+    "clamp": (("a",), "bounds", ()),
+    "stack": ((), "values", ()),
+}
+
+
+@dataclass(frozen=True)
+class MethodMap:
+    """How an sd-mecha method is written in mechalang, where the two differ.
+
+    `renames`: sd-mecha keyword → mechalang keyword. `values`: for a renamed keyword, sd-mecha
+    value → mechalang value (booleans and numbers compare by value). `fill`: mechalang keywords
+    added when sd-mecha's keyword is absent, because sd-mecha's default differs from mechalang's.
+    `drop_if_default`: sd-mecha-only keywords left out when they hold sd-mecha's default (which
+    is what mechalang does); with another value they are kept, for the checker to report.
+    """
+
+    name: str
+    renames: dict[str, str] = field(default_factory=dict)
+    values: dict[str, dict[object, object]] = field(default_factory=dict)
+    fill: dict[str, object] = field(default_factory=dict)
+    drop_if_default: dict[str, object] = field(default_factory=dict)
+
+
+METHODS: dict[str, MethodMap] = {
+    # sd-mecha: k = share of entries kept (default 1.0); vote_sgn=false elects sgn Σ sgn δ (count),
+    # true sgn Σ δ (mass); the disjoint mean is mechalang's normalize=true (its default).
+    "ties_sum": MethodMap("ties", renames={"k": "density", "vote_sgn": "consensus"},
+                          values={"vote_sgn": {True: "sum", False: "count"}},
+                          fill={"density": 1.0, "consensus": "count"}),
+    # sd-mecha's `alignment` and `alpha` are mechalang's `alpha` and `beta`.
+    "rotate": MethodMap("rotate", renames={"alignment": "alpha", "alpha": "beta"},
+                        drop_if_default={"centralization": 1.0, "stiefel_eps": 1e-8,
+                                         "stiefel_max_iters": 100}),
+    "geometric_median": MethodMap("geometric_median", renames={"maxiter": "max_iter"},
+                                  fill={"ftol": 1e-20}),
+}
+
+# sd-mecha component names → mechalang component names.
+COMPONENTS = {
+    "unet": "diffuser", "diffuser": "diffuser", "txt": "clip_l", "txt2": "clip_g",
+    "clip_l": "clip_l", "clip_g": "clip_g", "t5xxl": "t5xxl", "vae": "vae",
+}
+
+# Text-encoder layer n of sd-mecha's `<config>_<component>_block_in<n>` keys, as key globs.
+_TEXT_LAYERS = {
+    ("sd1", "txt"): "cond_stage_model.transformer.text_model.encoder.layers.{n}.*",
+    ("sd1", "clip_l"): "cond_stage_model.transformer.text_model.encoder.layers.{n}.*",
+    ("sdxl", "txt"): "conditioner.embedders.0.transformer.text_model.encoder.layers.{n}.*",
+    ("sdxl", "clip_l"): "conditioner.embedders.0.transformer.text_model.encoder.layers.{n}.*",
+    ("sdxl", "txt2"): "conditioner.embedders.1.model.transformer.resblocks.{n}.*",
+    ("sdxl", "clip_g"): "conditioner.embedders.1.model.transformer.resblocks.{n}.*",
+}
+
+LINE_KINDS = ("model", "merge", "dict", "literal")
+MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
+
+# Names a `let` must not take: mechalang keywords and the builtins a converted recipe uses.
+RESERVED = {
+    "import", "from", "as", "param", "let", "def", "export", "to", "for", "in", "with", "true",
+    "false", "inf", "nan", "default", "model", "mbw", "key", "out", "str", "int", "float", "bool",
+    "list", "Model", "Delta", "Hyper", "Arch", "sd1", "sdxl", "sd3", "flux", "llama", "generic",
+    "fp16", "bf16", "fp32", "fp64", "fp8",
+} | set(METHOD_SIGNATURES) | {m.name for m in METHODS.values()} | set(ARCHES.values())
+
+
+def is_sdmecha(text: str) -> bool:
+    """Whether `text` is an sd-mecha recipe: its first line that is not blank (or only a comment)
+    is a `version` header. (`version` is no mechalang keyword, so no mechalang file starts so.)"""
+    for raw in text.lstrip("\ufeff").splitlines():
+        line = _strip_comment(raw).strip()
+        if not line:
+            continue
+        parts = line.split()
+        return parts[0] == "version" and len(parts) == 2
+    return False
+
+
+def _strip_comment(line: str) -> str:
+    """The line without a `#` comment (a `#` inside a quoted string is kept)."""
+    inside = escaped = False
+    for i, c in enumerate(line):
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c == '"':
+            inside = not inside
+        elif c == "#" and not inside:
+            return line[:i]
+    return line
+
+
+# ------------------------------------------------------------------------------------------------
+# Lines and tokens
+
+
+@dataclass(frozen=True)
+class Value:
+    kind: str  # "ref" | "number" | "string" | "bool" | "null"
+    value: object  # int (ref), str (number text / string), bool, None
+    span: Span
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str | None  # keyword name, or None for a positional argument
+    value: Value
+    span: Span  # the whole token (`alpha=0.5`)
+    name_span: Span | None = None
+
+
+@dataclass(frozen=True)
+class Instr:
+    index: int  # the N of `&N`
+    kind: str
+    kind_span: Span
+    args: tuple[Arg, ...]
+    span: Span  # the instruction's text on its line
+    ok: bool = True  # False when the line had errors (it still takes its index)
+
+    @property
+    def positional(self) -> list[Arg]:
+        return [a for a in self.args if a.name is None]
+
+    @property
+    def keywords(self) -> list[Arg]:
+        return [a for a in self.args if a.name is not None]
+
+
+_NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|nan)")
+_REF = re.compile(r"&(\d+)")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class _Lexer:
+    """Splits one line into raw tokens: ('word', text, start, end), ('string', value, start, end)
+    and ('kw', name, name_end, value_token). Columns are 0-based, `end` exclusive."""
+
+    def __init__(self, reader: "_Reader", lineno: int, text: str):
+        self.r = reader
+        self.lineno = lineno
+        self.text = text
+        self.ok = True
+
+    def span(self, start: int, end: int) -> Span:
+        return self.r.span(self.lineno, start, end)
+
+    def tokens(self) -> list[tuple]:
+        text, n, i = self.text, len(self.text), 0
+        out: list[tuple] = []
+        while i < n:
+            c = text[i]
+            if c in " \t\r\f\v":
+                i += 1
+                continue
+            if c == "#":
+                self.r.comments.append(ast.Comment(text[i:].rstrip(), self.lineno, i + 1,
+                                                   not text[:i].strip()))
+                break
+            if c == '"':
+                tok, i = self.string(i)
+                if tok is None:
+                    return out
+                out.append(tok)
+                continue
+            start = i
+            chars: list[str] = []
+            while i < n and text[i] not in " \t\r\f\v\"#":
+                if text[i] == "\\" and i + 1 < n:
+                    chars.append(text[i + 1])
+                    i += 2
+                    continue
+                chars.append(text[i])
+                i += 1
+            word = "".join(chars)
+            if i < n and text[i] == '"':
+                if word.endswith("=") and len(word) > 1 and "=" not in word[:-1]:
+                    value, i = self.string(i)
+                    if value is None:
+                        return out
+                    out.append(("kw", word[:-1], start, start + len(word) - 1, value))
+                    continue
+                self.ok = False
+                odd = _strip_comment(text).replace('\\\\', "").replace('\\"', "").count('"') % 2
+                self.r.diags.append(error(
+                    "E0913", "a quote in the middle of a word", self.span(i, i + 1),
+                    label="unexpected `\"`",
+                    help=("this line has an odd number of quotes: is a string before this one "
+                          "missing its closing quote?" if odd else
+                          'strings are written whole, in double quotes: "like this" or '
+                          'name="like this"')))
+                return out
+            if "=" in word:
+                name, _, value = word.partition("=")
+                eq = start + text[start:i].index("=")
+                out.append(("kw", name, start, eq, ("word", value, eq + 1, i)))
+            else:
+                out.append(("word", word, start, i))
+        return out
+
+    def string(self, i: int) -> tuple[tuple | None, int]:
+        text, n = self.text, len(self.text)
+        start, i = i, i + 1
+        chars: list[str] = []
+        while i < n:
+            c = text[i]
+            if c == "\\" and i + 1 < n:
+                chars.append(text[i + 1])
+                i += 2
+                continue
+            if c == '"':
+                return ("string", "".join(chars), start, i + 1), i + 1
+            chars.append(c)
+            i += 1
+        self.ok = False
+        end = len(text.rstrip())
+        self.r.diags.append(error(
+            "E0903", "unterminated string", self.span(start, max(end, start + 1)),
+            label="this string has no closing quote",
+            help='close it with `"`; a `"` inside a string is written `\\"`'))
+        return None, n
+
+
+class _Reader:
+    def __init__(self, text: str, file: str):
+        self.text = text
+        self.file = file
+        self.diags: list[Diagnostic] = []
+        self.instrs: list[Instr] = []
+        self.comments: list[ast.Comment] = []
+        self.header_span: Span | None = None
+
+    def span(self, lineno: int, start: int, end: int) -> Span:
+        return Span(self.file, lineno, start + 1, lineno, max(end, start + 1) + 1)
+
+    # -- lines -----------------------------------------------------------------------------------
+
+    def read(self) -> None:
+        lines = self.text.split("\n")
+        if lines and lines[0].startswith("\ufeff"):
+            lines[0] = lines[0][1:]
+        seen_version = False
+        first_content: tuple[int, str] | None = None
+        for lineno, raw in enumerate(lines, 1):
+            raw = raw.rstrip("\r")
+            lexer = _Lexer(self, lineno, raw)
+            raw_tokens = lexer.tokens()
+            if not raw_tokens:
+                if lexer.ok:
+                    continue
+                if seen_version:  # a line that failed to lex still takes its index
+                    self.instrs.append(Instr(len(self.instrs), "?", self.span(lineno, 0, 1), (),
+                                             self.span(lineno, 0, len(raw)), ok=False))
+                continue
+            head = raw_tokens[0]
+            if first_content is None:
+                first_content = (lineno, raw)
+            if not seen_version:
+                seen_version = True
+                if self.version_line(lineno, raw_tokens):
+                    continue
+                # no header: report once, then read the line as an instruction anyway
+            elif head[0] == "word" and head[1] == "version":
+                self.diags.append(error(
+                    "E0912", "a second `version` line", self.span(lineno, head[2], head[3]),
+                    label="the header was already given",
+                    help="`version 0.1.0` is written once, as the first line"))
+                self.instrs.append(Instr(len(self.instrs), "?", self.span(lineno, head[2], head[3]),
+                                         (), self.span(lineno, head[2], head[3]), ok=False))
+                continue
+            self.instrs.append(self.instruction(lineno, raw, raw_tokens, lexer.ok))
+        if first_content is None:
+            self.diags.append(error(
+                "E0901", "empty sd-mecha recipe", Span(self.file, 1, 1, 1, 2),
+                label="expected `version 0.1.0` here",
+                help="an sd-mecha recipe starts with `version 0.1.0`, then one instruction a line"))
+        elif not self.instrs and not any(d.is_error for d in self.diags):
+            lineno, raw = first_content
+            self.diags.append(error(
+                "E0911", "the recipe has no instructions", self.span(lineno, 0, len(raw.rstrip())),
+                label="nothing follows the header",
+                help='add instructions after the header: model "a.safetensors", merge "weighted_sum" &0 &1, ...'))
+
+    def version_line(self, lineno: int, toks: list[tuple]) -> bool:
+        """True when `toks` is a version header (a correct one or not)."""
+        head = toks[0]
+        self.header_span = self.span(lineno, head[2], _tok_end(toks[-1]))
+        if head[0] != "word" or head[1] != "version":
+            self.diags.append(error(
+                "E0901", "sd-mecha recipes start with `version 0.1.0`",
+                self.span(lineno, head[2], head[3] if head[0] != "kw" else head[3]),
+                label="expected `version 0.1.0` before this",
+                help="add `version 0.1.0` as the first line"))
+            return False
+        if len(toks) != 2 or toks[1][0] != "word":
+            end = toks[-1][3] if toks[-1][0] != "kw" else toks[-1][4][3]
+            self.diags.append(error(
+                "E0902", "malformed version header", self.span(lineno, head[2], end),
+                label="expected `version 0.1.0`"))
+            return True
+        if toks[1][1] != FORMAT_VERSION:
+            self.diags.append(error(
+                "E0902", f"unsupported sd-mecha format version `{toks[1][1]}`",
+                self.span(lineno, toks[1][2], toks[1][3]), label="this version",
+                notes=[f"this reader understands sd-mecha format {FORMAT_VERSION}"]))
+        return True
+
+    def instruction(self, lineno: int, raw: str, toks: list[tuple], ok: bool) -> Instr:
+        index = len(self.instrs)
+        head = toks[0]
+        line_span = self.span(lineno, len(raw) - len(raw.lstrip()), _tok_end(toks[-1]))
+        head_span = self.span(lineno, head[2], head[3])
+        kind = head[1] if head[0] == "word" else "?"
+        if head[0] != "word" or head[1] not in LINE_KINDS:
+            what = {"string": "a string", "kw": "a keyword argument"}.get(head[0], f"`{head[1]}`")
+            guess = did_you_mean(head[1], LINE_KINDS) if head[0] == "word" else None
+            self.diags.append(error(
+                "E0904", f"unknown instruction {what}", head_span, label="not an sd-mecha instruction",
+                help=(f"did you mean `{guess}`?" if guess else
+                      "each line is `model`, `merge`, `dict` or `literal`, then its arguments")))
+            return Instr(index, "?", head_span, (), line_span, ok=False)
+        args: list[Arg] = []
+        if kind in ("model", "merge") and len(toks) > 1 and toks[1][0] == "word" \
+                and not _is_value_word(toks[1][1]):
+            t = toks[1]
+            what = "method name" if kind == "merge" else "path"
+            self.diags.append(error(
+                "E0908", f"the {what} of a `{kind}` line goes in double quotes",
+                self.span(lineno, t[2], t[3]), label=f"expected \"{t[1]}\"",
+                help=f'write `{kind} "{t[1]}"`'))
+            return Instr(index, kind, head_span, (), line_span, ok=False)
+        for t in toks[1:]:
+            arg = self.argument(lineno, t, index)
+            if arg is None:
+                ok = False
+            else:
+                args.append(arg)
+        return Instr(index, kind, head_span, tuple(args), line_span, ok)
+
+    def argument(self, lineno: int, tok: tuple, index: int) -> Arg | None:
+        if tok[0] == "kw":
+            _, name, start, eq, vtok = tok
+            name_span = self.span(lineno, start, eq)
+            whole = self.span(lineno, start, _tok_end(vtok))
+            if not name:
+                self.diags.append(error("E0907", "a keyword argument without a name", whole,
+                                        label="expected `name=value`"))
+                return None
+            if vtok[0] == "word" and not vtok[1]:
+                self.diags.append(error("E0907", f"no value after `{name}=`", whole,
+                                        label="expected a value", help=f"write `{name}=VALUE`"))
+                return None
+            value = self.value(lineno, vtok, index)
+            return None if value is None else Arg(name, value, whole, name_span)
+        value = self.value(lineno, tok, index)
+        return None if value is None else Arg(None, value, value.span)
+
+    def value(self, lineno: int, tok: tuple, index: int) -> Value | None:
+        kind, text, start, end = tok[:4]
+        span = self.span(lineno, start, end)
+        if kind == "string":
+            return Value("string", text, span)
+        if text in ("true", "false"):
+            return Value("bool", text == "true", span)
+        if text == "null":
+            return Value("null", None, span)
+        if text.startswith("&"):
+            m = _REF.fullmatch(text)
+            if m is None:
+                self.diags.append(error("E0907", f"invalid reference `{text}`", span,
+                                        label="expected `&` and a line number",
+                                        help="`&N` names the result of instruction N, counting from &0"))
+                return None
+            return Value("ref", int(m.group(1)), span)
+        if _NUMBER.fullmatch(text):
+            return Value("number", text, span)
+        self.diags.append(error(
+            "E0907", f"unexpected `{text}`", span, label="expected a value",
+            help='a value is a number, a "string", true, false, null or a reference &N'))
+        return None
+
+
+def _is_value_word(word: str) -> bool:
+    return word in ("true", "false", "null") or word.startswith("&") or bool(_NUMBER.fullmatch(word))
+
+
+def _tok_end(tok: tuple) -> int:
+    return tok[4][3] if tok[0] == "kw" else tok[3]
+
+
+# ------------------------------------------------------------------------------------------------
+# From instructions to a mechalang module
+
+
+@dataclass
+class _Node:
+    """What one instruction means."""
+
+    instr: Instr
+    kind: str  # "model" | "merge" | "map" | "scalar" | "alias" | "bad"
+    target: int | None = None  # for "alias": the instruction it stands for
+    uses: int = 0
+    first_use: str | None = None  # keyword (or parameter name) it is first given to
+    name: str | None = None  # its `let` name, when it has one
+    fused: bool = False  # a `subtract` folded into `add_difference(a, b, c)`
+    expr: ast.Expr | None = None  # how later instructions refer to it
+    value: ast.Expr | None = None  # its full expression (for `let` or the export)
+    extra: dict = field(default_factory=dict)
+
+
+class _Builder:
+    def __init__(self, reader: _Reader):
+        self.r = reader
+        self.file = reader.file
+        self.diags = reader.diags
+        self.nodes: list[_Node] = []
+        self.used_names: set[str] = set(RESERVED)
+        self.counters: dict[str, int] = {}
+
+    # -- pass 1: what each instruction is, references checked ------------------------------------
+
+    def classify(self) -> None:
+        total = len(self.r.instrs)
+        for ins in self.r.instrs:
+            node = _Node(ins, "bad")
+            self.nodes.append(node)
+            if not ins.ok:
+                continue
+            refs_ok = True
+            for arg in ins.args:
+                if arg.value.kind == "ref" and not self.check_ref(arg.value, ins, total):
+                    refs_ok = False
+            if not refs_ok:
+                continue
+            node.kind = {"model": "model", "merge": "merge", "dict": "map",
+                         "literal": "scalar"}[ins.kind]
+            getattr(self, "shape_" + ins.kind)(node)
+
+    def check_ref(self, v: Value, ins: Instr, total: int) -> bool:
+        n = v.value
+        if n < ins.index:
+            return True
+        if n == ins.index:
+            self.diags.append(error("E0905", f"`&{n}` refers to its own line", v.span,
+                                    label="an instruction cannot use its own result",
+                                    help="references name earlier instructions only"))
+        elif n < total:
+            target = self.r.instrs[n]
+            self.diags.append(error(
+                "E0905", f"`&{n}` refers to a later line", v.span,
+                label=f"instruction {n} comes after this one",
+                secondary=[Label(target.span, f"instruction &{n} is here")],
+                help="references name earlier instructions only; move that line up"))
+        else:
+            last = f"&0 to &{total - 1}" if total > 1 else "only &0"
+            self.diags.append(error(
+                "E0906", f"`&{n}` is out of range", v.span,
+                label=f"there is no instruction {n}",
+                help=f"this recipe has {total} instruction{'s' if total != 1 else ''} ({last}), "
+                     "counted from the first line after `version`"))
+        return False
+
+    def resolve(self, n: int) -> int:
+        while self.nodes[n].kind == "alias":
+            n = self.nodes[n].target  # type: ignore[assignment]
+        return n
+
+    def shape_model(self, node: _Node) -> None:
+        ins = node.instr
+        pos = ins.positional
+        if not pos or pos[0].value.kind != "string":
+            span = pos[0].span if pos else ins.kind_span
+            self.bad(node, error("E0908", "a `model` line needs a path in quotes", span,
+                                 label="expected a path" if not pos else "not a string",
+                                 help='write `model "path/to/model.safetensors"`'))
+            return
+        extra: dict[str, Value] = {}
+        names = ("model_config", "merge_space")
+        for i, arg in enumerate(pos[1:]):
+            if i >= len(names):
+                self.bad(node, error("E0908", "too many arguments for `model`", arg.span,
+                                     label="unexpected argument",
+                                     help='`model "PATH" model_config="..." merge_space="..."`'))
+                return
+            extra[names[i]] = arg.value
+        for arg in ins.keywords:
+            if arg.name not in names:
+                guess = did_you_mean(arg.name, names)
+                self.bad(node, error("E0909", f"unknown keyword `{arg.name}` for `model`",
+                                     arg.name_span or arg.span, label="unknown keyword",
+                                     help=f"did you mean `{guess}`?" if guess else
+                                     "`model` takes model_config= and merge_space="))
+                return
+            if arg.name in extra:
+                self.bad(node, self.duplicate(arg))
+                return
+            extra[arg.name] = arg.value
+        for k, v in extra.items():
+            if v.kind not in ("string", "null"):
+                self.bad(node, error("E0917", f"`{k}` must be a string or null", v.span,
+                                     label="expected a quoted name"))
+                return
+        node.extra = {"path": pos[0].value.value, **{k: v for k, v in extra.items()}}
+
+    def shape_literal(self, node: _Node) -> None:
+        ins = node.instr
+        pos = ins.positional
+        if len(pos) != 1:
+            span = pos[1].span if len(pos) > 1 else ins.kind_span
+            self.bad(node, error("E0908", "a `literal` line takes one value",
+                                 span, label="unexpected argument" if pos else "expected a value",
+                                 help='`literal VALUE model_config="..." merge_space="..."`'))
+            return
+        for arg in ins.keywords:
+            if arg.name not in ("model_config", "merge_space"):
+                self.bad(node, error("E0909", f"unknown keyword `{arg.name}` for `literal`",
+                                     arg.name_span or arg.span, label="unknown keyword",
+                                     help="`literal` takes model_config= and merge_space="))
+                return
+        v = pos[0].value
+        if v.kind == "null":
+            self.bad(node, self.null(v))
+        elif v.kind == "ref":
+            node.kind, node.target = "alias", v.value
+        else:
+            node.extra["value"] = v
+
+    def shape_dict(self, node: _Node) -> None:
+        ins = node.instr
+        if ins.positional:
+            self.bad(node, error("E0908", "a `dict` line takes only `key=value` pairs",
+                                 ins.positional[0].span, label="expected `key=value`"))
+            return
+        seen: dict[str, Arg] = {}
+        for arg in ins.keywords:
+            if arg.name in seen:
+                self.bad(node, self.duplicate(arg))
+                return
+            seen[arg.name] = arg
+            if arg.value.kind == "null":
+                self.bad(node, self.null(arg.value))
+                return
+
+    def shape_merge(self, node: _Node) -> None:
+        ins = node.instr
+        pos = ins.positional
+        if not pos or pos[0].value.kind != "string":
+            span = pos[0].span if pos else ins.kind_span
+            self.bad(node, error("E0908", "a `merge` line needs a method name in quotes", span,
+                                 label="expected a method name" if not pos else "not a string",
+                                 help='write `merge "weighted_sum" &0 &1 alpha=0.5`'))
+            return
+        method = pos[0].value.value
+        if not _IDENT.fullmatch(method):
+            self.bad(node, error("E0908", f"`{method}` is not a method name", pos[0].span,
+                                 label="expected a name like weighted_sum"))
+            return
+        seen: set[str] = set()
+        for arg in ins.keywords:
+            if arg.name in seen:
+                self.bad(node, self.duplicate(arg))
+                return
+            seen.add(arg.name)
+            if not _IDENT.fullmatch(arg.name):
+                self.bad(node, error("E0908", f"`{arg.name}` is not a parameter name",
+                                     arg.name_span or arg.span, label="expected a name"))
+                return
+        node.extra["method"] = method
+        sig = METHOD_SIGNATURES.get(method)
+        args = pos[1:]
+        if sig is not None and sig[1] is None and len(args) > len(sig[0]) + len(sig[2]):
+            allowed = len(sig[0]) + len(sig[2])
+            self.bad(node, error("E0916", f"too many arguments for `{method}`",
+                                 args[allowed].span, label="unexpected argument",
+                                 help=f"`{method}` takes {allowed} positional argument"
+                                      f"{'s' if allowed != 1 else ''}: {', '.join(sig[0] + sig[2])}"))
+            return
+        for arg in args:
+            if arg.value.kind == "null":
+                self.bad(node, self.null(arg.value))
+                return
+        node.kind = "merge"
+        by_position = self.param_names(node)
+        for i, pname in by_position.items():
+            given = next((a for a in ins.keywords if a.name == pname), None)
+            if given is not None:
+                self.bad(node, error(
+                    "E0910", f"`{pname}` is given twice", given.name_span or given.span,
+                    label="given again here",
+                    secondary=[Label(ins.args[i].span, f"`{pname}` was given here, by position")],
+                    help="give each hyperparameter once"))
+                return
+        if method.startswith("convert_") and len(args) == 1 and not ins.keywords \
+                and args[0].value.kind == "ref":
+            node.kind, node.target = "alias", args[0].value.value
+            node.extra["conversion"] = True
+
+    def duplicate(self, arg: Arg) -> Diagnostic:
+        return error("E0910", f"`{arg.name}` is given twice", arg.name_span or arg.span,
+                     label="given again here", help="give each keyword once")
+
+    def null(self, v: Value) -> Diagnostic:
+        return error("E0914", "`null` cannot be used here", v.span, label="expected a value",
+                     help="mechalang has no null; leave the argument out to use the default")
+
+    def bad(self, node: _Node, d: Diagnostic) -> None:
+        node.kind = "bad"
+        self.diags.append(d)
+
+    # -- pass 2: uses, fusions, names -----------------------------------------------------------
+
+    def count_uses(self) -> None:
+        for node in self.nodes:
+            if node.kind in ("bad", "alias"):
+                continue
+            ins = node.instr
+            params = self.param_names(node)
+            for i, arg in enumerate(ins.args):
+                if arg.value.kind != "ref":
+                    continue
+                t = self.nodes[self.resolve(arg.value.value)]
+                t.uses += 1
+                if t.first_use is None:
+                    t.first_use = arg.name or params.get(i)
+        for node in self.nodes:
+            if node.kind == "alias" and node.extra.get("conversion"):
+                t = self.nodes[self.resolve(node.target)]
+                if t.kind in ("model", "merge"):
+                    self.diags.append(warning(
+                        "W0921", f"conversion `{node.extra['method']}` of a model is left out",
+                        node.instr.span,
+                        label="mechalang reads the model as it is",
+                        help="mechalang finds a file's layout from its header; check the "
+                             "architecture with `mecha check`"))
+
+    def param_names(self, node: _Node) -> dict[int, str]:
+        """Argument index (in `instr.args`) → sd-mecha parameter name, for merge hyperparameters."""
+        if node.kind != "merge":
+            return {}
+        sig = METHOD_SIGNATURES.get(node.extra["method"])
+        out: dict[int, str] = {}
+        if sig is None or sig[1] is not None:
+            return out
+        j = 0
+        for i, arg in enumerate(node.instr.args):
+            if arg.name is not None:
+                continue
+            if j >= 1:  # positional 0 is the method name
+                k = j - 1 - len(sig[0])
+                if 0 <= k < len(sig[2]):
+                    out[i] = sig[2][k]
+            j += 1
+        return out
+
+    def fuse(self) -> None:
+        """`add_difference(a, subtract(b, c), alpha)` with the subtraction used once →
+        mechalang's three-model `add_difference(a, b, c, alpha=...)`."""
+        for node in self.nodes:
+            if node.kind != "merge" or node.extra["method"] != "add_difference":
+                continue
+            models = [a for a in node.instr.positional[1:]]
+            if len(models) < 2 or models[1].value.kind != "ref":
+                continue
+            sub = self.nodes[self.resolve(models[1].value.value)]
+            if (sub.kind == "merge" and sub.extra["method"] == "subtract" and sub.uses == 1
+                    and len(sub.instr.positional) == 3 and not sub.instr.keywords
+                    and sub is not self.nodes[-1]):
+                sub.fused = True
+                node.extra["fused"] = sub
+
+    def assign_names(self) -> None:
+        last = self.resolve(len(self.nodes) - 1) if self.nodes else None
+        for i, node in enumerate(self.nodes):
+            if node.kind in ("bad", "alias", "scalar") or node.fused:
+                continue
+            if i == last and node.uses == 0:
+                continue  # exported as it is
+            if node.uses == 0:
+                self.diags.append(warning(
+                    "W0924", "this instruction's result is never used", node.instr.span,
+                    label=f"&{i} is not referenced by any later line",
+                    help="it is kept as a `let`; only the last line is the recipe's result"))
+            if node.kind == "model":
+                node.name = self.fresh(_stem_name(node.extra["path"]), numbered=False)
+            elif node.kind == "map":
+                node.name = self.fresh(node.first_use or "hyper")
+            else:
+                node.name = self.fresh(self.mecha_method(node.extra["method"]))
+
+    def fresh(self, base: str, numbered: bool = True) -> str:
+        if not numbered:
+            name = base if base not in RESERVED else base + "_model"
+            n = 1
+            cand = name
+            while cand in self.used_names:
+                n += 1
+                cand = f"{name}_{n}"
+            self.used_names.add(cand)
+            return cand
+        n = self.counters.get(base, 0)
+        while True:
+            n += 1
+            cand = f"{base}_{n}"
+            if cand not in self.used_names:
+                break
+        self.counters[base] = n
+        self.used_names.add(cand)
+        return cand
+
+    @staticmethod
+    def mecha_method(method: str) -> str:
+        m = METHODS.get(method)
+        return m.name if m is not None else method
+
+    # -- pass 3: expressions ------------------------------------------------------------------------
+
+    def build_exprs(self) -> None:
+        for node in self.nodes:
+            if node.kind in ("bad", "alias"):
+                continue
+            try:
+                value = getattr(self, "expr_" + node.kind)(node)
+            except _Skip:
+                node.kind = "bad"
+                continue
+            node.value = value
+            if node.name is not None:
+                node.expr = ast.Name(node.name, span=node.instr.span)
+            else:
+                node.expr = value
+
+    def ref_expr(self, v: Value) -> ast.Expr:
+        """The expression `&N` stands for, placed at the reference (a name, or a number or string
+        written where it is used)."""
+        node = self.nodes[self.resolve(v.value)]
+        if node.kind == "bad" or node.expr is None:
+            raise _Skip()
+        return _respan(node.expr, v.span)
+
+    def value_expr(self, v: Value) -> ast.Expr:
+        if v.kind == "ref":
+            return self.ref_expr(v)
+        if v.kind == "number":
+            return _number(v.value, v.span)  # type: ignore[arg-type]
+        if v.kind == "string":
+            return ast.String(v.value, span=v.span)  # type: ignore[arg-type]
+        if v.kind == "bool":
+            return ast.Bool(v.value, span=v.span)  # type: ignore[arg-type]
+        raise _Skip()
+
+    def expr_scalar(self, node: _Node) -> ast.Expr:
+        return self.value_expr(node.extra["value"])
+
+    def expr_model(self, node: _Node) -> ast.Expr:
+        span = node.instr.span
+        kwargs: list[ast.Keyword] = []
+        config = node.extra.get("model_config")
+        if config is not None and config.kind == "string":
+            arch = ARCHES.get(config.value)  # type: ignore[arg-type]
+            if arch is not None:
+                kwargs.append(ast.Keyword("arch", ast.Name(arch, span=config.span), span=config.span))
+            else:
+                self.diags.append(warning(
+                    "W0920", f"no mechalang architecture for sd-mecha's `{config.value}`",
+                    config.span, label="left out",
+                    help="the architecture is detected from the file's header; "
+                         "`mecha info` lists the architectures mechalang knows"))
+        space = node.extra.get("merge_space")
+        if space is not None and space.kind == "string" and space.value != "weight":
+            self.diags.append(warning(
+                "W0923", f"mechalang reads model files as weights, not `{space.value}`", space.span,
+                label="this merge space is not kept",
+                help="a difference of two models is written `a - b` in mechalang"))
+        return ast.Call(ast.Name("model", span=span),
+                        (ast.String(node.extra["path"], span=node.instr.args[0].span),),
+                        tuple(kwargs), span=span)
+
+    def expr_map(self, node: _Node) -> ast.Expr:
+        groups: dict[int, list[ast.MapEntry]] = {0: [], 1: [], 2: [], 3: []}
+        for arg in node.instr.keywords:
+            order, sel, warn = _selector(arg.name, arg.name_span or arg.span)  # type: ignore[arg-type]
+            if warn:
+                self.diags.append(warning("W0925", warn, arg.name_span or arg.span,
+                                          label="written as a key selector",
+                                          help="check which tensors it should select"))
+            v = arg.value
+            if v.kind == "ref":
+                target = self.nodes[self.resolve(v.value)]
+                if target.kind != "scalar":
+                    self.diags.append(error(
+                        "E0918", "a `dict` value must be a number, a string or a boolean", v.span,
+                        label=f"&{v.value} is a {_kind_word(target.kind)}",
+                        secondary=[Label(target.instr.span, "defined here")]))
+                    raise _Skip()
+            groups[order].append(ast.MapEntry(sel, self.value_expr(v), span=arg.span))
+        return ast.HyperMap(tuple(e for k in sorted(groups) for e in groups[k]), span=node.instr.span)
+
+    def expr_merge(self, node: _Node) -> ast.Expr:
+        ins = node.instr
+        span = ins.span
+        method = node.extra["method"]
+        params = self.param_names(node)
+        positional: list[ast.Expr] = []
+        hypers: list[tuple[str, ast.Expr, Arg]] = []
+        for i, arg in enumerate(ins.args):
+            if arg.name is None:
+                if i == 0:
+                    continue
+                if i in params:
+                    hypers.append((params[i], self.value_expr(arg.value), arg))
+                else:
+                    positional.append(self.value_expr(arg.value))
+            elif arg.value.kind == "null":
+                continue  # sd-mecha's "unset": the mechalang default applies
+            else:
+                hypers.append((arg.name, self.value_expr(arg.value), arg))
+        if method not in METHOD_SIGNATURES:
+            for i, arg in enumerate(ins.positional[1:], 1):
+                if arg.value.kind != "ref" or self.nodes[self.resolve(arg.value.value)].kind in ("scalar", "map"):
+                    self.diags.append(warning(
+                        "W0922", f"cannot tell which hyperparameter of `{method}` this is", arg.span,
+                        label="kept as a positional argument",
+                        help=f"mechalang passes hyperparameters by name: write it as `NAME=...`"))
+                    break
+
+        if method == "subtract" and len(positional) == 2 and not hypers:
+            return ast.BinOp("-", positional[0], positional[1], span=span)
+        if method == "fallback" and len(positional) == 2 and not hypers:
+            return ast.BinOp("|", positional[0], positional[1], span=span)
+        if method == "add_difference" and len(positional) == 2 and all(n == "alpha" for n, _, _ in hypers):
+            alpha = hypers[0][1] if hypers else None
+            sub: _Node | None = node.extra.get("fused")
+            if sub is not None and sub.kind != "bad":
+                at = ins.positional[2].span  # the `&N` naming the subtraction
+                b, c = (_respan(self.value_expr(a.value), at) for a in sub.instr.positional[1:3])
+                kw = (ast.Keyword("alpha", alpha, span=hypers[0][2].span),) if alpha is not None else ()
+                return ast.Call(ast.Name("add_difference", span=span), (positional[0], b, c), kw,
+                                span=span)
+            delta, op = positional[1], "+"
+            if isinstance(alpha, ast.UnaryOp) and alpha.op == "-":
+                alpha, op = alpha.operand, "-"  # a + -0.5 * d  is  a - 0.5 * d
+            if alpha is not None and not _is_one(alpha):
+                delta = ast.BinOp("*", alpha, delta, span=span)
+            return ast.BinOp(op, positional[0], delta, span=span)
+        mm = METHODS.get(method) or MethodMap(method)
+        kwargs: list[ast.Keyword] = []
+        given = set()
+        for n, e, a in hypers:
+            given.add(n)
+            if n in mm.drop_if_default and _same_value(e, mm.drop_if_default[n]):
+                continue
+            if n in mm.values:
+                v = _plain_value(e)
+                mapped = mm.values[n].get(v, _MISSING) if v is not _MISSING else _MISSING
+                if mapped is _MISSING:
+                    self.diags.append(warning(
+                        "W0926", f"cannot translate `{n}` of `{method}`", a.span,
+                        label=f"mechalang's `{mm.renames.get(n, n)}` takes "
+                              + " or ".join(f'"{x}"' if isinstance(x, str) else str(x)
+                                            for x in mm.values[n].values()),
+                        help="kept as written; set it by hand"))
+                    kwargs.append(ast.Keyword(n, e, span=a.span, name_span=a.name_span))
+                    continue
+                e = _literal_expr(mapped, e.span)
+            kwargs.append(ast.Keyword(mm.renames.get(n, n), e, span=a.span, name_span=a.name_span))
+        for n, v in mm.fill.items():
+            if not any(mm.renames.get(g, g) == n for g in given):
+                kwargs.append(ast.Keyword(n, _literal_expr(v, span), span=span))
+        names = [k.name for k in kwargs]
+        for n, e, a in hypers:
+            new_name = mm.renames.get(n, n)
+            if new_name != n and names.count(new_name) > 1:
+                self.diags.append(error(
+                    "E0910", f"`{new_name}` is given twice", a.name_span or a.span,
+                    label=f"sd-mecha's `{n}` is `{new_name}` in mechalang's `{mm.name}`",
+                    help=f"`{new_name}` is not a parameter of sd-mecha's `{method}`"))
+                raise _Skip()
+        return ast.Call(ast.Name(mm.name, span=ins.args[0].span), tuple(positional), tuple(kwargs),
+                        span=span)
+
+    # -- the module ---------------------------------------------------------------------------------
+
+    def module(self, out_default: str) -> ast.Module | None:
+        if not self.nodes:
+            return None
+        last_index = self.resolve(len(self.nodes) - 1)
+        last = self.nodes[last_index]
+        if last.kind == "bad":
+            return None
+        if last.kind in ("map", "scalar"):
+            self.diags.append(error(
+                "E0915", "the recipe's last line must be a model or a merge",
+                self.nodes[-1].instr.span, label=f"this is a {_kind_word(last.kind)}",
+                help="the last instruction is the merged model that the recipe produces"))
+            return None
+        # `param out` stands where the header was, the export where the last instruction is.
+        head = self.r.header_span or self.nodes[0].instr.span
+        span = self.nodes[-1].instr.span
+        stmts: list[ast.Stmt] = [ast.Param("out", ast.TypeExpr("str", span=head),
+                                           ast.String(out_default, span=head), span=head,
+                                           name_span=head)]
+        # A statement's span also covers the instructions folded into it since the previous
+        # statement (wrapping `literal`s, conversions, a fused subtraction), so that the printer
+        # keeps comments and blank lines where the source had them.
+        pending: Span | None = None
+        for node in self.nodes:
+            if node.name is None or node.kind == "bad":
+                pending = pending or node.instr.span
+                continue
+            stmts.append(ast.Let(node.name, node.value,  # type: ignore[arg-type]
+                                 span=(pending or node.instr.span).to(node.instr.span),
+                                 name_span=node.instr.kind_span))
+            pending = None
+        value = last.expr if last.name is None else ast.Name(last.name, span=span)
+        stmts.append(ast.Export(value, ast.Name("out", span=span),  # type: ignore[arg-type]
+                                span=(pending or span).to(span)))
+        lines = self.r.text.split("\n")
+        whole = Span(self.file, 1, 1, len(lines), len(lines[-1]) + 1)
+        return ast.Module(tuple(stmts), span=whole, comments=tuple(self.r.comments))
+
+
+class _Skip(Exception):
+    """An expression that cannot be built (its error was already reported)."""
+
+
+def _respan(e: ast.Expr, span: Span) -> ast.Expr:
+    """`e` (a name or a plain value) with its spans moved to `span`."""
+    if isinstance(e, ast.UnaryOp):
+        return replace(e, operand=_respan(e.operand, span), span=span)
+    if isinstance(e, (ast.Name, ast.Number, ast.String, ast.Bool)):
+        return replace(e, span=span)
+    return e
+
+
+_MISSING = object()
+
+
+def _plain_value(e: ast.Expr) -> object:
+    """The Python value of a literal expression, or _MISSING."""
+    if isinstance(e, ast.Bool):
+        return e.value
+    if isinstance(e, ast.Number):
+        return e.value
+    if isinstance(e, ast.UnaryOp) and e.op == "-" and isinstance(e.operand, ast.Number):
+        return -e.operand.value
+    if isinstance(e, ast.String):
+        return e.value
+    return _MISSING
+
+
+def _same_value(e: ast.Expr, v: object) -> bool:
+    got = _plain_value(e)
+    if got is _MISSING or isinstance(got, bool) != isinstance(v, bool):
+        return False
+    return got == v
+
+
+def _literal_expr(v: object, span: Span | None) -> ast.Expr:
+    if isinstance(v, bool):
+        return ast.Bool(v, span=span)
+    if isinstance(v, str):
+        return ast.String(v, span=span)
+    return _number(repr(v) if isinstance(v, float) else str(v), span)  # type: ignore[arg-type]
+
+
+def _kind_word(kind: str) -> str:
+    return {"map": "dict", "scalar": "literal value", "model": "model", "merge": "merge"}.get(kind, kind)
+
+
+def _is_one(e: ast.Expr) -> bool:
+    return isinstance(e, ast.Number) and e.value == 1
+
+
+def _number(text: str, span: Span) -> ast.Expr:
+    neg = text.startswith("-")
+    body = text.lstrip("+-")
+    if body not in ("inf", "nan"):
+        mant, _, exp = body.lower().partition("e")
+        if "." in mant:
+            whole, _, frac = mant.partition(".")
+            mant = f"{int(whole or '0')}.{frac or '0'}"
+        else:
+            mant = str(int(mant))
+        body = mant + (f"e{'-' if exp.startswith('-') else ''}{int(exp.lstrip('+-'))}" if exp else "")
+    num = ast.Number(body, span=span)
+    return ast.UnaryOp("-", num, span=span) if neg else num
+
+
+_BLOCK = re.compile(r"(?:BASE|IN\d\d|M00|OUT\d\d)")
+_OLD_BLOCK = re.compile(r"(?P<cfg>.+?)_(?P<comp>[A-Za-z0-9]+)_block_(?P<blk>[A-Za-z]+)(?P<n>\d*)")
+_OLD_DEFAULT = re.compile(r"(?P<cfg>.+?)_(?P<comp>[A-Za-z0-9]+)_default")
+
+
+def _selector(k: str, span: Span) -> tuple[int, ast.Selector, str | None]:
+    """An sd-mecha dict key as a selector, with its order group (component defaults first, then
+    blocks, then `vae`, then tensor keys: later rules win in mechalang) and a warning, if any."""
+    if _BLOCK.fullmatch(k):
+        return 1, ast.SelName(k, span=span), None
+    if k == "VAE":
+        return 2, ast.SelName("vae", span=span), None
+    m = _OLD_DEFAULT.fullmatch(k)
+    if m and m.group("comp") in COMPONENTS:
+        return 0, ast.SelName(COMPONENTS[m.group("comp")], span=span), None
+    m = _OLD_BLOCK.fullmatch(k)
+    if m:
+        comp, blk, n = m.group("comp"), m.group("blk"), m.group("n")
+        arch = ARCHES.get(m.group("cfg"))
+        if comp in ("unet", "diffuser"):
+            if blk == "in" and n:
+                return 1, ast.SelName(f"IN{int(n):02d}", span=span), None
+            if blk == "mid":
+                return 1, ast.SelName("M00", span=span), None
+            if blk == "out" and n:
+                return 1, ast.SelName(f"OUT{int(n):02d}", span=span), None
+        pattern = _TEXT_LAYERS.get((arch or "", comp))
+        if pattern is not None and blk == "in" and n:
+            return 3, ast.SelKey(pattern.format(n=int(n)), span=span), None
+        return 3, ast.SelKey(k, span=span), f"no mechalang block for sd-mecha's `{k}`"
+    return 3, ast.SelKey(k, span=span), None
+
+
+def _stem_name(path: str) -> str:
+    name = re.split(r"[\\/]", path)[-1]
+    low = name.lower()
+    for suffix in MODEL_SUFFIXES:
+        if low.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    ident = re.sub(r"[^0-9A-Za-z_]+", "_", name.encode("ascii", "replace").decode().replace("?", "_"))
+    ident = re.sub(r"_+", "_", ident).strip("_")
+    if not ident:
+        return "model"
+    if ident[0].isdigit():
+        ident = "m_" + ident
+    return ident
+
+
+def _output_default(file: str) -> str:
+    stem = PureWindowsPath(file).stem if "\\" in file else Path(file).stem
+    stem = stem.strip()
+    if not stem or stem.startswith("<") or any(c in stem for c in '"\n'):
+        return "merged.safetensors"
+    return f"{stem}_merged.safetensors"
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def read_sdmecha(text: str, file: str) -> tuple[ast.Module | None, list[Diagnostic]]:
+    """The mechalang module equivalent to the sd-mecha recipe `text` (read from `file`), and the
+    diagnostics; the module is None when there is any error."""
+    reader = _Reader(text, file)
+    reader.read()
+    builder = _Builder(reader)
+    builder.classify()
+    if not any(d.is_error for d in reader.diags):
+        builder.count_uses()
+        builder.fuse()
+        builder.assign_names()
+        builder.build_exprs()
+    module = None
+    if not any(d.is_error for d in reader.diags):
+        module = builder.module(_output_default(file))
+    diags = sorted(reader.diags, key=lambda d: (d.span.line, d.span.col) if d.span else (0, 0))
+    if any(d.is_error for d in diags):
+        return None, diags
+    return module, diags
+
+
+def convert_command(path: str) -> int:
+    """`mecha convert FILE`: print an sd-mecha recipe as mechalang (exit 0), or its
+    diagnostics (exit 1)."""
+    from ..diagnostics import render_text
+
+    text, diags = _read(path)
+    sources = {path: text} if text is not None else {}
+    if text is None:
+        sys.stderr.write(render_text(diags, sources))
+        return 1
+    module, more = read_sdmecha(text, path)
+    diags = list(diags) + list(more)
+    out = None
+    if module is not None:
+        from .printer import print_module
+
+        out = print_module(module)
+        diags += _reparse_check(out, path)
+    if diags:
+        sys.stderr.write(render_text(diags, sources))
+    if out is None or any(d.is_error for d in diags):
+        return 1
+    sys.stdout.write(out)
+    return 0
+
+
+def _read(path: str) -> tuple[str | None, list[Diagnostic]]:
+    try:
+        from .parser import read_source
+    except ImportError:  # pragma: no cover - the parser module is part of the package
+        read_source = None
+    if read_source is not None:
+        text, diags = read_source(path)
+        return text, list(diags)
+    try:
+        return Path(path).read_text(encoding="utf-8"), []
+    except (OSError, UnicodeDecodeError) as e:
+        return None, [error("E0001", f"cannot read `{path}`: {e}")]
+
+
+def _reparse_check(out: str, path: str) -> list[Diagnostic]:
+    """The converted text must parse: anything else is a bug of this converter."""
+    from .parser import parse
+
+    tree, diags = parse(out, f"{path} (converted)")
+    errors = [d for d in diags if d.is_error]
+    if tree is not None and not errors:
+        return []
+    first = errors[0].message if errors else "no module"
+    return [error("E0999", "internal error: the converted recipe does not parse", None,
+                  notes=[first], help="please report this with the sd-mecha recipe")]
