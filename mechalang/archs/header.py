@@ -1,0 +1,282 @@
+"""Reading and validating a safetensors header, without reading any tensor.
+
+A safetensors file is: 8 bytes (little-endian u64) giving the header length N, N bytes of JSON
+(`{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}`), then the data
+section, where offsets are relative to its start. Only the first 8 + N bytes are read.
+
+Every way a file can be broken becomes a `HeaderError` with a message meant for the user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import struct
+from dataclasses import dataclass, field
+
+#: The largest header read. Real headers are well under 1 MB (SDXL's is ~200 KB).
+MAX_HEADER_BYTES = 100_000_000
+
+#: Bits per element of every dtype safetensors writes.
+DTYPE_BITS: dict[str, int] = {
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E5M2FNUZ": 8,
+    "F8_E4M3FNUZ": 8,
+    "F8_E8M0": 8,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
+    "C64": 64,
+}
+
+#: Floating dtypes (the ones merges interpolate).
+FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3", "F8_E5M2FNUZ",
+                          "F8_E4M3FNUZ", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2"})
+
+#: torch dtype names (as reference inventories write them) → safetensors names.
+TORCH_TO_SAFETENSORS: dict[str, str] = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
+    "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8",
+    "uint16": "U16", "uint32": "U32", "uint64": "U64", "bool": "BOOL",
+    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+    "float8_e4m3fnuz": "F8_E4M3FNUZ", "float8_e5m2fnuz": "F8_E5M2FNUZ",
+    "float8_e8m0fnu": "F8_E8M0", "complex64": "C64",
+}
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    dtype: str              # as safetensors writes it: F16, BF16, F32, I64, ...
+    shape: tuple[int, ...]
+    begin: int              # offsets relative to the data section
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class Header:
+    path: str
+    size: int
+    mtime_ns: int
+    data_start: int                       # absolute offset of the data section (8 + N)
+    tensors: dict[str, TensorMeta] = field(hash=False)   # in file (offset) order
+    metadata: dict[str, str] = field(hash=False)
+
+    def keys(self) -> list[str]:
+        return list(self.tensors)
+
+
+class HeaderError(Exception):
+    """A file that is not a readable safetensors file. `message` is meant for the user."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}")
+
+
+def human_size(n: int) -> str:
+    """`2.1 GB`, `512 bytes`: decimal units, as file managers show them."""
+    if n < 1000:
+        return f"{n} byte{'s' if n != 1 else ''}"
+    for unit in ("KB", "MB", "GB", "TB", "PB"):
+        n /= 1000.0
+        if n < 1000 or unit == "PB":
+            return f"{n:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def byte_size(dtype: str, shape: tuple[int, ...]) -> int | None:
+    """Bytes that `shape` elements of `dtype` take, or None for an unknown dtype or a sub-byte
+    dtype whose elements do not fill whole bytes."""
+    bits = DTYPE_BITS.get(dtype)
+    if bits is None:
+        return None
+    n = 1
+    for d in shape:
+        n *= d
+    total = n * bits
+    if total % 8:
+        return None
+    return total // 8
+
+
+_cache: dict[tuple[str, int, int], Header] = {}
+
+
+def clear_cache() -> None:
+    _cache.clear()
+
+
+def read_header(path: str) -> Header:
+    """The validated header of the safetensors file at `path` (cached while the file is unchanged)."""
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise HeaderError(path, "no such file") from None
+    except PermissionError:
+        raise HeaderError(path, "permission denied") from None
+    except OSError as e:
+        raise HeaderError(path, f"cannot read: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise HeaderError(path, "is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise HeaderError(path, "is not a regular file")
+
+    real = os.path.realpath(path)
+    cache_key = (real, st.st_size, st.st_mtime_ns)
+    cached = _cache.get(cache_key)
+    if cached is not None:
+        return cached if cached.path == path else _with_path(cached, path)
+
+    try:
+        with open(path, "rb") as f:
+            header = _parse(path, f, st.st_size, st.st_mtime_ns)
+    except PermissionError:
+        raise HeaderError(path, "permission denied") from None
+    except IsADirectoryError:
+        raise HeaderError(path, "is a directory") from None
+    except OSError as e:
+        raise HeaderError(path, f"cannot read: {e.strerror or e}") from None
+    _cache[cache_key] = header
+    return header
+
+
+def _with_path(h: Header, path: str) -> Header:
+    return Header(path, h.size, h.mtime_ns, h.data_start, h.tensors, h.metadata)
+
+
+def _parse(path: str, f, size: int, mtime_ns: int) -> Header:
+    if size == 0:
+        raise HeaderError(path, "not a safetensors file: the file is empty")
+    if size < 8:
+        raise HeaderError(path, f"not a safetensors file: it is only {human_size(size)} long")
+    (n,) = struct.unpack("<Q", f.read(8))
+    if n > size - 8:
+        raise HeaderError(path, f"not a safetensors file: header length {n} is larger than the "
+                                f"file ({human_size(size)})")
+    if n > MAX_HEADER_BYTES:
+        raise HeaderError(path, f"not a safetensors file: header length {n} is over the "
+                                f"{human_size(MAX_HEADER_BYTES)} limit")
+    if n < 2:
+        raise HeaderError(path, f"not a safetensors file: header length {n} is too short")
+    raw = f.read(n)
+    if len(raw) != n:
+        raise HeaderError(path, "the file is shorter than its header says (file is truncated?)")
+    data_start = 8 + n
+    data_len = size - data_start
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise HeaderError(path, f"header is not valid UTF-8 at byte {e.start}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        pos = len(text[: e.pos].encode("utf-8"))
+        raise HeaderError(path, f"header is not valid JSON at byte {pos}") from None
+    except RecursionError:
+        raise HeaderError(path, "header is not valid JSON: nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise HeaderError(path, f"header is not a JSON object (it is {_json_kind(doc)})")
+
+    metadata: dict[str, str] = {}
+    raw_meta = doc.get("__metadata__")
+    if raw_meta is not None:
+        if not isinstance(raw_meta, dict) or not all(isinstance(v, str) for v in raw_meta.values()):
+            raise HeaderError(path, "header `__metadata__` is not a map of strings")
+        metadata = dict(raw_meta)
+
+    entries: list[tuple[str, TensorMeta]] = []
+    for name, info in doc.items():
+        if name == "__metadata__":
+            continue
+        entries.append((name, _tensor(path, name, info, data_len)))
+
+    # File order; zero-length tensors sort before a tensor starting at the same offset.
+    entries.sort(key=lambda e: (e[1].begin, e[1].end))
+    prev_name, prev_end = None, 0
+    for name, t in entries:
+        if t.end > t.begin and t.begin < prev_end:
+            raise HeaderError(path, f"tensor `{name}`: data offsets [{t.begin}, {t.end}] overlap "
+                                    f"`{prev_name}`")
+        if t.end > prev_end:
+            prev_name, prev_end = name, t.end
+
+    return Header(path, size, mtime_ns, data_start, dict(entries), metadata)
+
+
+def _json_kind(v) -> str:
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if v is None:
+        return "null"
+    return type(v).__name__
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _tensor(path: str, name: str, info, data_len: int) -> TensorMeta:
+    if not isinstance(info, dict):
+        raise HeaderError(path, f"tensor `{name}`: entry is not a JSON object")
+    for fld in ("dtype", "shape", "data_offsets"):
+        if fld not in info:
+            raise HeaderError(path, f"tensor `{name}` has no `{fld}`")
+    dtype = info["dtype"]
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+        shown = dtype if isinstance(dtype, str) else json.dumps(dtype)
+        raise HeaderError(path, f"tensor `{name}` has unknown dtype `{shown}`")
+    shape = info["shape"]
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise HeaderError(path, f"tensor `{name}` has an invalid shape {json.dumps(shape)}")
+    offsets = info["data_offsets"]
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(_is_int(o) and o >= 0 for o in offsets)):
+        raise HeaderError(path, f"tensor `{name}` has invalid data offsets {json.dumps(offsets)}")
+    begin, end = offsets
+    if begin > end:
+        raise HeaderError(path, f"tensor `{name}`: data offsets [{begin}, {end}] are not in order")
+    expected = byte_size(dtype, tuple(shape))
+    if expected != end - begin:
+        shape_txt = "[" + ", ".join(str(d) for d in shape) + "]"
+        what = f"{expected} bytes" if expected is not None else "not a whole number of bytes"
+        raise HeaderError(path, f"tensor `{name}`: shape {shape_txt} × {dtype} is {what}, but its "
+                                f"data offsets [{begin}, {end}] span {end - begin} bytes")
+    if end > data_len:
+        raise HeaderError(path, f"tensor `{name}`: data offsets [{begin}, {end}] run past the end "
+                                f"of the file (file is truncated?)")
+    return TensorMeta(dtype, tuple(shape), begin, end)
