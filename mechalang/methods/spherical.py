@@ -1,0 +1,238 @@
+"""Spherical merge methods: slerp, nuslerp, multislerp and the Karcher mean.
+
+These interpolate along great circles instead of straight lines, so the result keeps the inputs'
+norms instead of shrinking towards the origin as a weighted sum of dissimilar vectors does. Unless
+a method says otherwise, a tensor is treated as ONE flattened vector.
+
+Merging around a base model, as mergekit's `base_model` option does for nuslerp and multislerp, is
+written with deltas: `base + multislerp(a - base, b - base)` (every model parameter here is `Same`,
+so it accepts deltas and returns a delta).
+"""
+
+import math
+
+from ._lazy import torch
+from .linear import _down, _up
+from .registry import Bool, Float, HyperKind, Int, Same, merge_method
+
+# ------------------------------------------------------------------------------------------------
+# A hyperparameter kind for per-model weights given as one string: "1, 2, 0.5".
+
+
+class _NumberList(HyperKind):
+    """A comma-separated list of numbers, one per model; empty for equal weights."""
+
+    def describe(self) -> str:
+        return "comma-separated numbers, one per model (empty: equal weights)"
+
+    def check(self, value):
+        if not isinstance(value, str):
+            return f"expected a string of comma-separated numbers, got {value!r}"
+        try:
+            _parse_weights(value)
+        except ValueError as e:
+            return str(e)
+        return None
+
+
+def _parse_weights(text: str) -> list:
+    if not text.strip():
+        return []
+    out = []
+    for part in text.split(","):
+        try:
+            x = float(part)
+        except ValueError:
+            raise ValueError(f"{part.strip()!r} is not a number") from None
+        if not math.isfinite(x):
+            raise ValueError(f"weight {part.strip()!r} is not finite")
+        out.append(x)
+    return out
+
+
+def _model_weights(text: str, n: int) -> list:
+    weights = _parse_weights(text)
+    if not weights:
+        return [1.0] * n
+    if len(weights) != n:
+        raise ValueError(f"{len(weights)} weights given for {n} models")
+    return weights
+
+
+WeightList = _NumberList("str")
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+@merge_method(formula="sin((1 − α)Ω)/sin Ω · a + sin(αΩ)/sin Ω · b,  cos Ω = â·b̂", family="spherical")
+def slerp(a: Same, b: Same, *, alpha: Float(0.0, 1.0) = 0.5,
+          epsilon: Float(0.0, None, lo_open=True) = 1e-8,
+          dot_threshold: Float(0.0, 1.0) = 0.9995) -> Same:
+    """Spherical linear interpolation of the flattened tensors, mergekit's `slerp`.
+
+    Ω is the angle between a and b (each normalized when its norm exceeds `epsilon`);
+    the result is sin((1 − α)Ω)/sin Ω · a + sin(αΩ)/sin Ω · b, applied to the *unnormalized*
+    tensors as mergekit does. When |cos Ω| > `dot_threshold` (nearly parallel or antiparallel
+    tensors) it falls back to the weighted sum (1 − α)·a + α·b, as mergekit does.
+
+    α is the weight of `b` (mergekit calls it `t`). sd-mecha's `slerp` differs for tensors of
+    unequal norms: it interpolates the unit vectors and rescales the result to (1 − α)|a| + α|b|.
+    """
+    (a_w, b_w), dtype = _up(a, b)
+    t = float(alpha)
+    if a.numel() == 0:
+        return _down(torch.lerp(a_w, b_w, t), dtype)
+    eps = float(epsilon)
+    na, nb = torch.linalg.vector_norm(a_w), torch.linalg.vector_norm(b_w)
+    ua = a_w / na if na.item() > eps else a_w
+    ub = b_w / nb if nb.item() > eps else b_w
+    dot = float(torch.sum(ua * ub).clamp(-1.0, 1.0))
+    if abs(dot) > float(dot_threshold):
+        return _down(torch.lerp(a_w, b_w, t), dtype)
+    omega = math.acos(dot)
+    sin_omega = math.sin(omega)
+    s0 = math.sin((1.0 - t) * omega) / sin_omega
+    s1 = math.sin(t * omega) / sin_omega
+    return _down(s0 * a_w + s1 * b_w, dtype)
+
+
+def _nuslerp_vectors(t: float, v0, v1, eps: float):
+    """Slerp each row (last dimension) of v0 to the same row of v1."""
+    def unit(x):
+        return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(min=1e-7)
+
+    cos = torch.sum(unit(v0) * unit(v1), dim=-1, keepdim=True).clamp(-1.0, 1.0)
+    theta = torch.acos(cos)
+    # sin(acos(c)) as sqrt(1 − c²): exactly 0 for (anti)parallel vectors, where float32's
+    # sin(acos(−1)) = sin(π) ≈ −8.7e-8 would not count as colinear and blow the result up
+    sin_theta = torch.sqrt((1.0 - cos * cos).clamp(min=0.0))
+    colinear = sin_theta.abs() < eps
+    safe_sin = torch.where(colinear, torch.ones_like(sin_theta), sin_theta)
+    spherical = (torch.sin((1.0 - t) * theta) * v0 + torch.sin(t * theta) * v1) / safe_sin
+    return torch.where(colinear, torch.lerp(v0, v1, t), spherical)
+
+
+@merge_method(formula="slerp(a, b, t) per row or over the whole tensor,  t = w_b / (w_a + w_b)",
+              family="spherical")
+def nuslerp(a: Same, b: Same, *, weight_a: Float() = 1.0, weight_b: Float() = 1.0,
+            flatten: Bool() = True, row_wise: Bool() = False,
+            epsilon: Float(0.0, None, lo_open=True) = 1e-8) -> Same:
+    """mergekit's `nuslerp`: slerp with t = weight_b / (weight_a + weight_b).
+
+    The weights are relative (mergekit's per-model `weight`); when they sum to ~0 (|Σ| < 1e-6),
+    t = 0.5 as in mergekit. With `flatten` (mergekit's default, `nuslerp_flatten`) the whole tensor
+    is one vector; without it each vector along the last dimension is slerped separately, or each
+    vector along the first dimension with `row_wise` (mergekit's `nuslerp_row_wise`, which
+    transposes dimension 0 to the end). Vectors whose angle has |sin θ| < `epsilon` are lerped.
+    Unlike `slerp` there is no parallelism threshold beyond that. mergekit's base model is written
+    `base + nuslerp(a - base, b - base, ...)`.
+    """
+    (a_w, b_w), dtype = _up(a, b)
+    wa, wb = float(weight_a), float(weight_b)
+    t = 0.5 if abs(wa + wb) < 1e-6 else wb / (wa + wb)
+    if a.numel() == 0:
+        return _down(torch.lerp(a_w, b_w, t), dtype)
+    shape = a.shape
+    if flatten or a.dim() <= 1:
+        res = _nuslerp_vectors(t, a_w.reshape(-1), b_w.reshape(-1), float(epsilon))
+    elif row_wise:
+        res = _nuslerp_vectors(t, a_w.transpose(0, -1), b_w.transpose(0, -1), float(epsilon))
+        res = res.transpose(0, -1)
+    else:
+        res = _nuslerp_vectors(t, a_w, b_w, float(epsilon))
+    return _down(res.reshape(shape), dtype)
+
+
+@merge_method(formula="exp_μ(Σ wᵢ·P_μ(m̂ᵢ)) · Σ wᵢ|mᵢ|,  μ = normalized Σ wᵢ m̂ᵢ",
+              family="spherical", min_models=1)
+def multislerp(*models: Same, weights: WeightList = "", normalize_weights: Bool() = True,
+               epsilon: Float(0.0, None, lo_open=True) = 1e-8) -> Same:
+    """mergekit's `multislerp`: barycentric interpolation of several tensors on a hypersphere.
+
+    Each flattened tensor mᵢ is projected onto the unit sphere (m̂ᵢ = mᵢ / (|mᵢ| + ε)); μ is their
+    weighted mean direction; the m̂ᵢ are projected onto the tangent plane at μ
+    (P_μ(x) = x − (x·μ)μ), averaged with the weights, mapped back to the sphere with the
+    exponential map, and scaled by the weighted mean norm Σ wᵢ|mᵢ|.
+
+    `weights` lists one weight per model ("1, 2, 1"; empty: equal), normalized to sum 1 when
+    `normalize_weights` (mergekit's names). When the weighted mean direction vanishes (antipodal
+    inputs with balanced weights) the result is the weighted sum Σ wᵢmᵢ; mergekit does that for
+    two models and raises an error for more. A base model (mergekit's `base_model`) is written
+    `base + multislerp(a - base, b - base, ...)`.
+    """
+    w = _model_weights(weights, len(models))
+    if len(models) == 1:
+        return models[0]
+    stacked, dtype = _up(*models)
+    shape = models[0].shape
+    flat = torch.stack([m.reshape(-1) for m in stacked])
+    wt = torch.tensor(w, dtype=flat.dtype, device=flat.device)
+    if normalize_weights:
+        total = wt.sum()
+        if abs(float(total)) < 1e-12:
+            raise ValueError("multislerp: the weights sum to zero and cannot be normalized")
+        wt = wt / total
+    eps = float(epsilon)
+    if flat.shape[1] == 0:
+        return _down((wt[:, None] * flat).sum(0).reshape(shape), dtype)
+    norms = torch.linalg.vector_norm(flat, dim=1, keepdim=True)
+    units = flat / (norms + eps)
+    mean = (units * wt[:, None]).sum(0)
+    mean_norm = torch.linalg.vector_norm(mean)
+    if float(mean_norm) < eps:
+        return _down((wt[:, None] * flat).sum(0).reshape(shape), dtype)
+    mean = mean / mean_norm
+    tangents = units - (units @ mean)[:, None] * mean
+    tangent = (tangents * wt[:, None]).sum(0)
+    tangent_norm = torch.linalg.vector_norm(tangent) + eps
+    res = mean * torch.cos(tangent_norm) + tangent * (torch.sin(tangent_norm) / tangent_norm)
+    res = res * (norms[:, 0] * wt).sum()
+    return _down(res.reshape(shape), dtype)
+
+
+@merge_method(formula="(Σ|mᵢ|/n) · argmin_μ Σ d(μ, m̂ᵢ)²  on the unit sphere", family="spherical",
+              min_models=1)
+def karcher_mean(*models: Same, max_iter: Int(1, None) = 10,
+                 tol: Float(0.0, None, lo_open=True) = 1e-5) -> Same:
+    """The Karcher (Riemannian) mean of the models' directions, scaled by their mean norm.
+
+    mergekit's `karcher`: the flattened tensors are normalized; tensors with norm ≤ `tol` take
+    no part in the direction. Starting from the normalized mean of the unit vectors, the mean μ is
+    moved along the average log map Σ θᵢ/sin θᵢ · (m̂ᵢ − cos θᵢ·μ) / k (θᵢ the angle to m̂ᵢ, terms
+    with θᵢ < `tol` skipped) for at most `max_iter` steps, stopping when that step is shorter than
+    `tol`. The result is μ times the mean of all n norms (zero-norm tensors included, as in
+    mergekit). All inputs of zero norm give zeros.
+    """
+    if len(models) == 1:
+        return models[0]
+    stacked, dtype = _up(*models)
+    shape = models[0].shape
+    n = len(models)
+    flat = torch.stack([m.reshape(-1) for m in stacked])
+    tol_f = float(tol)
+    norms = torch.linalg.vector_norm(flat, dim=1)
+    valid = norms > tol_f
+    if flat.shape[1] == 0 or not bool(valid.any()):
+        return _down(torch.zeros_like(stacked[0]), dtype)
+    units = flat[valid] / norms[valid][:, None]
+    k = units.shape[0]
+    mean = units.sum(0) / k
+    mean_norm = float(torch.linalg.vector_norm(mean))
+    mean = units[0].clone() if mean_norm < tol_f else mean / mean_norm
+    for _ in range(int(max_iter)):
+        cos = (units @ mean).clamp(-1.0, 1.0)
+        theta = torch.acos(cos)
+        use = theta >= tol_f
+        factor = torch.where(use, theta / torch.where(use, torch.sin(theta), torch.ones_like(theta)),
+                             torch.zeros_like(theta)) / k
+        tangent = (factor[:, None] * (units - cos[:, None] * mean)).sum(0)
+        step = torch.linalg.vector_norm(tangent)
+        if float(step) < tol_f:
+            break
+        mean = torch.cos(step) * mean + torch.sin(step) * (tangent / step)
+        mean_norm = torch.linalg.vector_norm(mean)
+        if float(mean_norm) > tol_f:
+            mean = mean / mean_norm
+    scale = norms.sum() / n
+    return _down((scale * mean).reshape(shape), dtype)
