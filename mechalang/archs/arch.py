@@ -155,16 +155,31 @@ def is_template(name: str) -> bool:
 
 
 class _Matcher:
-    __slots__ = ("name", "open", "rx", "ex", "default", "name_rx", "uses_path")
+    # Regexes are compiled on first use: `mecha check` builds every architecture but classifies
+    # keys with only the few its models are, and compiling them all would dominate its start-up.
+    __slots__ = ("name", "open", "_patterns", "_exclude", "_compiled", "default", "name_rx", "uses_path")
 
     def __init__(self, ps: PatternSet):
         self.name = ps.name
         self.open = is_template(ps.name)
-        self.rx = _alternation(ps.patterns)
-        self.ex = _alternation(ps.exclude)
+        self._patterns = ps.patterns
+        self._exclude = ps.exclude
+        self._compiled: tuple | None = None
         self.default = ps.default
         self.name_rx = _name_regex(ps.name) if self.open else None
         self.uses_path = "{path" in ps.name
+
+    @property
+    def rx(self) -> re.Pattern | None:
+        if self._compiled is None:
+            self._compiled = (_alternation(self._patterns), _alternation(self._exclude))
+        return self._compiled[0]
+
+    @property
+    def ex(self) -> re.Pattern | None:
+        if self._compiled is None:
+            self._compiled = (_alternation(self._patterns), _alternation(self._exclude))
+        return self._compiled[1]
 
     def match(self, key: str) -> str | None:
         """The (concrete) name this entry gives `key`, or None."""

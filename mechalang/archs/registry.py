@@ -289,8 +289,47 @@ def _str_list(d: dict, key: str, src: str, what: str | None = None) -> list[str]
     return list(v)
 
 
+def _inventory_cache_file(path: Path) -> Path | None:
+    """Where a parsed inventory is cached: keyed by the JSON file's identity (path, size, mtime)."""
+    import hashlib
+
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mechalang" / "inventories"
+    ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|1".encode()
+    return base / (hashlib.sha1(ident).hexdigest() + ".pickle")
+
+
 def load_inventory(path: str | os.PathLike) -> tuple[dict[str, KeySpec], dict[str, str]]:
-    """An inventory JSON: (key → spec, key → component), keys in the file's order."""
+    """An inventory JSON: (key → spec, key → component), keys in the file's order.
+
+    Parsing and validating the JSON costs more than the rest of `mecha check`; the result is
+    cached as a pickle beside the user's other caches and reused while the file is unchanged."""
+    import pickle
+
+    cache = _inventory_cache_file(Path(path))
+    if cache is not None:
+        try:
+            with open(cache, "rb") as f:
+                return pickle.load(f)
+        except Exception:  # missing, stale format, unreadable: parse the JSON
+            pass
+    result = _parse_inventory(path)
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # a read-only home: no cache, same result
+    return result
+
+
+def _parse_inventory(path: str | os.PathLike) -> tuple[dict[str, KeySpec], dict[str, str]]:
     path = Path(path)
     src = str(path)
     try:
