@@ -224,7 +224,11 @@ def merge_method(func: Callable | None = None, *, name: str | None = None, formu
 
 def build_spec(f: Callable, *, name: str | None = None, formula: str = "", family: str = "other",
                min_models: int | None = None, max_models: int | None = None) -> MethodSpec:
-    sig = inspect.signature(f)
+    try:
+        # Resolve string annotations (`from __future__ import annotations` in a plugin).
+        sig = inspect.signature(f, eval_str=True)
+    except Exception:
+        sig = inspect.signature(f)
     models: list[ModelParam] = []
     variadic: ModelParam | None = None
     hypers: list[HyperParam] = []
