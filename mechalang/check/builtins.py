@@ -232,10 +232,10 @@ def coerce_set(ev, stmt: ast.Param, raw: str, span: Span | None) -> Any:
     def bad(expected: str) -> Any:
         return ev.err("E0521", f"{where}: expected {expected}", span, label="param declared here")
 
-    if tname in ("Model", "Delta") or (tname is None and raw.lower().endswith(SAFETENSORS_SUFFIXES)):
-        return load_model(ev, raw, span, base=Path.cwd())
     if raw.lower().endswith(".mecha") and tname in (None, "Model", "Delta"):
         return recipe_value(ev, raw, span)
+    if tname in ("Model", "Delta") or (tname is None and raw.lower().endswith(SAFETENSORS_SUFFIXES)):
+        return load_model(ev, raw, span, base=Path.cwd())
     if tname in ("float", "int", "Hyper") or tname is None:
         try:
             num = int(raw.replace("_", ""))
