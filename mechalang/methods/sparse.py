@@ -1,0 +1,486 @@
+"""Task-vector sparsification and consensus: TIES, DARE, DELLA, Model Breadcrumbs, SCE, Model Stock,
+geometric median.
+
+The task-vector methods take deltas and return a delta, so a recipe reads
+
+    base + ties(*[m - base for m in fts], density=0.2)
+
+They follow mergekit's "generalized task arithmetic" (same names, same defaults for `normalize`
+and `rescale`): each task vector δᵢ is sparsified, then the survivors are combined
+
+    no consensus (…_linear, breadcrumbs):  δ = λ · Σᵢ δ̂ᵢ                 (÷ n with normalize)
+    sign consensus (…ties, della):         γ = sgn Σᵢ δ̂ᵢ   (or sgn Σᵢ sgn δ̂ᵢ with consensus="count")
+                                           δ = λ · Σᵢ [sgn δ̂ᵢ = γ]·δ̂ᵢ   (÷ Σᵢ [sgn δ̂ᵢ = γ] with normalize)
+
+γ = +1 where the vote is a tie (mergekit); zero entries never agree with γ, so a disjoint mean is
+the mean of the non-zero entries of the elected sign, and 0 where there are none.
+
+Per-model weights. mergekit gives each model a `weight`; a list of per-model weights is not
+expressible as a per-key Hyper yet, so these methods take scalar hyperparameters only: `lambda`
+scales the result (TIES' λ, mergekit della's `lambda`; with normalize = false it equals mergekit with
+every model's `weight` set to λ, with normalize = true mergekit's uniform weights cancel). Per-model
+weights can be written in the recipe as `ties(w1 * (m1 - base), w2 * (m2 - base))`: with
+consensus="sum" and normalize=false that is exactly mergekit's weighted form.
+
+Trims. Magnitude trims keep, per task vector, the ⌊density·N⌋ largest |δ| (at least one entry)
+with an exact selection (a radix select on the float bits: O(N), no sort, identical on every device);
+entries tied with the smallest kept magnitude are kept too. Random methods draw their masks from a
+generator derived from (seed, key name, model index) — see `_random.py` — so results do not
+depend on thread count, device or key order.
+
+Arithmetic runs in float32 (float64 when an input is float64); the result has the first input's
+dtype and shape.
+"""
+
+import math
+from functools import reduce
+
+from . import _random
+from ._lazy import torch
+from .registry import Bool, Choice, Delta, Float, Int, KeyName, Same, Weight, merge_method
+
+_DENSITY = Float(0.0, 1.0, lo_open=True)
+_CONSENSUS = Choice("sum", "count")
+
+# ------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _work_dtype(*tensors):
+    dtype = reduce(torch.promote_types, (t.dtype for t in tensors))
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _stack(tensors, dtype):
+    """The tensors flattened into the rows of one new (n, N) tensor of `dtype` (a copy)."""
+    first = tensors[0]
+    for t in tensors[1:]:
+        if t.shape != first.shape:
+            raise ValueError(f"shape mismatch: {tuple(first.shape)} and {tuple(t.shape)}")
+    out = torch.empty((len(tensors), first.numel()), dtype=dtype, device=first.device)
+    for i, t in enumerate(tensors):
+        out[i].copy_(t.reshape(-1))
+    return out
+
+
+def _finish(flat, like):
+    """`flat` with the shape and dtype of `like`."""
+    out = flat.reshape(like.shape)
+    return out if out.dtype == like.dtype else out.to(like.dtype)
+
+
+def _count(fraction: float, n: int) -> int:
+    """⌊fraction·n⌋ (a hair of slack so that 0.57·100 is 57, not 56)."""
+    return max(0, min(n, math.floor(float(fraction) * n + 1e-7)))
+
+
+def _kth_smallest(values, k: int):
+    """The k-th smallest (1-based) entry of each row of `values` (n, N), as an (n, 1) tensor.
+
+    `values` must be non-negative float32 or float64 (magnitudes, variances). A radix select on the
+    bit patterns, which order non-negative floats as integers: 16 bits per pass, each pass a
+    `bincount` over the candidates left by the previous one. Exact, O(N) per pass, the same on
+    CPU and CUDA, and several times faster than `kthvalue`. Rows are done one at a time, so the
+    scratch memory is that of one row.
+    """
+    n, N = values.shape
+    if not 1 <= k <= N:
+        raise ValueError(f"k = {k} is outside [1, {N}]")
+    if values.dtype == torch.float64:
+        int_dtype, shifts = torch.int64, (48, 32, 16, 0)
+    elif values.dtype == torch.float32:
+        int_dtype, shifts = torch.int32, (16, 0)
+    else:
+        raise TypeError(f"_kth_smallest needs float32 or float64, got {values.dtype}")
+    found = []
+    for row in values:
+        cand = row.contiguous().view(int_dtype)
+        remaining, prefix = k, 0
+        for i, shift in enumerate(shifts):
+            digit = cand >> shift
+            if i:  # the first digit needs no mask: the sign bit of a non-negative float is 0
+                digit &= 0xFFFF
+            cumulative = torch.bincount(digit, minlength=65536).cumsum(0)
+            d = int(torch.searchsorted(cumulative, remaining))  # first bucket reaching the k-th entry
+            if d:
+                remaining -= int(cumulative[d - 1])
+            prefix = (prefix << 16) | d
+            if i < len(shifts) - 1:
+                cand = cand[digit == d]
+            del digit, cumulative
+        found.append(prefix)
+    return torch.tensor(found, dtype=int_dtype, device=values.device).view(values.dtype)[:, None]
+
+
+def _trim_magnitude_(D, density: float, gamma: float = 0.0):
+    """In place, per row (task vector) of D: keep the ⌊density·N⌋ (≥ 1) largest magnitudes; with
+    gamma, first drop the ⌊gamma·N⌋ largest (Model Breadcrumbs / mergekit's magnitude_outliers:
+    where density + gamma > 1, fewer outliers are dropped so that density is met).
+
+    Ties at the lower cut are kept; ties at the upper cut are dropped (a tie never lets an outlier
+    through)."""
+    N = D.shape[1]
+    if density >= 1 or N == 0:
+        return D
+    keep = max(1, _count(density, N))
+    n_top = _count(gamma, N)
+    n_bottom = N - keep - n_top
+    if n_bottom < 0:
+        n_top += n_bottom
+        n_bottom = 0
+    if n_bottom == 0 and n_top == 0:
+        return D
+    for x in D:  # one task vector at a time: scratch memory of one row
+        mag = x.abs()[None]
+        low = _kth_smallest(mag, n_bottom + 1)[0] if n_bottom > 0 else None
+        high = _kth_smallest(mag, N - n_top + 1)[0] if n_top > 0 else None
+        mag = mag[0]
+        if high is None:
+            x.mul_(mag.ge_(low))  # in place: mag becomes the 0/1 mask, no bool→float copy
+        elif low is None:
+            x.mul_(mag.lt_(high))
+        else:
+            x.mul_(mag.ge(low).logical_and_(mag.lt(high)))
+        del mag
+    return D
+
+
+def _dare_(D, density: float, rescale: bool, seed: int, key: str):
+    """In place: keep each entry of task vector i with probability `density`, drawn from the
+    stream (seed, key, i); with rescale, divide the survivors by `density` (DARE's 1/(1 − p))."""
+    n, N = D.shape
+    if density >= 1 or N == 0:
+        return D
+    for i in range(n):
+        row = D[i]
+        row.mul_(_random.keep_mask((N,), density, seed, key, i, device=D.device, dtype=D.dtype))
+        if rescale:
+            row.div_(density)
+    return D
+
+
+def _della_(D, shape, density: float, epsilon: float, rescale: bool, seed: int, key: str):
+    """In place: DELLA's MAGPRUNE on each task vector (see `della`)."""
+    n, N = D.shape
+    if density >= 1 or N == 0:
+        return D
+    low, high = density - epsilon, density + epsilon
+    if low < 0 or high > 1:
+        raise ValueError(f"della needs density ± epsilon inside [0, 1], got density = {density} and "
+                         f"epsilon = {epsilon}")
+    rows = shape[0] if len(shape) >= 2 else 1
+    cols = N // rows
+    positions = torch.arange(cols, device=D.device).expand(rows, cols)
+    for i in range(n):
+        x = D[i].view(rows, cols)
+        order = x.abs().argsort(dim=1, stable=True)  # ties ranked by position: deterministic
+        rank = torch.empty_like(order)
+        rank.scatter_(1, order, positions)
+        del order
+        if cols > 1:
+            p = rank.to(D.dtype).mul_(2 * epsilon / (cols - 1)).add_(low)
+        else:
+            p = torch.full((rows, cols), density, dtype=D.dtype, device=D.device)
+        del rank
+        u = _random.uniform((N,), seed, key, i, device=D.device).view(rows, cols)
+        keep = u < p
+        del u
+        x.copy_(torch.where(keep, x / p, 0) if rescale else x * keep)
+    return D
+
+
+def _elect_positive(D, consensus: str):
+    """γ > 0 per entry: the sign vote over the task vectors (ties elect +, as mergekit)."""
+    if consensus == "sum":
+        return D.sum(0) >= 0
+    if consensus == "count":
+        return (D > 0).sum(0) >= (D < 0).sum(0)
+    raise ValueError(f"unknown consensus {consensus!r} (expected 'sum' or 'count')")
+
+
+def _combine(D, *, consensus, normalize: bool, lambda_: float):
+    """The combination step of generalized task arithmetic (see the module docstring). D is
+    modified."""
+    n = D.shape[0]
+    if consensus is None:
+        out = D.sum(0)
+        if normalize:
+            out /= n
+    else:
+        sign = torch.where(_elect_positive(D, consensus), 1.0, -1.0).to(D.dtype)  # γ
+        D.mul_(sign).clamp_min_(0)  # γ·δ̂ᵢ: the entries that agree with γ are now the positive ones
+        out = D.sum(0)
+        if normalize:
+            out /= (D > 0).sum(0, dtype=D.dtype).clamp_min_(1)
+        out.mul_(sign)
+    if lambda_ != 1:
+        out *= lambda_
+    return out
+
+
+def _gta(deltas, trim, *, consensus, normalize: bool, lambda_: float):
+    D = _stack(deltas, _work_dtype(*deltas))
+    trim(D)
+    return _finish(_combine(D, consensus=consensus, normalize=bool(normalize), lambda_=float(lambda_)),
+                   deltas[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# TIES
+
+
+@merge_method(formula="λ · Σᵢ[sgn δ̂ᵢ = γ]·δ̂ᵢ / Σᵢ[sgn δ̂ᵢ = γ],  δ̂ᵢ = top-k(δᵢ, density),  γ = sgn Σᵢ δ̂ᵢ",
+              family="sparse")
+def ties(*deltas: Delta, density: _DENSITY = 0.2, lambda_: Float() = 1.0, consensus: _CONSENSUS = "sum",
+         normalize: Bool() = True) -> Delta:
+    """TIES-Merging (Yadav et al. 2023): trim, elect sign, disjoint merge.
+
+    1. Trim: each task vector keeps its ⌊density·N⌋ largest-magnitude entries (the paper's top-k%,
+       k = 20 % by default), the rest are zeroed.
+    2. Elect: γ = sgn Σᵢ δ̂ᵢ per entry (consensus="sum", the paper's "mass" vote; "count" votes
+       with sgn Σᵢ sgn δ̂ᵢ, mergekit's `count`); a tie elects +.
+    3. Disjoint merge: the mean of the entries whose sign is γ (normalize=false: their sum).
+
+    mergekit's `ties` (normalize = true by default); sd-mecha's `ties_sum` elects sgn 0 on a tie.
+    `lambda` scales the result (the paper's λ).
+    """
+    return _gta(deltas, lambda D: _trim_magnitude_(D, float(density)), consensus=consensus,
+                normalize=normalize, lambda_=lambda_)
+
+
+# ------------------------------------------------------------------------------------------------
+# DARE
+
+
+@merge_method(formula="λ · Σᵢ mᵢ ⊙ δᵢ / density,  mᵢ ~ Bernoulli(density)   (÷ n when normalize)",
+              family="sparse")
+def dare_linear(*deltas: Delta, density: _DENSITY = 0.5, lambda_: Float() = 1.0, rescale: Bool() = True,
+                normalize: Bool() = False, seed: Int(0) = 0, key: KeyName) -> Delta:
+    """DARE (Yu et al. 2024, "Language Models are Super Mario"): Drop And REscale, then sum.
+
+    Each entry of each task vector is kept with probability `density` (DARE's 1 − p, named as in
+    mergekit) and the survivors are divided by `density` (rescale=true), which keeps the expected
+    task vector unchanged. The masks come from (seed, key name, model index). The dropped vectors
+    are summed (normalize=true: averaged) and scaled by λ.
+
+    mergekit's `dare_linear` (rescale = true, normalize = false by default). Recent mergekit
+    releases rescale by matching the L1 norm instead of dividing by density; this follows the
+    paper's 1/(1 − p).
+    """
+    return _gta(deltas, lambda D: _dare_(D, float(density), bool(rescale), int(seed), key), consensus=None,
+                normalize=normalize, lambda_=lambda_)
+
+
+@merge_method(formula="λ · Σᵢ[sgn δ̃ᵢ = γ]·δ̃ᵢ,  δ̃ᵢ = mᵢ ⊙ δᵢ / density,  γ = sgn Σᵢ δ̃ᵢ",
+              family="sparse")
+def dare_ties(*deltas: Delta, density: _DENSITY = 0.5, lambda_: Float() = 1.0, rescale: Bool() = True,
+              normalize: Bool() = False, consensus: _CONSENSUS = "sum", seed: Int(0) = 0,
+              key: KeyName) -> Delta:
+    """DARE's random drop and rescale, then TIES' sign election and disjoint merge.
+
+    As `dare_linear` for the drop (keep probability `density`, survivors ÷ density), as `ties` for
+    the election and merge. mergekit's `dare_ties` defaults: rescale = true, normalize = false (the
+    agreeing entries are summed; normalize=true averages them).
+    """
+    return _gta(deltas, lambda D: _dare_(D, float(density), bool(rescale), int(seed), key),
+                consensus=consensus, normalize=normalize, lambda_=lambda_)
+
+
+# ------------------------------------------------------------------------------------------------
+# DELLA
+
+
+def _della_trim(deltas, density, epsilon, rescale, seed, key):
+    shape = tuple(deltas[0].shape)
+    return lambda D: _della_(D, shape, float(density), float(epsilon), bool(rescale), int(seed), key)
+
+
+@merge_method(formula="λ · Σᵢ[sgn δ̃ᵢ = γ]·δ̃ᵢ / Σᵢ[sgn δ̃ᵢ = γ],  δ̃ᵢ = mᵢ ⊙ δᵢ / pᵢ,  "
+                      "pᵢ = density − ε + 2ε·rank(|δᵢ|)/(cols − 1)",
+              family="sparse")
+def della(*deltas: Delta, density: _DENSITY = 0.5, epsilon: Float(0.0, 0.5) = 0.15, lambda_: Float() = 1.0,
+          rescale: Bool() = True, normalize: Bool() = True, consensus: _CONSENSUS = "sum", seed: Int(0) = 0,
+          key: KeyName) -> Delta:
+    """DELLA-Merging (Deep et al. 2024): MAGPRUNE, sign election, disjoint merge, scale by λ.
+
+    MAGPRUNE: within each row (the tensor as (shape[0], −1); a vector is one row), entries are
+    ranked by magnitude, r = 0 for the smallest … cols − 1 for the largest (ties by position), and
+    each is kept with probability p = (density − ε) + 2ε·r/(cols − 1): larger entries are dropped
+    less, the mean keep probability is `density`. Survivors are divided by their own p
+    (rescale=true, the paper's 1/(1 − pᵢ) with pᵢ the drop probability). Then TIES' election and
+    disjoint mean, and λ (mergekit's `lambda`).
+
+    mergekit's `della` (normalize = rescale = true). mergekit ranks along dim 1 of the raw tensor
+    (the input channels of a conv kernel); this ranks along the flattened rows. Needs
+    density − ε ≥ 0 and density + ε ≤ 1; density = 1 keeps everything.
+    """
+    return _gta(deltas, _della_trim(deltas, density, epsilon, rescale, seed, key), consensus=consensus,
+                normalize=normalize, lambda_=lambda_)
+
+
+@merge_method(formula="λ · Σᵢ mᵢ ⊙ δᵢ / pᵢ,  pᵢ = density − ε + 2ε·rank(|δᵢ|)/(cols − 1)   (÷ n when normalize)",
+              family="sparse")
+def della_linear(*deltas: Delta, density: _DENSITY = 0.5, epsilon: Float(0.0, 0.5) = 0.15,
+                 lambda_: Float() = 1.0, rescale: Bool() = True, normalize: Bool() = False, seed: Int(0) = 0,
+                 key: KeyName) -> Delta:
+    """DELLA's MAGPRUNE (see `della`) without sign election: the pruned task vectors are summed
+    (normalize=true: averaged) and scaled by λ. mergekit's `della_linear` defaults."""
+    return _gta(deltas, _della_trim(deltas, density, epsilon, rescale, seed, key), consensus=None,
+                normalize=normalize, lambda_=lambda_)
+
+
+# ------------------------------------------------------------------------------------------------
+# Model Breadcrumbs
+
+
+@merge_method(formula="λ · Σᵢ mᵢ ⊙ δᵢ,  mᵢ drops the ⌊gamma·N⌋ largest |δᵢ| and keeps the next ⌊density·N⌋   "
+                      "(÷ n when normalize)",
+              family="sparse")
+def breadcrumbs(*deltas: Delta, density: _DENSITY = 0.9, gamma: Float(0.0, 1.0, hi_open=True) = 0.01,
+                lambda_: Float() = 1.0, normalize: Bool() = False) -> Delta:
+    """Model Breadcrumbs (Davari & Belilovsky 2024): drop outliers and small entries, then sum.
+
+    In each task vector the ⌊gamma·N⌋ largest magnitudes are dropped (outliers), then the smallest
+    ones, so that ⌊density·N⌋ entries remain (where density + gamma > 1, fewer outliers are
+    dropped). The masked vectors are summed (normalize=true: averaged) and scaled by λ.
+    mergekit's `breadcrumbs` (magnitude_outliers) with its defaults (normalize = false); as there,
+    density = 1 keeps every entry whatever gamma. Ties at the upper cut are dropped, at the lower
+    cut kept.
+    """
+    return _gta(deltas, lambda D: _trim_magnitude_(D, float(density), float(gamma)), consensus=None,
+                normalize=normalize, lambda_=lambda_)
+
+
+@merge_method(formula="λ · Σᵢ[sgn δ̂ᵢ = γ]·δ̂ᵢ,  δ̂ᵢ = breadcrumbs mask of δᵢ,  γ = sgn Σᵢ δ̂ᵢ",
+              family="sparse")
+def breadcrumbs_ties(*deltas: Delta, density: _DENSITY = 0.9, gamma: Float(0.0, 1.0, hi_open=True) = 0.01,
+                     lambda_: Float() = 1.0, normalize: Bool() = False, consensus: _CONSENSUS = "sum") -> Delta:
+    """Model Breadcrumbs' mask (see `breadcrumbs`), then TIES' sign election and disjoint merge.
+    mergekit's `breadcrumbs_ties` defaults (normalize = false: the agreeing entries are summed)."""
+    return _gta(deltas, lambda D: _trim_magnitude_(D, float(density), float(gamma)), consensus=consensus,
+                normalize=normalize, lambda_=lambda_)
+
+
+# ------------------------------------------------------------------------------------------------
+# SCE
+
+
+@merge_method(formula="λ · Σᵢ wᵢ[sgn δ̂ᵢ = γ]·δ̂ᵢ / Σᵢ wᵢ[sgn δ̂ᵢ = γ],  δ̂ᵢ = δᵢ ⊙ [Var_j δⱼ in top select_topk],  "
+                      "wᵢ ∝ mean δ̂ᵢ²,  γ = sgn Σᵢ δ̂ᵢ",
+              family="sparse")
+def sce(*deltas: Delta, select_topk: _DENSITY = 1.0, lambda_: Float() = 1.0) -> Delta:
+    """SCE (FuseLLM / FuseChat, Wan et al. 2024): Select, Calculate, Erase.
+
+    Select: the entries whose variance across the task vectors is among the ⌊select_topk·Nz⌋
+    largest (Nz = number of entries with non-zero variance) are kept in every task vector, the
+    rest zeroed (select_topk = 1 keeps everything). Calculate: model i gets the weight
+    wᵢ = mean(δ̂ᵢ²) / Σⱼ mean(δ̂ⱼ²) (uniform when all are zero). Erase: entries whose sign differs
+    from γ = sgn Σᵢ δ̂ᵢ are dropped, and the rest are averaged with the weights wᵢ; λ scales.
+
+    mergekit's `sce` (population variance; a tie in the vote elects +).
+    """
+    D = _stack(deltas, _work_dtype(*deltas))
+    n, N = D.shape
+    if N == 0:
+        return _finish(D.sum(0), deltas[0])
+    if select_topk < 1:
+        variance = D.var(0, correction=0)
+        k = _count(select_topk, int(torch.count_nonzero(variance)))
+        if k == 0:
+            D.zero_()
+        else:
+            threshold = _kth_smallest(variance[None], N - k + 1)[0]
+            D.mul_(variance >= threshold)
+        del variance
+    energy = D.square().mean(1)  # (n,)
+    total = energy.sum()
+    weights = torch.where(total > 0, energy / torch.where(total > 0, total, 1), 1.0 / n)
+    positive = D.sum(0) >= 0
+    agree = torch.where(positive, D > 0, D < 0)
+    del positive
+    W = agree * weights[:, None]
+    del agree
+    num = (D * W).sum(0)
+    den = W.sum(0)
+    den[den == 0] = 1
+    out = num / den
+    if lambda_ != 1:
+        out *= float(lambda_)
+    return _finish(out, deltas[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Model Stock and the geometric median
+
+
+@merge_method(formula="base + t·(mean(mᵢ) − base),  t = N·cos θ / (1 + (N − 1)·cos θ),  "
+                      "cos θ = max(0, mean over pairs of cos(mᵢ − base, mⱼ − base))",
+              family="consensus", min_models=3)
+def model_stock(base: Weight, *models: Weight, filter_wise: Bool() = False) -> Weight:
+    """Model Stock (Jang et al. 2024): move from the base towards the fine-tuned average by a ratio
+    set by the angle between the fine-tuned models' deltas.
+
+    With N fine-tuned models, cos θ is the mean over pairs i < j of the cosine between mᵢ − base
+    and mⱼ − base, and t = N·cos θ / (1 + (N − 1)·cos θ): the result is t·mean(mᵢ) + (1 − t)·base.
+    Needs the base and at least two fine-tuned models. filter_wise=true takes one angle (and one
+    t) per output row (the tensor as (shape[0], −1)); otherwise one for the whole tensor.
+
+    mergekit's `model_stock` (mean of pairwise cosines for N > 2, as it guesses from the paper;
+    filter_wise there groups the last dimension), with two differences: cos θ is clamped at 0 from
+    below, so t stays in [0, 1] (the paper's geometry assumes acute angles, and the formula has a
+    pole at cos θ = −1/(N − 1): deltas that point apart give the base, not a huge extrapolation);
+    and a zero delta has cosine 0 with everything (mergekit clamps the norm product at 1e-6, which
+    also shrinks the cosine of small but non-zero deltas).
+    """
+    dtype = _work_dtype(base, *models)
+    shape = base.shape
+    if base.numel() == 0:
+        return base.clone()
+    rows = shape[0] if filter_wise and len(shape) >= 2 else 1
+    b = base.reshape(rows, -1).to(dtype)
+    O = _stack(models, dtype).view(len(models), rows, -1)
+    O -= b
+    n = len(models)
+    gram = torch.einsum("irc,jrc->rij", O, O)  # (rows, n, n)
+    norms = gram.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()  # (rows, n)
+    outer = norms[:, :, None] * norms[:, None, :]
+    cos = torch.where(outer > 0, gram / torch.where(outer > 0, outer, 1), 0).clamp(-1, 1)
+    i, j = torch.triu_indices(n, n, offset=1, device=cos.device)
+    cos_theta = cos[:, i, j].mean(1).clamp_min(0)  # (rows,)
+    t = n * cos_theta / (1 + (n - 1) * cos_theta)
+    out = b + t[:, None] * O.mean(0)
+    return _finish(out, base)
+
+
+@merge_method(formula="argmin_m Σᵢ ‖mᵢ − m‖₂   (Weiszfeld: m ← Σᵢ mᵢ/dᵢ / Σᵢ 1/dᵢ, dᵢ = max(‖mᵢ − m‖, eps))",
+              family="consensus")
+def geometric_median(*models: Same, eps: Float(0.0, lo_open=True) = 1e-6, max_iter: Int(0) = 100,
+                     ftol: Float(0.0) = 1e-10) -> Same:
+    """The geometric median of the models' tensors (each key's tensor a point in ℝᴺ), by
+    Weiszfeld's iterations from the mean.
+
+    Each iteration reweights the models by 1 / max(‖mᵢ − m‖₂, eps); it stops after `max_iter`
+    iterations or when the objective Σᵢ ‖mᵢ − m‖ changes by at most ftol × its value. sd-mecha's
+    `geometric_median` (which names max_iter `maxiter`). Robust to one outlier model where the
+    mean is not. Distances accumulate in float64.
+    """
+    dtype = _work_dtype(*models)
+    if models[0].numel() == 0 or all(torch.equal(models[0], m) for m in models[1:]):
+        return models[0]
+    X = _stack(models, dtype)
+
+    def distances(m):
+        return torch.linalg.vector_norm(X - m, dim=1, dtype=torch.float64)
+
+    median = X.mean(0)
+    d = distances(median)
+    objective = float(d.sum())
+    for _ in range(int(max_iter)):
+        w = 1.0 / d.clamp_min(float(eps))
+        median = (w / w.sum()).to(dtype) @ X
+        d = distances(median)
+        new = float(d.sum())
+        if abs(objective - new) <= float(ftol) * new:
+            break
+        objective = new
+    return _finish(median, models[0])
