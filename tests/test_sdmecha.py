@@ -139,12 +139,12 @@ def test_ties_over_several_models():
         let subtract_1 = anime - base
         let subtract_2 = photo - base
         let subtract_3 = paint - base
-        let ties_1 = ties(subtract_1, subtract_2, subtract_3, density=0.2, consensus="count")
+        let ties_1 = ties(subtract_1, subtract_2, subtract_3, density=0.2, consensus="sum")
         export base + ties_1 to out
     ''')
 
 
-def test_ties_sum_defaults_of_sd_mecha_are_written_out():
+def test_ties_sum_vote_sgn_true_is_the_sign_count_vote():
     out = ok('''
         version 0.1.0
         model "a.safetensors"
@@ -152,8 +152,9 @@ def test_ties_sum_defaults_of_sd_mecha_are_written_out():
         merge "subtract" &0 &1
         merge "ties_sum" &2 &2 vote_sgn=true
     ''')
-    # sd-mecha's k defaults to 1.0 (mechalang's density to 0.2); vote_sgn=true is the mass vote
-    assert out.endswith('export ties(subtract_1, subtract_1, consensus="sum", density=1.0) to out\n')
+    # sd-mecha: vote_sgn <= 0 elects sgn Σ δ ("sum"), vote_sgn > 0 counts signs ("TIES-SOUP");
+    # k defaults to 0.2 like mechalang's density, so nothing else is written out
+    assert out.endswith('export ties(subtract_1, subtract_1, consensus="count") to out\n')
 
 
 def test_renamed_keywords_and_defaults_mechalang_has_built_in():

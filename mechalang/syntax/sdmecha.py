@@ -124,11 +124,11 @@ class MethodMap:
 
 
 METHODS: dict[str, MethodMap] = {
-    # sd-mecha: k = share of entries kept (default 1.0); vote_sgn=false elects sgn Σ sgn δ (count),
-    # true sgn Σ δ (mass); the disjoint mean is mechalang's normalize=true (its default).
+    # sd-mecha: k = share of entries kept (default 0.2, as mechalang's density); vote_sgn <= 0 elects
+    # sgn Σ δ (classic TIES: "sum"), vote_sgn > 0 sgn Σ sgn δ ("TIES-SOUP": "count"); the disjoint
+    # mean is mechalang's normalize=true (its default). Both defaults agree, so nothing is filled.
     "ties_sum": MethodMap("ties", renames={"k": "density", "vote_sgn": "consensus"},
-                          values={"vote_sgn": {True: "sum", False: "count"}},
-                          fill={"density": 1.0, "consensus": "count"}),
+                          values={"vote_sgn": {True: "count", False: "sum"}}),
     # sd-mecha's `alignment` and `alpha` are mechalang's `alpha` and `beta`.
     "rotate": MethodMap("rotate", renames={"alignment": "alpha", "alpha": "beta"},
                         drop_if_default={"centralization": 1.0, "stiefel_eps": 1e-8,
