@@ -1,0 +1,200 @@
+"""Benchmark mecha against a hand-written single-pass loop on full-size SD1.5 models.
+
+    python bench/make_models.py                       # once: 8 synthetic SD1.5 fp16 models
+    python bench/bench_merge.py                       # `mecha run RECIPE` vs bench/baseline_loop.py
+    python bench/bench_merge.py --engine-only         # a hand-built Plan through execute() instead
+    python bench/bench_merge.py --cases ws2 --rounds 5 --no-fsync
+
+For each case the two sides run alternately, N rounds, each in its own process, on the same input
+files (read once beforehand so they are in the page cache). Reported: the median wall time of each
+side, their ratio, each side's peak RSS (from `os.wait4`), and mecha's time to the first key
+written (from execute()'s start, and from process start; torch's import time is measured apart).
+Results also go to bench/results/<case>.json.
+
+Cases: ws2 = weighted_sum of 2 models (alpha 0.3), ad3 = add_difference of 3 (alpha 1.0),
+avg8 = n_average of 8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = os.path.join(HERE, "models")
+RESULTS = os.path.join(HERE, "results")
+sys.path.insert(0, HERE)
+from make_models import model_path  # noqa: E402
+
+CASES = {
+    "ws2": ("weighted_sum", 2, 0.3),
+    "ad3": ("add_difference", 3, 1.0),
+    "avg8": ("n_average", 8, None),
+}
+
+
+def run_child(cmd: list[str], env: dict | None = None) -> dict:
+    """Run `cmd`, return wall seconds, peak RSS (bytes), stdout, stderr and its start time."""
+    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
+        start_unix = time.time()
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env, cwd=HERE)
+        _, status, usage = os.wait4(proc.pid, 0)  # reaps the child: its own rusage
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        fo.seek(0)
+        fe.seek(0)
+        out, err = fo.read(), fe.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n"
+                         f"{err.decode(errors='replace')[-3000:]}")
+    return {"wall": wall, "rss": usage.ru_maxrss * 1024, "stdout": out.decode(),
+            "stderr": err.decode(), "start_unix": start_unix}
+
+
+def warm(paths: list[str]) -> None:
+    buf = bytearray(16 << 20)
+    for p in paths:
+        with open(p, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
+
+
+def recipe_for(method: str, inputs: list[str], out: str, alpha: float | None) -> str:
+    lines = [f'let m{i} = model("{p}")' for i, p in enumerate(inputs)]
+    args = ", ".join(f"m{i}" for i in range(len(inputs)))
+    if alpha is not None:
+        args += f", alpha={alpha}"
+    lines.append(f'export {method}({args}) to "{out}"')
+    return "\n".join(lines) + "\n"
+
+
+def torch_import_seconds(rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch"], check=True)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_case(name: str, args) -> dict:
+    method, n, alpha = CASES[name]
+    inputs = [model_path("sd1", i) for i in range(n)]
+    missing = [p for p in inputs if not os.path.exists(p)]
+    if missing:
+        raise SystemExit(f"missing {missing[0]}: run bench/make_models.py -n {n} first")
+    out_m = os.path.join(MODELS, f"out_{name}_mecha.safetensors")
+    out_b = os.path.join(MODELS, f"out_{name}_baseline.safetensors")
+    alpha_args = [] if alpha is None else ["--alpha", str(alpha)]
+    fsync_args = ["--no-fsync"] if args.no_fsync else []
+    base_cmd = [sys.executable, "baseline_loop.py", method, *inputs, "-o", out_b, *alpha_args,
+                *fsync_args]
+    if args.baseline_threads:
+        base_cmd += ["--threads", str(args.baseline_threads)]
+    env = dict(os.environ, MECHA_BENCH_TIMING="1")
+    if args.no_fsync:
+        env["MECHA_FSYNC"] = "0"
+    if args.engine_only:
+        mecha_cmd = [sys.executable, "engine_run.py", method, *inputs, "-o", out_m, *alpha_args,
+                     *fsync_args]
+        if args.threads:
+            mecha_cmd += ["--threads", str(args.threads)]
+        if args.elementwise:
+            mecha_cmd.append("--elementwise")
+    else:
+        recipe = os.path.join(MODELS, f"bench_{name}.mecha")
+        with open(recipe, "w") as f:
+            f.write(recipe_for(method, inputs, out_m, alpha))
+        mecha = shutil.which("mecha") or "mecha"
+        mecha_cmd = [mecha, "run", recipe, "--overwrite"]
+        if args.threads:
+            mecha_cmd += ["--threads", str(args.threads)]
+
+    print(f"\n== {name}: {method} of {n} models ({'engine only' if args.engine_only else 'mecha run'}"
+          f"{', no fsync' if args.no_fsync else ''})", flush=True)
+    warm(inputs)
+    rows = {"mecha": [], "baseline": []}
+    for r in range(args.rounds):
+        for side, cmd in (("mecha", mecha_cmd), ("baseline", base_cmd)):
+            for p in (out_m, out_b):
+                if os.path.exists(p):
+                    os.unlink(p)
+            res = run_child(cmd, env if side == "mecha" else None)
+            if side == "mecha":
+                m = re.search(r"mecha-timing first_key_s=(\S+) first_key_unix=(\S+) total_s=(\S+)",
+                              res["stderr"])
+                if m:
+                    res["first_key_s"] = float(m.group(1))
+                    res["first_key_from_spawn_s"] = float(m.group(2)) - res["start_unix"]
+            rows[side].append(res)
+            extra = ""
+            if "first_key_s" in res:
+                extra = (f", first key {res['first_key_s']:.3f} s after execute() "
+                         f"({res['first_key_from_spawn_s']:.2f} s after spawn)")
+            print(f"  round {r + 1} {side:8s} {res['wall']:7.2f} s  peak RSS "
+                  f"{res['rss'] / 2**20:7.0f} MiB{extra}", flush=True)
+    for p in (out_m, out_b):
+        if os.path.exists(p):
+            os.unlink(p)
+    med = {s: statistics.median(x["wall"] for x in rows[s]) for s in rows}
+    rss = {s: max(x["rss"] for x in rows[s]) for s in rows}
+    summary = {
+        "case": name, "method": method, "models": n, "rounds": args.rounds,
+        "mode": "engine-only" if args.engine_only else "mecha run",
+        "fsync": not args.no_fsync, "elementwise_flag": bool(args.elementwise),
+        "baseline_threads": args.baseline_threads,
+        "mecha_median_s": med["mecha"], "baseline_median_s": med["baseline"],
+        "ratio": med["mecha"] / med["baseline"],
+        "mecha_peak_rss_mib": rss["mecha"] / 2**20, "baseline_peak_rss_mib": rss["baseline"] / 2**20,
+        "mecha_first_key_s": statistics.median(x.get("first_key_s", -1) for x in rows["mecha"]),
+        "mecha_first_key_from_spawn_s": statistics.median(
+            x.get("first_key_from_spawn_s", -1) for x in rows["mecha"]),
+        "walls": {s: [x["wall"] for x in rows[s]] for s in rows},
+        "loadavg_after": os.getloadavg(),
+    }
+    print(f"  median: mecha {med['mecha']:.2f} s, baseline {med['baseline']:.2f} s, "
+          f"ratio {summary['ratio']:.2f}; peak RSS mecha {summary['mecha_peak_rss_mib']:.0f} MiB, "
+          f"baseline {summary['baseline_peak_rss_mib']:.0f} MiB; first key "
+          f"{summary['mecha_first_key_s']:.3f} s (from spawn "
+          f"{summary['mecha_first_key_from_spawn_s']:.2f} s)", flush=True)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", default="ws2,ad3,avg8")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--engine-only", action="store_true",
+                    help="build the Plan in Python and call execute() (no recipe, no front end)")
+    ap.add_argument("--elementwise", action="store_true",
+                    help="(engine only) declare the method element-wise, as the registry should")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-fsync", action="store_true", help="neither side flushes its output")
+    ap.add_argument("--baseline-threads", type=int, default=None,
+                    help="torch threads in the baseline (default: torch's default, all cores)")
+    args = ap.parse_args(argv)
+    os.makedirs(RESULTS, exist_ok=True)
+    imp = torch_import_seconds(3)
+    print(f"torch import alone: {imp:.2f} s (median of 3); load average {os.getloadavg()}")
+    for name in args.cases.split(","):
+        summary = bench_case(name, args)
+        summary["torch_import_s"] = imp
+        tag = ("engine" if args.engine_only else "mecha") + ("_ew" if args.elementwise else "") \
+            + ("_nofsync" if args.no_fsync else "") \
+            + (f"_bt{args.baseline_threads}" if args.baseline_threads else "")
+        with open(os.path.join(RESULTS, f"{name}_{tag}.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

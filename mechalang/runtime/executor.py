@@ -1,0 +1,501 @@
+"""Executing a key plan: stream every output key through a thread pool, with bounded memory.
+
+    stats = execute(plan, threads=4, device="cpu", check_finite=False, progress=bar.advance)
+
+Output tensors are grouped by key name across all outputs: one *key job* computes every output's
+tensor for that key, so work shared between exports runs once per key (`ops.KeyProgram`). Jobs
+whose expressions are element-wise are split into slices of the flattened tensors; every slice or
+whole job is a *work item*. Items run on a thread pool (torch releases the GIL in reads, writes and
+arithmetic), with at most `2 × threads` items queued and an estimate of their memory kept under a
+budget, so the peak memory depends on the work in flight, never on the number or size of models.
+Each result is written at its precomputed offset as soon as it exists: the output bytes do not
+depend on the thread count or on the order in which items finish.
+
+Torch runs single-threaded inside each item (the pool provides the parallelism), which also keeps
+results independent of the number of threads for methods that reduce over a tensor.
+
+Every problem a user can act on is a `RuntimeFailure`; on any failure or interrupt every temporary
+output file is removed and the inputs are untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..graph.plan import BUILTIN_OPS, DTYPE_SIZES, Op, OutTensor, Plan, Read
+from ..methods.registry import REGISTRY, MethodRegistry
+from .errors import RuntimeFailure, format_bytes
+from .ops import Cancelled, Evaluator, KeyProgram, can_slice, compute_dtype, numel
+from .reader import InputReader, TORCH_DTYPES
+from .writer import OutputWriter
+
+SLICE_ELEMS = 1 << 20  # elements per slice of an element-wise key (a power of two)
+GPU_SLICE_ELEMS = 1 << 23  # on a GPU: fewer, larger transfers and kernel launches
+MAX_NONFINITE = 10  # with check_finite: stop after this many offending keys
+
+
+@dataclass(frozen=True)
+class OutputStats:
+    path: str
+    keys: int
+    bytes: int  # size of the file written, header included
+
+
+@dataclass(frozen=True)
+class RunStats:
+    outputs: tuple[OutputStats, ...]
+    seconds: float  # wall time of execute()
+    peak_rss: int  # the process's peak resident set size so far, in bytes
+    first_key_seconds: float | None  # from the start of execute() to the first key fully written
+    keys: int  # key jobs run (distinct key names over all outputs)
+    bytes_read: int
+    threads: int
+    device: str
+
+
+def execute(plan: Plan, *, threads: int | None = None, device: str = "cpu",
+            check_finite: bool = False, progress: Callable[[int, int], None] | None = None,
+            registry: MethodRegistry | None = None, memory_budget: int | None = None,
+            fsync: bool | None = None) -> RunStats:
+    """Run `plan`, writing every output atomically. Returns what was done.
+
+    threads: worker threads (default: the usable cores, at most 16).
+    device: "cpu", "cuda" or "cuda:N": where arithmetic runs; results come back to the CPU.
+    check_finite: fail (listing the keys, up to 10) if a float output has NaN or inf values.
+    progress: called from the calling thread as `progress(tensors, nbytes)` increments, in output
+        tensors and bytes: they add up to the tensors and data bytes of all outputs.
+    registry: the merge methods to use (default: the global registry).
+    memory_budget: bytes of estimated working memory allowed in flight (default: 1/8 of the
+        machine's memory, between 1 and 16 GiB); one item always runs, whatever its size.
+    fsync: flush outputs to disk before renaming them into place (default: yes, unless the
+        environment sets MECHA_FSYNC=0, for benchmarks and throwaway outputs).
+    """
+    t0 = time.perf_counter()
+    registry = registry if registry is not None else REGISTRY
+    dev = _resolve_device(device)
+    cdtype = compute_dtype(plan.precision)
+    workers = _default_threads() if threads is None else int(threads)
+    if workers < 1:
+        raise RuntimeFailure(f"--threads must be at least 1, got {threads}")
+    budget = memory_budget if memory_budget is not None else _default_budget()
+    if fsync is None:
+        fsync = os.environ.get("MECHA_FSYNC", "1") != "0"
+    _check_paths(plan)
+    _validate(plan, registry)
+
+    jobs = _group(plan)
+    reader = InputReader(plan.inputs, pin_memory=dev.type == "cuda")
+    writer = OutputWriter(plan.outputs, fsync=fsync)
+    evaluator = Evaluator(reader, device=dev, dtype=cdtype, registry=registry,
+                          check_finite=check_finite)
+    run = _Run(jobs, evaluator, writer, dev, registry, cdtype, workers, budget, progress, t0)
+
+    prev_threads = torch.get_num_threads()
+    restore_sigterm = _sigterm_as_interrupt()
+    restore_malloc = _keep_buffers_in_heap()
+    try:
+        torch.set_num_threads(1)
+        reader.open()
+        writer.prepare()
+        run.loop()
+        if run.nonfinite:
+            raise run.nonfinite_failure()
+        writer.commit()
+    finally:
+        if not writer.committed:
+            writer.abort()
+        reader.close()
+        torch.set_num_threads(prev_threads)
+        restore_sigterm()
+        restore_malloc()
+
+    seconds = time.perf_counter() - t0
+    outputs = tuple(
+        OutputStats(o.path, len(o.tensors), writer.data_start[i] + o.data_bytes)
+        for i, o in enumerate(plan.outputs))
+    stats = RunStats(outputs, seconds, peak_rss(), run.first_key_seconds, len(jobs),
+                     reader.bytes_read, workers, str(dev))
+    if os.environ.get("MECHA_BENCH_TIMING") == "1":
+        first = stats.first_key_seconds
+        print(f"mecha-timing first_key_s={first if first is not None else -1:.4f} "
+              f"first_key_unix={run.first_key_unix or -1:.4f} total_s={seconds:.4f} "
+              f"peak_rss_bytes={stats.peak_rss}", file=sys.stderr, flush=True)
+    return stats
+
+
+def peak_rss() -> int:
+    """The process's peak resident set size in bytes."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
+
+
+# ------------------------------------------------------------------------------------------------
+# Scheduling
+
+
+class _Job:
+    """Every output's tensor for one key name."""
+
+    __slots__ = ("key", "targets", "prog", "items_left", "nbytes")
+
+    def __init__(self, key: str, targets: list[tuple[int, OutTensor]]):
+        self.key = key
+        self.targets = targets
+        self.prog: KeyProgram | None = None
+        self.items_left = 0
+        self.nbytes = sum(t.nbytes for _, t in targets)
+
+
+class _Run:
+    def __init__(self, jobs: list[_Job], evaluator: Evaluator, writer: OutputWriter,
+                 dev: torch.device, registry: MethodRegistry, cdtype: torch.dtype, workers: int,
+                 budget: int, progress: Callable[[int, int], None] | None, t0: float):
+        self.jobs = jobs
+        self.evaluator = evaluator
+        self.writer = writer
+        self.dev = dev
+        self.registry = registry
+        self.csize = torch.empty((), dtype=cdtype).element_size()
+        self.workers = workers
+        self.budget = budget
+        self.progress = progress
+        self.t0 = t0
+        self.stop = False
+        self.first_key_seconds: float | None = None
+        self.first_key_unix: float | None = None
+        self.nonfinite: list[tuple[str, str, object]] = []
+        self._lock = threading.Lock()
+
+    def cancelled(self) -> bool:
+        return self.stop
+
+    # -- items --------------------------------------------------------------------------------------
+
+    def _items(self, job: _Job) -> list[tuple[_Job, tuple[int, int] | None, int]]:
+        prog = job.prog = KeyProgram(job.key, [t for _, t in job.targets])
+        n = numel(tuple(job.targets[0][1].shape))
+        step = SLICE_ELEMS if self.dev.type == "cpu" else GPU_SLICE_ELEMS
+        if n > 2 * step and can_slice(prog, self.registry):
+            spans = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+        else:
+            spans = [None]
+        job.items_left = len(spans)
+        return [(job, s, self._estimate(prog, s)) for s in spans]
+
+    def _estimate(self, prog: KeyProgram, span: tuple[int, int] | None) -> int:
+        """A rough upper bound of the memory an item holds: raw and converted inputs,
+        intermediates, and outputs in their final dtype."""
+        sliced = None if span is None else span[1] - span[0]
+        out_n = max(numel(tuple(t.shape)) for t in prog.targets) if sliced is None else sliced
+        total = 0
+        for node in prog.nodes:
+            e = node.expr
+            if isinstance(e, Read):
+                n = numel(tuple(e.shape)) if sliced is None else sliced
+                total += n * (DTYPE_SIZES[e.dtype] + (self.csize if node.feeds_ops or node.roots
+                                                      else 0))
+            else:
+                total += out_n * self.csize
+        for t in prog.targets:
+            total += (numel(tuple(t.shape)) if sliced is None else sliced) * DTYPE_SIZES[t.dtype]
+        return total
+
+    def _work(self, job: _Job, span: tuple[int, int] | None) -> int:
+        ctx = torch.cuda.device(self.dev) if self.dev.type == "cuda" else contextlib.nullcontext()
+        written = 0
+        with ctx:
+            for ti, tensor, finite in self.evaluator.run(job.prog, span, self.cancelled):
+                oi, ot = job.targets[ti]
+                if finite is False:
+                    self._note_nonfinite(job, oi, ot)
+                if span is None:
+                    self.writer.write(oi, ot, tensor)
+                else:
+                    size = DTYPE_SIZES[ot.dtype]
+                    self.writer.write(oi, ot, tensor, span[0] * size, span[1] * size)
+                written += tensor.numel() * tensor.element_size()
+                del tensor
+        return written
+
+    def _note_nonfinite(self, job: _Job, oi: int, ot: OutTensor) -> None:
+        with self._lock:
+            path = self.writer.outputs[oi].path
+            if any(k == job.key and p == path for k, p, _ in self.nonfinite):
+                return
+            if len(self.nonfinite) < MAX_NONFINITE:
+                origin = ot.expr.origin if isinstance(ot.expr, Op) else None
+                self.nonfinite.append((job.key, path, origin))
+            if len(self.nonfinite) >= MAX_NONFINITE:
+                self.stop = True
+
+    def nonfinite_failure(self) -> RuntimeFailure:
+        several_outputs = len(self.writer.outputs) > 1
+        names = [repr(k) + (f" (in {p})" if several_outputs else "") for k, p, _ in self.nonfinite]
+        count = (f"at least {len(names)}" if len(names) >= MAX_NONFINITE else str(len(names)))
+        key, _, origin = self.nonfinite[0]
+        return RuntimeFailure(
+            f"non-finite values (NaN or inf) in {count} output tensor"
+            f"{'' if len(names) == 1 else 's'}: {', '.join(names)}", key=key,
+            origin=origin)  # type: ignore[arg-type]
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def loop(self) -> None:
+        pending_jobs = iter(self.jobs)
+        ready: deque = deque()
+        inflight: dict[Future, tuple[_Job, tuple[int, int] | None, int]] = {}
+        inflight_bytes = 0
+        max_items = 2 * self.workers
+        failure: BaseException | None = None
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="mecha") \
+            if self.workers > 1 else None
+        try:
+            while True:
+                while not self.stop and len(inflight) < max_items:
+                    if not ready:
+                        job = next(pending_jobs, None)
+                        if job is None:
+                            break
+                        ready.extend(self._items(job))
+                        continue
+                    job, span, est = ready[0]
+                    if inflight and inflight_bytes + est > self.budget:
+                        break
+                    ready.popleft()
+                    fut = pool.submit(self._work, job, span) if pool else _run_now(
+                        self._work, job, span)
+                    inflight[fut] = (job, span, est)
+                    inflight_bytes += est
+                if not inflight:
+                    break
+                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    job, span, est = inflight.pop(fut)
+                    inflight_bytes -= est
+                    exc = fut.exception()
+                    if exc is not None:
+                        if not isinstance(exc, Cancelled) and failure is None:
+                            failure = exc
+                            self.stop = True
+                        continue
+                    self._finished(job, span, fut.result())
+            if failure is not None:
+                raise failure
+        except BaseException:
+            self.stop = True
+            raise
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _finished(self, job: _Job, span: tuple[int, int] | None, written: int) -> None:
+        job.items_left -= 1
+        if self.progress is not None and span is not None and written:
+            self.progress(0, written)
+        if job.items_left == 0:
+            if self.first_key_seconds is None:
+                self.first_key_seconds = time.perf_counter() - self.t0
+                self.first_key_unix = time.time()
+            if self.progress is not None:  # counted in output tensors, like the totals
+                self.progress(len(job.targets), 0 if span is not None else written)
+            job.prog = None  # free the program
+
+
+def _run_now(fn: Callable, *args) -> Future:
+    """Run `fn` in this thread, as a completed future (the single-thread mode)."""
+    fut: Future = Future()
+    try:
+        result = fn(*args)
+    except BaseException as exc:  # KeyboardInterrupt included: it is re-raised by the loop
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+    return fut
+
+
+# ------------------------------------------------------------------------------------------------
+# Checks before starting
+
+
+def _group(plan: Plan) -> list[_Job]:
+    """Key jobs in order of first appearance (first output's order, then new keys of the next)."""
+    jobs: dict[str, _Job] = {}
+    for oi, out in enumerate(plan.outputs):
+        for t in out.tensors:
+            job = jobs.get(t.key)
+            if job is None:
+                jobs[t.key] = _Job(t.key, [(oi, t)])
+            else:
+                job.targets.append((oi, t))
+                job.nbytes += t.nbytes
+    return list(jobs.values())
+
+
+def _check_paths(plan: Plan) -> None:
+    inputs = [(os.path.realpath(i.path), i.path) for i in plan.inputs]
+    seen: dict[str, str] = {}
+    for out in plan.outputs:
+        real = os.path.realpath(out.path)
+        for in_real, in_path in inputs:
+            same = real == in_real
+            if not same and os.path.exists(out.path) and os.path.exists(in_path):
+                try:
+                    same = os.path.samefile(out.path, in_path)
+                except OSError:
+                    pass
+            if same:
+                raise RuntimeFailure(f"the output {out.path} is the input {in_path}: refusing to "
+                                     f"overwrite a model that the merge reads", path=out.path)
+        if real in seen:
+            raise RuntimeFailure(f"two outputs write the same file {out.path}", path=out.path)
+        seen[real] = out.path
+
+
+def _validate(plan: Plan, registry: MethodRegistry) -> None:
+    """Catch plan inconsistencies (a front-end bug, or a method missing from this registry)
+    before any work: every read inside its file, sizes matching dtypes and shapes."""
+    seen: set[int] = set()
+    for out in plan.outputs:
+        keys: set[str] = set()
+        for t in out.tensors:
+            if t.key in keys:
+                raise RuntimeFailure(f"internal error: key {t.key!r} appears twice in {out.path}",
+                                     key=t.key)
+            keys.add(t.key)
+            _check_size(t.key, t.dtype, t.shape, t.end - t.begin, f"output {out.path}")
+            stack = [t.expr]
+            while stack:
+                e = stack.pop()
+                if id(e) in seen:
+                    continue
+                seen.add(id(e))
+                if isinstance(e, Read):
+                    if not 0 <= e.source < len(plan.inputs):
+                        raise RuntimeFailure(f"internal error: key {t.key!r} reads input "
+                                             f"{e.source}, the plan has {len(plan.inputs)}",
+                                             key=t.key)
+                    inp = plan.inputs[e.source]
+                    _check_size(e.key, e.dtype, e.shape, e.end - e.begin, f"input {inp.path}")
+                    if e.begin < 0 or inp.data_start + e.end > inp.size:
+                        raise RuntimeFailure(f"internal error: tensor {e.key!r} lies outside "
+                                             f"{inp.path} ({inp.size} bytes)", key=e.key)
+                elif isinstance(e, Op):
+                    if e.op not in BUILTIN_OPS and registry.get(e.op) is None:
+                        raise RuntimeFailure(f"unknown merge method `{e.op}` (key {t.key!r})",
+                                             key=t.key, origin=e.origin)
+                    stack.extend(e.args)
+                else:
+                    raise RuntimeFailure(f"internal error: unknown plan node "
+                                         f"{type(e).__name__} for key {t.key!r}", key=t.key)
+
+
+def _check_size(key: str, dtype: str, shape: tuple[int, ...], nbytes: int, where: str) -> None:
+    if dtype not in DTYPE_SIZES:
+        raise RuntimeFailure(f"tensor {key!r} in {where} has unknown dtype {dtype}", key=key)
+    if dtype not in TORCH_DTYPES:
+        raise RuntimeFailure(f"tensor {key!r} in {where} has dtype {dtype}, which this version of "
+                             f"torch cannot handle", key=key)
+    if any(d < 0 for d in shape) or numel(tuple(shape)) * DTYPE_SIZES[dtype] != nbytes:
+        raise RuntimeFailure(f"internal error: tensor {key!r} in {where}: {dtype} "
+                             f"{list(shape)} does not fill {nbytes} bytes", key=key)
+
+
+def _resolve_device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise RuntimeFailure(f"unknown device {device!r} (expected cpu, cuda or cuda:N)") from None
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch was built without CUDA" if torch.version.cuda is None \
+                else "no CUDA device was found"
+            raise RuntimeFailure(f"cannot compute on {device}: {why}")
+        count = torch.cuda.device_count()
+        index = torch.cuda.current_device() if dev.index is None else dev.index
+        if index >= count:
+            raise RuntimeFailure(f"cannot compute on {device}: there "
+                                 f"{'is 1 CUDA device' if count == 1 else f'are {count} CUDA devices'}")
+        return torch.device("cuda", index)
+    if dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise RuntimeFailure(f"cannot compute on {device}: MPS is not available")
+        return dev
+    raise RuntimeFailure(f"unsupported device {device!r} (expected cpu, cuda or cuda:N)")
+
+
+def _default_threads() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 16))
+
+
+def _default_budget() -> int:
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 << 30
+    return max(1 << 30, min(ram // 8, 16 << 30))
+
+
+def _keep_buffers_in_heap() -> Callable[[], None]:
+    """With glibc, serve buffers up to 16 MiB from the heap and keep freed memory there while
+    running: the same sizes are allocated over and over (one slice after another), and by default
+    glibc maps and unmaps each large buffer, so every run would fault in its memory page by page
+    again (about half the system time of a merge). Afterwards, glibc's defaults are restored and
+    the free memory is handed back to the system."""
+    if not sys.platform.startswith("linux"):
+        return lambda: None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if not (mallopt(m_mmap_threshold, 16 << 20) and mallopt(m_trim_threshold, 256 << 20)):
+        return lambda: None
+
+    def restore() -> None:
+        mallopt(m_mmap_threshold, 128 << 10)
+        mallopt(m_trim_threshold, 128 << 10)
+        malloc_trim(0)
+
+    return restore
+
+
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    """While running, turn SIGTERM into KeyboardInterrupt so temporary files get removed.
+    Only from the main thread, and only where nobody installed a handler of their own."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return lambda: None
+
+        def handler(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError, AttributeError):
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+__all__ = ["execute", "RunStats", "OutputStats", "RuntimeFailure", "peak_rss", "format_bytes"]
