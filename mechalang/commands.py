@@ -465,7 +465,7 @@ def info_command(arch: str | None, verbose: bool, methods: bool, plugins: list[s
         for spec in REGISTRY.all():
             print(spec.signature())
             if spec.formula:
-                print(f"    {spec.formula}")
+                print(f"    {spec.formula}" + ("   (element-wise)" if spec.elementwise else ""))
             if spec.source != "builtin":
                 print(f"    (from {spec.source})")
         return 0

@@ -197,7 +197,6 @@ def test_sliced_keys_equal_whole_keys(tmp_path):
         execute(plan([ma, mb], output(out, entries)), threads=2, registry=reg)
         outs[ew] = out.read_bytes()
         assert max(sizes) == (executor_module.SLICE_ELEMS if ew else BIG)
-        lerp_method.elementwise = False
     assert outs[True] == outs[False]
     got = load_file(str(tmp_path / "ewTrue.safetensors"))
     assert torch.equal(got["big"], torch.lerp(a["big"].float(), b["big"].float(), 0.7).half())

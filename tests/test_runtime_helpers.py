@@ -77,9 +77,7 @@ def registry_with(*funcs, elementwise: tuple = ()) -> MethodRegistry:
     """A private registry holding `funcs` (plain functions annotated like merge methods)."""
     reg = MethodRegistry()
     for f in funcs:
-        if f in elementwise:
-            f.elementwise = True
-        reg.register(build_spec(f))
+        reg.register(build_spec(f, elementwise=f in elementwise))
     return reg
 
 

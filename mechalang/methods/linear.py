@@ -37,19 +37,11 @@ def _down(result, dtype):
     return result if result.dtype == dtype else result.to(dtype)
 
 
-def _elementwise(f):
-    """Mark a method as element-wise: each output element depends only on the same position of
-    the inputs, so the engine may evaluate the key in 1-D slices of the flattened tensors."""
-    f.elementwise = True
-    return f
-
-
 # ------------------------------------------------------------------------------------------------
 # Two-model interpolation
 
 
-@merge_method(formula="(1 − α)·a + α·b", family="linear")
-@_elementwise
+@merge_method(formula="(1 − α)·a + α·b", family="linear", elementwise=True)
 def weighted_sum(a: Same, b: Same, *, alpha: Float() = 0.5) -> Same:
     """Linear interpolation between `a` and `b`: (1 − α)·a + α·b.
 
@@ -69,8 +61,7 @@ def _inverse_smoothstep(alpha: float) -> float:
     return 0.5 - math.sin(math.asin(1.0 - 2.0 * alpha) / 3.0)
 
 
-@merge_method(formula="(1 − α')·a + α'·b,  α' = 3α² − 2α³", family="linear")
-@_elementwise
+@merge_method(formula="(1 − α')·a + α'·b,  α' = 3α² − 2α³", family="linear", elementwise=True)
 def sigmoid(a: Same, b: Same, *, alpha: Float(0.0, 1.0) = 0.5) -> Same:
     """Weighted sum with α eased by the smoothstep curve: α' = 3α² − 2α³.
 
@@ -82,8 +73,7 @@ def sigmoid(a: Same, b: Same, *, alpha: Float(0.0, 1.0) = 0.5) -> Same:
     return _down(torch.lerp(a, b, _smoothstep(float(alpha))), dtype)
 
 
-@merge_method(formula="(1 − α')·a + α'·b,  α' = 1/2 − sin(asin(1 − 2α)/3)", family="linear")
-@_elementwise
+@merge_method(formula="(1 − α')·a + α'·b,  α' = 1/2 − sin(asin(1 − 2α)/3)", family="linear", elementwise=True)
 def inv_sigmoid(a: Same, b: Same, *, alpha: Float(0.0, 1.0) = 0.5) -> Same:
     """Weighted sum with α passed through the inverse smoothstep: α' = 1/2 − sin(asin(1 − 2α)/3).
 
@@ -94,8 +84,7 @@ def inv_sigmoid(a: Same, b: Same, *, alpha: Float(0.0, 1.0) = 0.5) -> Same:
     return _down(torch.lerp(a, b, _inverse_smoothstep(float(alpha))), dtype)
 
 
-@merge_method(formula="(a − α·β·b) / (1 − α·β)", family="linear")
-@_elementwise
+@merge_method(formula="(a − α·β·b) / (1 − α·β)", family="linear", elementwise=True)
 def weighted_subtraction(a: Same, b: Same, *, alpha: Float(0.0, 1.0) = 0.5,
                          beta: Float(0.0, 1.0, hi_open=True) = 0.5) -> Same:
     """Undo a weighted sum: (a − α·β·b) / (1 − α·β).
@@ -113,8 +102,7 @@ def weighted_subtraction(a: Same, b: Same, *, alpha: Float(0.0, 1.0) = 0.5,
 # Three-model combinations
 
 
-@merge_method(formula="a + α·(b − c)", family="linear")
-@_elementwise
+@merge_method(formula="a + α·(b − c)", family="linear", elementwise=True)
 def add_difference(a: Weight, b: Weight, c: Weight, *, alpha: Float() = 1.0) -> Weight:
     """Add the difference b − c to a: a + α·(b − c).
 
@@ -127,8 +115,7 @@ def add_difference(a: Weight, b: Weight, c: Weight, *, alpha: Float() = 1.0) -> 
     return _down(torch.add(a, b - c, alpha=float(alpha)), dtype)
 
 
-@merge_method(formula="(1 − α − β)·a + α·b + β·c", family="linear")
-@_elementwise
+@merge_method(formula="(1 − α − β)·a + α·b + β·c", family="linear", elementwise=True)
 def triple_sum(a: Same, b: Same, c: Same, *, alpha: Float() = 1 / 3,
                beta: Float() = 1 / 3) -> Same:
     """Three-way weighted sum: (1 − α − β)·a + α·b + β·c.
@@ -141,8 +128,7 @@ def triple_sum(a: Same, b: Same, c: Same, *, alpha: Float() = 1 / 3,
     return _down((1.0 - alpha - beta) * a + alpha * b + beta * c, dtype)
 
 
-@merge_method(formula="(1 − β)·((1 − α)·a + α·b) + β·c", family="linear")
-@_elementwise
+@merge_method(formula="(1 − β)·((1 − α)·a + α·b) + β·c", family="linear", elementwise=True)
 def sum_twice(a: Same, b: Same, c: Same, *, alpha: Float() = 0.5, beta: Float() = 0.5) -> Same:
     """Two chained weighted sums: (1 − β)·((1 − α)·a + α·b) + β·c.
 
@@ -157,8 +143,7 @@ def sum_twice(a: Same, b: Same, c: Same, *, alpha: Float() = 0.5, beta: Float() 
 # Many models
 
 
-@merge_method(formula="(m₁ + … + mₙ) / n", family="linear", min_models=1)
-@_elementwise
+@merge_method(formula="(m₁ + … + mₙ) / n", family="linear", min_models=1, elementwise=True)
 def n_average(*models: Same) -> Same:
     """The mean of the models: (m₁ + … + mₙ) / n.
 
@@ -173,8 +158,7 @@ def n_average(*models: Same) -> Same:
     return _down(total, models[0].dtype)
 
 
-@merge_method(formula="base + λ·(δ₁ + … + δₙ)   (÷ n when normalize)", family="linear")
-@_elementwise
+@merge_method(formula="base + λ·(δ₁ + … + δₙ)   (÷ n when normalize)", family="linear", elementwise=True)
 def task_arithmetic(base: Weight, *deltas: Delta, lambda_: Float() = 1.0,
                     normalize: Bool() = False) -> Weight:
     """Task arithmetic (Ilharco et al. 2023): base + λ·Σᵢ δᵢ over task vectors δᵢ = mᵢ − base.
@@ -194,16 +178,14 @@ def task_arithmetic(base: Weight, *deltas: Delta, lambda_: Float() = 1.0,
     return _down(torch.add(base.to(work), total, alpha=scale), base.dtype)
 
 
-@merge_method(formula="a", family="linear")
-@_elementwise
+@merge_method(formula="a", family="linear", elementwise=True)
 def copy(a: Same) -> Same:
     """The input unchanged (no interpolation): useful as a per-key passthrough."""
     return a
 
 
 @merge_method(formula="min(max(a, lo'), hi'),  lo' = lerp(min mᵢ, below, s), hi' = lerp(max mᵢ, above, s)",
-              family="linear")
-@_elementwise
+              family="linear", elementwise=True)
 def clamp(a: Same, *bounds: Same, stiffness: Float(0.0, 1.0) = 0.0) -> Same:
     """Clamp `a` elementwise between the smallest and the largest of `bounds`.
 
@@ -231,8 +213,7 @@ def clamp(a: Same, *bounds: Same, stiffness: Float(0.0, 1.0) = 0.0) -> Same:
     return _down(torch.minimum(torch.maximum(a_w, lo), hi), a.dtype)
 
 
-@merge_method(formula="mₖ where |mₖ| = maxᵢ |mᵢ|", family="linear", min_models=1)
-@_elementwise
+@merge_method(formula="mₖ where |mₖ| = maxᵢ |mᵢ|", family="linear", min_models=1, elementwise=True)
 def max_abs(*models: Same) -> Same:
     """Elementwise, the value of largest magnitude among the models (the first one on ties).
 
@@ -245,8 +226,7 @@ def max_abs(*models: Same) -> Same:
     return _down(out, models[0].dtype)
 
 
-@merge_method(formula="mₖ where |mₖ| = minᵢ |mᵢ|", family="linear", min_models=1)
-@_elementwise
+@merge_method(formula="mₖ where |mₖ| = minᵢ |mᵢ|", family="linear", min_models=1, elementwise=True)
 def min_abs(*models: Same) -> Same:
     """Elementwise, the value of smallest magnitude among the models (the first one on ties)."""
     out = models[0]

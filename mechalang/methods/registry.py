@@ -166,6 +166,9 @@ class MethodSpec:
     family: str
     doc: str
     source: str = "builtin"  # "builtin", or the plugin that registered it
+    # Each output element depends only on the same element of the inputs: the engine may then
+    # compute a large key in slices (bounded memory, parallel within one tensor).
+    elementwise: bool = False
 
     def hyper(self, name: str) -> HyperParam | None:
         return next((h for h in self.hypers if h.name == name), None)
@@ -209,12 +212,12 @@ _current_source = ["builtin"]
 
 def merge_method(func: Callable | None = None, *, name: str | None = None, formula: str = "",
                  family: str = "other", min_models: int | None = None, max_models: int | None = None,
-                 registry: MethodRegistry | None = None):
+                 elementwise: bool = False, registry: MethodRegistry | None = None):
     """Register a merge method. Usable bare (`@merge_method`) or with options."""
 
     def wrap(f: Callable) -> Callable:
         spec = build_spec(f, name=name, formula=formula, family=family, min_models=min_models,
-                          max_models=max_models)
+                          max_models=max_models, elementwise=elementwise)
         (registry or REGISTRY).register(spec)
         f.__merge_method__ = spec  # type: ignore[attr-defined]
         return f
@@ -223,7 +226,8 @@ def merge_method(func: Callable | None = None, *, name: str | None = None, formu
 
 
 def build_spec(f: Callable, *, name: str | None = None, formula: str = "", family: str = "other",
-               min_models: int | None = None, max_models: int | None = None) -> MethodSpec:
+               min_models: int | None = None, max_models: int | None = None,
+               elementwise: bool = False) -> MethodSpec:
     try:
         # Resolve string annotations (`from __future__ import annotations` in a plugin).
         sig = inspect.signature(f, eval_str=True)
@@ -271,8 +275,9 @@ def build_spec(f: Callable, *, name: str | None = None, formula: str = "", famil
     lo = min_models if min_models is not None else (fixed + (1 if variadic else 0))
     hi = max_models if max_models is not None else (None if variadic else fixed)
     doc = inspect.cleandoc(f.__doc__ or "")
+    elementwise = elementwise or bool(getattr(f, "elementwise", False))
     return MethodSpec(mname, f, tuple(models), variadic, lo, hi, tuple(hypers), ret, key_param,
-                      formula, family, doc, _current_source[0])
+                      formula, family, doc, _current_source[0], elementwise)
 
 
 # ------------------------------------------------------------------------------------------------

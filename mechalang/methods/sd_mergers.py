@@ -11,7 +11,7 @@ Methods compute in float32 (float64 inputs stay float64) and return the first in
 import math
 
 from ._lazy import torch
-from .linear import _down, _elementwise, _up
+from .linear import _down, _up
 from .registry import Float, Same, Weight, merge_method
 
 # ------------------------------------------------------------------------------------------------
@@ -168,8 +168,7 @@ def _crossover_filter(mesh, alpha: float, tilt: float):
 # Add-difference variants
 
 
-@merge_method(formula="a + α·1.8·(b − c)·|b − a| / (|b − a| + |b − c|)", family="sd_mergers")
-@_elementwise
+@merge_method(formula="a + α·1.8·(b − c)·|b − a| / (|b − a| + |b − c|)", family="sd_mergers", elementwise=True)
 def train_difference(a: Same, b: Same, c: Same, *, alpha: Float() = 1.0) -> Same:
     """supermerger's "train difference": add b − c to a as if fine-tuning a towards b.
 
@@ -265,8 +264,7 @@ def euclidean_add_difference(a: Weight, b: Weight, c: Weight, *, alpha: Float(0.
     return _down(c + d * (torch.linalg.vector_norm(summed) / dn), dtype)
 
 
-@merge_method(formula="c + sign((1 − β)a + βb − c)·|a − c|^(1 − α)·|b − c|^α", family="sd_mergers")
-@_elementwise
+@merge_method(formula="c + sign((1 − β)a + βb − c)·|a − c|^(1 − α)·|b − c|^α", family="sd_mergers", elementwise=True)
 def multiply_difference(a: Weight, b: Weight, c: Weight, *, alpha: Float(0.0, 1.0) = 0.5,
                         beta: Float(0.0, 1.0) = 0.5) -> Weight:
     """sd-meh's `multiply_difference`: a geometric mean of the two differences' magnitudes.
@@ -281,8 +279,7 @@ def multiply_difference(a: Weight, b: Weight, c: Weight, *, alpha: Float(0.0, 1.
 
 
 @merge_method(formula="(1 − s)·(a + α(b − c)) + s·((1 − α/2)a + (α/2)b),  s = β·(ab/max(|a|,|b|)² + 1)/2",
-              family="sd_mergers")
-@_elementwise
+              family="sd_mergers", elementwise=True)
 def similarity_add_difference(a: Weight, b: Weight, c: Weight, *, alpha: Float() = 1.0,
                               beta: Float(0.0, 1.0) = 1.0) -> Weight:
     """sd-meh's `similarity_add_difference`: add difference where a and b disagree, average where
@@ -376,8 +373,7 @@ def cosine_b(a: Weight, b: Weight, *, alpha: Float(0.0, 1.0) = 0.5) -> Weight:
     return _down(_cosine_merge(a_w, b_w, float(alpha), sim).reshape(shape), dtype)
 
 
-@merge_method(formula="Re(a^(1 − α)·b^α)", family="sd_mergers")
-@_elementwise
+@merge_method(formula="Re(a^(1 − α)·b^α)", family="sd_mergers", elementwise=True)
 def geometric_sum(a: Same, b: Same, *, alpha: Float(0.0, 1.0) = 0.5) -> Same:
     """sd-mecha's `geometric_sum`: the weighted geometric mean, taken on the complex plane so
     negative values work, then projected back to the reals.

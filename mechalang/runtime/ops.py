@@ -131,17 +131,11 @@ def _exact(value: object) -> object:
 
 def is_elementwise(op: str, registry: MethodRegistry | None = None) -> bool:
     """Whether `op` computes each output element from the same position of its inputs only, and
-    accepts 1-D slices: the built-ins, and methods declaring `elementwise = True` (a field of their
-    spec, or an attribute of their function)."""
+    accepts 1-D slices: the built-ins, and methods registered with `elementwise=True`."""
     if op in BUILTIN_OPS:
         return True
     spec = (registry if registry is not None else REGISTRY).get(op)
-    if spec is None:
-        return False
-    flag = getattr(spec, "elementwise", None)
-    if flag is None:
-        flag = getattr(spec.func, "elementwise", False)
-    return flag is True
+    return spec is not None and spec.elementwise
 
 
 def numel(shape: tuple[int, ...]) -> int:
