@@ -286,7 +286,7 @@ ELEMENTWISE = ["weighted_sum", "sigmoid", "inv_sigmoid", "weighted_subtraction",
 @pytest.mark.parametrize("name", ELEMENTWISE)
 def test_elementwise_methods_commute_with_slicing(name):
     spec = signature(name)
-    assert getattr(spec.func, "elementwise", False) is True
+    assert spec.elementwise is True
     n_models = max(spec.min_models, 3 if spec.variadic else len(spec.models))
     args = rands(n_models, (4, 5, 3), seed=98)
     whole = spec.func(*args).reshape(-1)

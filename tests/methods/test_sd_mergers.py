@@ -48,7 +48,7 @@ def test_signature(name):
     spec = signature(name)
     assert spec.signature() == SIGNATURES[name]
     assert spec.family == "sd_mergers" and spec.formula and spec.doc
-    assert getattr(spec.func, "elementwise", False) == (name in ELEMENTWISE)
+    assert spec.elementwise == (name in ELEMENTWISE)
 
 
 @pytest.mark.parametrize("name", sorted(ELEMENTWISE))
