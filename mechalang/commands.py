@@ -119,7 +119,6 @@ def compile_recipe(file: str, sets: list[str], models_dir: str | None, *, strict
                           metadata=lambda ex: build_metadata(program, None, ex, hashes=hashes,
                                                              recipe_text=recipe_text))
         lowered = lowerer.lower()
-        lowered.lowerer = lowerer
         diags += lowered.diagnostics
         for c in lowered.coverage:
             span = c.origin
@@ -265,7 +264,7 @@ def _fmt_bytes(n: float) -> str:
 
 
 def _needs_hashes(c: Compiled) -> bool:
-    return any(n.load.sha256 for n in c.program.builder._interned.values() if n.op == "load")
+    return any(n.load.sha256 for n in c.program.builder.nodes("load"))
 
 
 def _hash_inputs(c: Compiled) -> dict[str, str] | None:
@@ -273,9 +272,7 @@ def _hash_inputs(c: Compiled) -> dict[str, str] | None:
 
     hashes = {}
     bad = []
-    for n in c.program.builder._interned.values():
-        if n.op != "load":
-            continue
+    for n in c.program.builder.nodes("load"):
         sha = sha256_file(n.load.path)
         hashes[n.load.path] = sha
         if n.load.sha256 and n.load.sha256 != sha:

@@ -259,7 +259,7 @@ class Evaluator:
             seen[e.path] = e
 
     def _all_loads(self) -> list[Node]:
-        return [n for n in self.builder._interned.values() if n.op == "load"]
+        return self.builder.nodes("load")
 
     # ------------------------------------------------------------------ expressions
 

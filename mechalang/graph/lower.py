@@ -73,6 +73,7 @@ class Lowered:
     diagnostics: list[Diagnostic]
     names: dict[int, str]  # input index -> name
     exports: list[Any]  # check.evaluate.ExportResult, in plan order
+    lowerer: "Lowerer"  # for explain: node names and hyperparameter traces
 
 
 class Lowerer:
@@ -117,7 +118,7 @@ class Lowerer:
             path = self.output_paths[i] if self.output_paths else str(ex.path)
             outputs.append(self._output(ex, path))
         plan = Plan(tuple(self.inputs), tuple(outputs), self.precision)
-        return Lowered(plan, list(self.coverage.values()), self.diags, self.names, exports)
+        return Lowered(plan, list(self.coverage.values()), self.diags, self.names, exports, self)
 
     def _output(self, ex, path: str) -> OutputPlan:
         root: Node = ex.node

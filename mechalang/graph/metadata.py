@@ -32,8 +32,6 @@ def literal(value: Any) -> ast.Node | None:
         return ast.Bool(value)
     if isinstance(value, (int, float)):
         text = repr(value)
-        if text in ("inf", "nan"):
-            return ast.Name(text) if False else ast.Number(text)
         if text.startswith("-"):
             return ast.UnaryOp("-", ast.Number(text[1:]))
         return ast.Number(text)

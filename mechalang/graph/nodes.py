@@ -124,3 +124,7 @@ class GraphBuilder:
 
     def __len__(self) -> int:
         return len(self._interned)
+
+    def nodes(self, op: str | None = None) -> list[Node]:
+        """Every node built so far (of one op, if given), in creation order."""
+        return [n for n in self._interned.values() if op is None or n.op == op]
