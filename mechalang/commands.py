@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .diagnostics import Diagnostic, Label, SourceMap, count_summary, error, render_json, render_text, warning
+from .diagnostics import Diagnostic, SourceMap, count_summary, error, render_json, render_text
 
 
 # ------------------------------------------------------------------------------------------------
@@ -500,7 +500,7 @@ def merge_command(models: list[str], *, method: str, alpha: float, force: bool, 
         sys.stderr.write(f"error: --name {name!r}: use only letters, digits and . + -\n")
         return 2
     if dtype is not None and dtype not in ("fp16", "bf16", "fp32"):
-        sys.stderr.write(f"error: --dtype must be fp16, bf16 or fp32\n")
+        sys.stderr.write("error: --dtype must be fp16, bf16 or fp32\n")
         return 2
     stems = [Path(m).stem for m in models]
     out_name = (name or "_".join(stems) + f"_{method}_{alpha:g}").removesuffix(".safetensors") + ".safetensors"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fnmatch
 import io
-import os
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -83,8 +82,10 @@ class Session:
         return self.cmd_type(line)
 
     def value_of(self, expr: str):
-        ev, program = self.evaluate(f"let __it = ({expr})")
-        start = len(self.text().splitlines()) + 1
+        # The expression goes on a line of its own (newlines never matter in the grammar), so a
+        # diagnostic shows the user's text, not the binding wrapped around it.
+        ev, program = self.evaluate(f"let __it =\n{expr}")
+        start = len(self.text().splitlines()) + 2
         new = self.new_diagnostics(program, start)
         if any(d.is_error for d in new):
             return None, render_text(new, program.sources).rstrip()
@@ -131,8 +132,6 @@ class Session:
         return "\n".join([f"{len(keys)} keys"] + shown + more)
 
     def _with_export(self, expr: str, path: str, fn) -> str:
-        from .commands import compile_recipe  # noqa: F401  (keeps the import cost here)
-
         tmp = self.cwd / ".mecha-repl.mecha"
         tmp.write_text(self.text(f"export ({expr}) to {path!r}".replace("'", '"')))
         out, err = io.StringIO(), io.StringIO()
@@ -149,7 +148,7 @@ class Session:
             return "usage: :explain EXPR KEY"
         from .commands import explain_command
 
-        return self._with_export(expr, os.devnull + ".safetensors",
+        return self._with_export(expr, "repl.safetensors",
                                  lambda f: explain_command(f, key, [], self.models_dir, "text"))
 
     def cmd_plan(self, rest: str) -> str:
@@ -158,7 +157,7 @@ class Session:
             expr, glob = rest, None
         from .commands import plan_command
 
-        return self._with_export(expr, os.devnull + ".safetensors",
+        return self._with_export(expr, "repl.safetensors",
                                  lambda f: plan_command(f, [], glob, self.models_dir, "text"))
 
     def cmd_run(self, rest: str) -> str:

@@ -18,7 +18,7 @@ from ..graph.nodes import GraphBuilder, HyperRule, Node
 from ..modules import ModuleLoader, SourceModule
 from ..syntax import ast
 from .names import NameChecker
-from .values import (POISON, ArchValue, Builtin, Closure, Env, HyperValue, ListValue, MethodValue,
+from .values import (POISON, Builtin, Closure, Env, HyperValue, ListValue, MethodValue,
                      ModelValue, Namespace, is_number, type_name)
 
 

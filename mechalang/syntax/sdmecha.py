@@ -922,7 +922,7 @@ class _Builder:
                     self.diags.append(warning(
                         "W0922", f"cannot tell which hyperparameter of `{method}` this is", arg.span,
                         label="kept as a positional argument",
-                        help=f"mechalang passes hyperparameters by name: write it as `NAME=...`"))
+                        help="mechalang passes hyperparameters by name: write it as `NAME=...`"))
                     break
 
         if method == "subtract" and len(positional) == 2 and not hypers:
