@@ -64,3 +64,13 @@ def test_bad_plugin_is_a_clear_error(tmp_path):
     assert "needs a space annotation" in res.output
     res = runner.invoke(app, ["info", "--methods", "--plugin", str(tmp_path / "missing.py")])
     assert res.exit_code == 1 and "no such file" in res.output
+
+
+def test_a_second_plugin_cannot_redefine_a_method(tmp_path):
+    assert runner.invoke(app, ["info", "--methods", "--plugin", str(PLUGIN)]).exit_code == 0
+    clash = tmp_path / "clash.py"
+    clash.write_text("from mechalang import merge_method, Same\n\n"
+                     "@merge_method\ndef weighted_sum(a: Same, b: Same) -> Same:\n    return a\n")
+    res = runner.invoke(app, ["info", "--methods", "--plugin", str(clash)])
+    assert res.exit_code == 1
+    assert "a merge method named 'weighted_sum' is already registered (by builtin)" in res.output
