@@ -65,3 +65,19 @@ def small_models(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def golden_models() -> Path:
     return write_small_models(GOLDEN / "models")
+
+
+@pytest.fixture(autouse=True)
+def isolated_method_registry():
+    """Methods registered by a test (plugins, entry points) do not leak into later tests."""
+    from mechalang.methods import plugins
+    from mechalang.methods.registry import REGISTRY
+
+    REGISTRY.names()  # built-ins loaded before the snapshot
+    methods = dict(REGISTRY._methods)
+    loaded = dict(plugins._loaded_files)
+    yield
+    REGISTRY._methods.clear()
+    REGISTRY._methods.update(methods)
+    plugins._loaded_files.clear()
+    plugins._loaded_files.update(loaded)
