@@ -7,7 +7,6 @@ stderr) is `NAME.out`; `MECHA_UPDATE_GOLDEN=1 pytest tests/test_golden_check.py`
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from mechalang.commands import check_command
 
 from .conftest import GOLDEN
+from .golden_util import assert_matches_golden
 
 CASES = sorted(p for p in (GOLDEN / "check").glob("*.mecha"))
 
@@ -36,12 +36,7 @@ def run_check(case: Path, capsys, monkeypatch) -> str:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
 def test_golden(case: Path, golden_models, capsys, monkeypatch):
-    got = run_check(case, capsys, monkeypatch)
-    expected_file = case.with_suffix(".out")
-    if os.environ.get("MECHA_UPDATE_GOLDEN") == "1":
-        expected_file.write_text(got)
-    assert expected_file.exists(), f"no golden output for {case.name}; run with MECHA_UPDATE_GOLDEN=1"
-    assert got == expected_file.read_text()
+    assert_matches_golden(run_check(case, capsys, monkeypatch), case.with_suffix(".out"))
 
 
 def test_there_are_enough_goldens():

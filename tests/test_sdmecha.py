@@ -7,7 +7,7 @@ rendered diagnostics). `MECHA_UPDATE_GOLDEN=1 pytest tests/test_sdmecha.py` rewr
 
 from __future__ import annotations
 
-import os
+
 import textwrap
 from pathlib import Path
 
@@ -18,6 +18,8 @@ from mechalang.syntax import ast
 from mechalang.syntax.parser import parse
 from mechalang.syntax.printer import print_module
 from mechalang.syntax.sdmecha import ARCHES, convert_command, is_sdmecha, read_sdmecha
+
+from .golden_util import assert_matches_golden
 
 from .conftest import GOLDEN
 
@@ -680,12 +682,7 @@ def run_convert(case: Path, capsys, monkeypatch) -> str:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
 def test_golden(case: Path, capsys, monkeypatch):
-    got = run_convert(case, capsys, monkeypatch)
-    expected_file = case.with_suffix(".out")
-    if os.environ.get("MECHA_UPDATE_GOLDEN") == "1":
-        expected_file.write_text(got)
-    assert expected_file.exists(), f"no golden output for {case.name}; run with MECHA_UPDATE_GOLDEN=1"
-    assert got == expected_file.read_text()
+    assert_matches_golden(run_convert(case, capsys, monkeypatch), case.with_suffix(".out"))
 
 
 def test_there_are_enough_goldens():
