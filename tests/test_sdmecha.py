@@ -7,7 +7,6 @@ rendered diagnostics). `MECHA_UPDATE_GOLDEN=1 pytest tests/test_sdmecha.py` rewr
 
 from __future__ import annotations
 
-
 import textwrap
 from pathlib import Path
 
