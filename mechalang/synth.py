@@ -22,6 +22,8 @@ from typing import Iterable, Mapping
 
 import torch
 
+from .runtime.reader import byte_view
+
 from .archs.arch import Arch, KeySpec
 from .archs.registry import get_arch
 
@@ -122,9 +124,9 @@ def make_model(
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for name, key, shape, dt in plan:
-            t = _tensor(key, shape, dt, seed, scale)
+            t = _tensor(key, shape, dt, seed, scale).contiguous()
             if t.numel():
-                f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))  # no extra copy
+                f.write(byte_view(t))  # no extra copy, and no numpy needed
             del t
     os.replace(tmp, path)
     return {name: (shape, _st_name(dt)) for name, _, shape, dt in plan}
