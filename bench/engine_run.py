@@ -14,35 +14,27 @@ import argparse
 import dataclasses
 import json
 import os
-import struct
 import sys
 import time
 
 T0 = time.perf_counter()
 
 
-def read_header(path: str) -> tuple[int, dict]:
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-    header.pop("__metadata__", None)
-    return 8 + n, header
-
-
 def build_plan(method: str, inputs: list[str], output: str, alpha: float | None):
     from mechalang.graph.plan import (FLOAT_DTYPES, InputFile, Op, OutputPlan, Plan, Read,
                                       layout)
 
+    from mechalang.archs.header import read_header
+
     heads = [read_header(p) for p in inputs]
-    files = tuple(InputFile(p, ds, os.path.getsize(p), os.path.basename(p))
-                  for p, (ds, _) in zip(inputs, heads))
+    files = tuple(InputFile(p, h.data_start, h.size, os.path.basename(p)) for p, h in zip(inputs, heads))
     hypers = () if alpha is None else (("alpha", alpha),)
     entries = []
-    for key, e in heads[0][1].items():
-        reads = [Read(i, key, h[key]["dtype"], tuple(h[key]["shape"]), *h[key]["data_offsets"])
-                 for i, (_, h) in enumerate(heads)]
-        expr = Op(method, tuple(reads), hypers) if e["dtype"] in FLOAT_DTYPES else reads[0]
-        entries.append((key, expr, e["dtype"], tuple(e["shape"])))
+    for key, e in heads[0].tensors.items():
+        reads = [Read(i, key, h.tensors[key].dtype, tuple(h.tensors[key].shape), h.tensors[key].begin,
+                      h.tensors[key].end) for i, h in enumerate(heads)]
+        expr = Op(method, tuple(reads), hypers) if e.dtype in FLOAT_DTYPES else reads[0]
+        entries.append((key, expr, e.dtype, tuple(e.shape)))
     return Plan(files, (OutputPlan(output, layout(entries), (("bench", method),)),))
 
 
@@ -68,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no method {args.method} in the registry", file=sys.stderr)
         return 2
     if args.elementwise:
-        spec.func.elementwise = True
+        REGISTRY.register(dataclasses.replace(spec, elementwise=True), replace=True)
     plan = build_plan(args.method, args.inputs, args.output, args.alpha)
     stats = execute(plan, threads=args.threads, fsync=not args.no_fsync)
     out = dataclasses.asdict(stats)

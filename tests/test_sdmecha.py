@@ -778,3 +778,12 @@ def test_generated_recipes_convert_and_round_trip():
         assert print_module(tree) == out
 
     run()
+
+
+def test_model_and_merge_lines_need_a_quoted_first_argument():
+    (d,) = errors('version 0.1.0\nmodel\n')
+    assert d.message == "a `model` line needs a path in quotes" and d.label == "expected a path"
+    assert d.help == 'write `model "path/to/model.safetensors"`'
+    (d,) = errors('version 0.1.0\nmodel "a.safetensors"\nmerge &0\n')
+    assert d.message == "a `merge` line needs a method name in quotes" and d.label == "not a string"
+    assert d.help == 'write `merge "weighted_sum" &0 &1 alpha=0.5`'

@@ -567,14 +567,22 @@ class _Builder:
             n = self.nodes[n].target  # type: ignore[assignment]
         return n
 
+    def leading_string(self, node: _Node, line_kind: str, what: str, example: str) -> bool:
+        """Whether the line starts with a quoted string (E0908 when not)."""
+        ins = node.instr
+        pos = ins.positional
+        if pos and pos[0].value.kind == "string":
+            return True
+        span = pos[0].span if pos else ins.kind_span
+        self.bad(node, error("E0908", f"a `{line_kind}` line needs a {what} in quotes", span,
+                             label=f"expected a {what}" if not pos else "not a string",
+                             help=f"write `{example}`"))
+        return False
+
     def shape_model(self, node: _Node) -> None:
         ins = node.instr
         pos = ins.positional
-        if not pos or pos[0].value.kind != "string":
-            span = pos[0].span if pos else ins.kind_span
-            self.bad(node, error("E0908", "a `model` line needs a path in quotes", span,
-                                 label="expected a path" if not pos else "not a string",
-                                 help='write `model "path/to/model.safetensors"`'))
+        if not self.leading_string(node, "model", "path", 'model "path/to/model.safetensors"'):
             return
         extra: dict[str, Value] = {}
         names = ("model_config", "merge_space")
@@ -646,11 +654,7 @@ class _Builder:
     def shape_merge(self, node: _Node) -> None:
         ins = node.instr
         pos = ins.positional
-        if not pos or pos[0].value.kind != "string":
-            span = pos[0].span if pos else ins.kind_span
-            self.bad(node, error("E0908", "a `merge` line needs a method name in quotes", span,
-                                 label="expected a method name" if not pos else "not a string",
-                                 help='write `merge "weighted_sum" &0 &1 alpha=0.5`'))
+        if not self.leading_string(node, "merge", "method name", 'merge "weighted_sum" &0 &1 alpha=0.5'):
             return
         method = pos[0].value.value
         if not _IDENT.fullmatch(method):
