@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .diagnostics import Diagnostic, SourceMap, count_summary, error, render_json, render_text
+from .paths import models_dirs
+from .diagnostics import Diagnostic, SourceMap, codes, count_summary, error, render_json, render_text
 
 
 # ------------------------------------------------------------------------------------------------
@@ -61,22 +62,12 @@ def parse_sets(sets: list[str]) -> tuple[dict[str, str], list[Diagnostic]]:
         name, eq, value = s.partition("=")
         name = name.strip()
         if not eq or not name.isidentifier():
-            diags.append(error("E0524", f"--set {s!r}: expected NAME=VALUE", None))
+            diags.append(error(codes.BAD_SET, f"--set {s!r}: expected NAME=VALUE", None))
             continue
         if name in out:
-            diags.append(error("E0525", f"--set {name} is given twice", None))
+            diags.append(error(codes.SET_TWICE, f"--set {name} is given twice", None))
         out[name] = value
     return out, diags
-
-
-def models_dirs(models_dir: str | None) -> list[Path]:
-    dirs = []
-    if models_dir:
-        dirs.append(Path(models_dir).expanduser())
-    env = os.environ.get("MECHA_MODELS_DIR")
-    if env and (not models_dir or Path(env) != Path(models_dir)):
-        dirs.extend(Path(p).expanduser() for p in env.split(os.pathsep) if p)
-    return dirs
 
 
 def compile_recipe(file: str, sets: list[str], models_dir: str | None, *, strict: bool = False,
@@ -107,12 +98,12 @@ def compile_recipe(file: str, sets: list[str], models_dir: str | None, *, strict
         outs = None
         if output is not None:
             if len(exports) != 1:
-                diags.append(error("E0245", f"-o needs a recipe with one export; this one has {len(exports)}", None))
+                diags.append(error(codes.OUTPUT_NEEDS_ONE_EXPORT, f"-o needs a recipe with one export; this one has {len(exports)}", None))
                 return Compiled(program, None, diags, ev.sources)
             outs = [str(Path(output).expanduser().resolve())]
             inputs = {n.load.path for n in exports[0].node.walk() if n.op == "load"}
             if outs[0] in inputs:
-                diags.append(error("E0241", f"the output `{output}` is one of the recipe's inputs", None))
+                diags.append(error(codes.OUTPUT_IS_INPUT, f"the output `{output}` is one of the recipe's inputs", None))
                 return Compiled(program, None, diags, ev.sources)
         recipe_text = resolved_recipe_text(program) if program.main and program.main.tree else ""
         lowerer = Lowerer(program, precision=precision, output_paths=outs, trace=trace,
@@ -123,7 +114,7 @@ def compile_recipe(file: str, sets: list[str], models_dir: str | None, *, strict
         for c in lowered.coverage:
             span = c.origin
             if strict:
-                diags.append(error("E0301", c.describe(), span, label="keys not in every input",
+                diags.append(error(codes.KEYS_NOT_IN_EVERY_INPUT, c.describe(), span, label="keys not in every input",
                                    help="without --strict these keys are kept/left out and reported"))
     return Compiled(program, lowered, diags, ev.sources)
 
@@ -239,7 +230,7 @@ def run_command(file: str, *, set_: list[str], output: str | None, models_dir: s
         with make_progress(total_keys, total_bytes) as bar:
             stats = execute(plan, threads=threads, device=device, check_finite=check_finite, progress=bar.advance)
     except RuntimeFailure as exc:
-        d = error("E0601", exc.message + (f" (key `{exc.key}`)" if exc.key and exc.key not in exc.message else ""),
+        d = error(codes.RUN_FAILED, exc.message + (f" (key `{exc.key}`)" if exc.key and exc.key not in exc.message else ""),
                   exc.origin, label="while computing this" if exc.origin else "")
         emit([d], c.sources, format)
         sys.stderr.write("no output was written\n")
@@ -258,7 +249,7 @@ def run_command(file: str, *, set_: list[str], output: str | None, models_dir: s
 
 
 def _fmt_bytes(n: float) -> str:
-    from .runtime.errors import format_bytes
+    from .units import format_bytes
 
     return format_bytes(n)
 
@@ -276,7 +267,7 @@ def _hash_inputs(c: Compiled) -> dict[str, str] | None:
         sha = sha256_file(n.load.path)
         hashes[n.load.path] = sha
         if n.load.sha256 and n.load.sha256 != sha:
-            bad.append(error("E0227", f"`{Path(n.load.path).name}` does not have the sha256 the recipe expects",
+            bad.append(error(codes.SHA256_MISMATCH, f"`{Path(n.load.path).name}` does not have the sha256 the recipe expects",
                              n.origin, label="sha256 given here",
                              notes=[f"expected {n.load.sha256}", f"found    {sha}"]))
     if bad:

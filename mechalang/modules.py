@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .diagnostics import Diagnostic, Label, Span, SourceMap, error
+from .paths import mecha_path
+from .diagnostics import Diagnostic, Label, SourceMap, Span, codes, error
 from .syntax import ast
 
 STDLIB_DIR = Path(__file__).parent / "stdlib"
@@ -23,11 +24,6 @@ class SourceModule:
     display: str  # the name used in spans
     text: str
     tree: ast.Module | None  # None when it did not parse
-
-
-def mecha_path() -> list[Path]:
-    raw = os.environ.get("MECHA_PATH", "")
-    return [Path(p) for p in raw.split(os.pathsep) if p]
 
 
 def display_name(path: Path) -> str:
@@ -62,7 +58,7 @@ class ModuleLoader:
             if p.is_file():
                 return p.resolve(), []
         looked = ", ".join(display_name(p) for p in tried) or "nowhere"
-        return None, [error("E0501", f"cannot find module `{spec}`", span, label="imported here",
+        return None, [error(codes.MODULE_NOT_FOUND, f"cannot find module `{spec}`", span, label="imported here",
                             help=f"looked in: {looked}; folders on MECHA_PATH are searched too")]
 
     def load_file(self, path: Path, span: Span | None = None) -> tuple[SourceModule | None, list[Diagnostic]]:

@@ -40,7 +40,7 @@ class Session:
 
     def evaluate(self, extra: str = ""):
         from .check.evaluate import Evaluator, Options
-        from .commands import models_dirs
+        from .paths import models_dirs
 
         ev = Evaluator(Options(models_dirs=models_dirs(self.models_dir)))
         program = ev.run_main(self.cwd / "<repl>", text=self.text(extra), display=self.display)

@@ -25,20 +25,13 @@ import torch
 from .runtime.reader import byte_view
 
 from .archs.arch import Arch, KeySpec
+from .dtypes import DTYPES, USER_FLOAT_NAMES
 from .archs.registry import get_arch
 
-_DTYPE_NAMES = {
-    "float16": torch.float16, "fp16": torch.float16, "f16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float32": torch.float32, "fp32": torch.float32, "f32": torch.float32, "float": torch.float32,
-    "float64": torch.float64, "fp64": torch.float64,
-}
-
-_ST_TO_TORCH = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-    "U8": torch.uint8, "BOOL": torch.bool,
-}
+# The names a caller may ask for (`float16`, `fp16`, `bf16`, ...), from the one dtype table.
+_DTYPE_NAMES = {name: getattr(torch, DTYPES[st].torch_name) for name, st in USER_FLOAT_NAMES.items()}
+_ST_TO_TORCH = {d.name: getattr(torch, d.torch_name) for d in DTYPES.values()
+                if d.supported and hasattr(torch, d.torch_name)}
 _TORCH_TO_ST = {v: k for k, v in _ST_TO_TORCH.items()}
 
 

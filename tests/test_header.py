@@ -244,8 +244,10 @@ def test_truncated_real_file(tmp_path):
     assert msg.startswith("tensor `b`: data offsets [400, 800] run past the end")
 
 
-def test_human_size():
-    assert H.human_size(1) == "1 byte"
-    assert H.human_size(999) == "999 bytes"
-    assert H.human_size(2_100_000_000) == "2.1 GB"
-    assert H.human_size(1500) == "1.5 KB"
+def test_format_bytes():
+    from mechalang.units import format_bytes
+
+    assert format_bytes(1) == "1 byte"
+    assert format_bytes(999) == "999 bytes"
+    assert format_bytes(2_100_000_000) == "2.1 GB"
+    assert format_bytes(1500) == "1.5 KB"

@@ -13,7 +13,8 @@ from mechalang.diagnostics import Span
 from mechalang.graph.plan import Op
 from mechalang.methods.registry import Same
 from mechalang.runtime import writer as writer_module
-from mechalang.runtime.errors import RuntimeFailure, format_bytes
+from mechalang.runtime.errors import RuntimeFailure
+from mechalang.units import format_bytes
 from mechalang.runtime.executor import execute
 
 from .test_runtime_helpers import (add, models, output, plan, registry_with, save, scale,

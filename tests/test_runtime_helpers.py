@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from mechalang.graph.plan import (DTYPE_SIZES, InputFile, KeyExpr, Op, OutputPlan, Plan, Read,
+from mechalang.dtypes import element_size
+from mechalang.graph.plan import (InputFile, KeyExpr, Op, OutputPlan, Plan, Read,
                                   layout)
 from mechalang.methods.registry import MethodRegistry, build_spec
 
@@ -100,7 +101,7 @@ def test_model_reads_match_safetensors_offsets(tmp_path):
     for key, value in t.items():
         r = m.read(key)
         assert r.shape == tuple(value.shape)
-        assert r.end - r.begin == value.numel() * DTYPE_SIZES[r.dtype]
+        assert r.end - r.begin == value.numel() * element_size(r.dtype)
         with open(m.path, "rb") as f:
             f.seek(m.file.data_start + r.begin)
             raw = f.read(r.end - r.begin)

@@ -15,49 +15,11 @@ import stat
 import struct
 from dataclasses import dataclass, field
 
+from ..dtypes import DTYPES, byte_size
+from ..units import format_bytes
+
 #: The largest header read. Real headers are well under 1 MB (SDXL's is ~200 KB).
 MAX_HEADER_BYTES = 100_000_000
-
-#: Bits per element of every dtype safetensors writes.
-DTYPE_BITS: dict[str, int] = {
-    "BOOL": 8,
-    "U8": 8,
-    "I8": 8,
-    "F8_E5M2": 8,
-    "F8_E4M3": 8,
-    "F8_E5M2FNUZ": 8,
-    "F8_E4M3FNUZ": 8,
-    "F8_E8M0": 8,
-    "F4": 4,
-    "F6_E2M3": 6,
-    "F6_E3M2": 6,
-    "I16": 16,
-    "U16": 16,
-    "F16": 16,
-    "BF16": 16,
-    "I32": 32,
-    "U32": 32,
-    "F32": 32,
-    "F64": 64,
-    "I64": 64,
-    "U64": 64,
-    "C64": 64,
-}
-
-#: Floating dtypes (the ones merges interpolate).
-FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3", "F8_E5M2FNUZ",
-                          "F8_E4M3FNUZ", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2"})
-
-#: torch dtype names (as reference inventories write them) → safetensors names.
-TORCH_TO_SAFETENSORS: dict[str, str] = {
-    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
-    "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8",
-    "uint16": "U16", "uint32": "U32", "uint64": "U64", "bool": "BOOL",
-    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
-    "float8_e4m3fnuz": "F8_E4M3FNUZ", "float8_e5m2fnuz": "F8_E5M2FNUZ",
-    "float8_e8m0fnu": "F8_E8M0", "complex64": "C64",
-}
-
 
 @dataclass(frozen=True)
 class TensorMeta:
@@ -98,32 +60,6 @@ class HeaderError(Exception):
         self.path = path
         self.message = message
         super().__init__(f"{path}: {message}")
-
-
-def human_size(n: int) -> str:
-    """`2.1 GB`, `512 bytes`: decimal units, as file managers show them."""
-    if n < 1000:
-        return f"{n} byte{'s' if n != 1 else ''}"
-    for unit in ("KB", "MB", "GB", "TB", "PB"):
-        n /= 1000.0
-        if n < 1000 or unit == "PB":
-            return f"{n:.1f} {unit}"
-    raise AssertionError("unreachable")
-
-
-def byte_size(dtype: str, shape: tuple[int, ...]) -> int | None:
-    """Bytes that `shape` elements of `dtype` take, or None for an unknown dtype or a sub-byte
-    dtype whose elements do not fill whole bytes."""
-    bits = DTYPE_BITS.get(dtype)
-    if bits is None:
-        return None
-    n = 1
-    for d in shape:
-        n *= d
-    total = n * bits
-    if total % 8:
-        return None
-    return total // 8
 
 
 _cache: dict[tuple[str, int, int], Header] = {}
@@ -176,14 +112,14 @@ def _parse(path: str, f, size: int, mtime_ns: int) -> Header:
     if size == 0:
         raise HeaderError(path, "not a safetensors file: the file is empty")
     if size < 8:
-        raise HeaderError(path, f"not a safetensors file: it is only {human_size(size)} long")
+        raise HeaderError(path, f"not a safetensors file: it is only {format_bytes(size)} long")
     (n,) = struct.unpack("<Q", f.read(8))
     if n > size - 8:
         raise HeaderError(path, f"not a safetensors file: header length {n} is larger than the "
-                                f"file ({human_size(size)})")
+                                f"file ({format_bytes(size)})")
     if n > MAX_HEADER_BYTES:
         raise HeaderError(path, f"not a safetensors file: header length {n} is over the "
-                                f"{human_size(MAX_HEADER_BYTES)} limit")
+                                f"{format_bytes(MAX_HEADER_BYTES)} limit")
     if n < 2:
         raise HeaderError(path, f"not a safetensors file: header length {n} is too short")
     raw = f.read(n)
@@ -257,7 +193,7 @@ def _tensor(path: str, name: str, info, data_len: int) -> TensorMeta:
         if fld not in info:
             raise HeaderError(path, f"tensor `{name}` has no `{fld}`")
     dtype = info["dtype"]
-    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         shown = dtype if isinstance(dtype, str) else json.dumps(dtype)
         raise HeaderError(path, f"tensor `{name}` has unknown dtype `{shown}`")
     shape = info["shape"]

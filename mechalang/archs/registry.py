@@ -47,7 +47,8 @@ import os
 from pathlib import Path
 
 from .arch import Arch, ArchError, KeySpec, PatternSet
-from .header import DTYPE_BITS, TORCH_TO_SAFETENSORS
+from ..dtypes import DTYPES, TORCH_TO_SAFETENSORS
+from ..paths import mecha_path, mecha_path_key
 
 try:
     import tomllib
@@ -87,6 +88,11 @@ def arch_names() -> list[str]:
     return [a.name for a in _load()[0]]
 
 
+def all_archs_by_name() -> dict[str, Arch]:
+    """Every architecture by its name and by each of its aliases (exact spelling)."""
+    return _load()[1]
+
+
 def all_selector_names() -> list[str]:
     """Names and aliases, for did-you-mean."""
     return list(_load()[1])
@@ -117,11 +123,7 @@ def _add(archs: list[Arch], by_name: dict[str, Arch], arch: Arch) -> None:
 
 def search_dirs() -> list[Path]:
     """Where architecture files come from, in load order (later definitions replace earlier)."""
-    dirs = [STDLIB_DIR]
-    for entry in os.environ.get("MECHA_PATH", "").split(os.pathsep):
-        if entry.strip():
-            dirs.append(Path(entry))
-    return dirs
+    return [STDLIB_DIR, *mecha_path()]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -129,7 +131,7 @@ def search_dirs() -> list[Path]:
 
 
 def _load() -> tuple[list[Arch], dict[str, Arch]]:
-    key = os.environ.get("MECHA_PATH", "")
+    key = mecha_path_key()
     if _state["archs"] is not None and _state["key"] == key:
         return _state["archs"], _state["by_name"]
     archs: list[Arch] = []
@@ -356,7 +358,7 @@ def _parse_inventory(path: str | os.PathLike) -> tuple[dict[str, KeySpec], dict[
             if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
                 raise ArchError(f"inventory key `{key}` has an invalid shape", src)
             dtype = v["dtype"]
-            st = TORCH_TO_SAFETENSORS.get(dtype, dtype if dtype in DTYPE_BITS else None)
+            st = TORCH_TO_SAFETENSORS.get(dtype, dtype if dtype in DTYPES else None)
             if st is None:
                 raise ArchError(f"inventory key `{key}` has unknown dtype `{dtype}`", src)
             aliases = v.get("aliases", [])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..diagnostics import Span, did_you_mean
+from ..diagnostics import Span, codes, did_you_mean
 from ..syntax import ast
 from .values import POISON, ArchValue, HyperValue, ListValue, ModelValue, is_number, type_name
 
@@ -24,7 +24,7 @@ def check_annotation(ev, t: ast.TypeExpr, value: Any, span: Span | None, what: s
     if problem is None:
         return float(value) if t.name == "float" and isinstance(value, int) and not isinstance(value, bool) else value
     if problem:
-        ev.err("E0230", f"{what} is declared {show_type(t)} but is {problem}", span,
+        ev.err(codes.ANNOTATION_MISMATCH, f"{what} is declared {show_type(t)} but is {problem}", span,
                label=f"this is {problem}",
                secondary=[], help=_hint(t, value))
     return POISON
@@ -43,7 +43,7 @@ def _mismatch(ev, t: ast.TypeExpr, v: Any) -> str | None:
     name = t.name
     if name not in TYPE_NAMES:
         sugg = did_you_mean(name, TYPE_NAMES)
-        ev.err("E0231", f"unknown type `{name}`", t.span, help=f"did you mean `{sugg}`?" if sugg else
+        ev.err(codes.UNKNOWN_TYPE, f"unknown type `{name}`", t.span, help=f"did you mean `{sugg}`?" if sugg else
                f"types are: {', '.join(TYPE_NAMES)}")
         return ""
     actual = type_name(v)
@@ -89,10 +89,10 @@ def _arch_mismatch(ev, t: ast.TypeExpr, arch_name: str, actual: str) -> str | No
     want = t.args[0].name
     arch = get_arch(want)
     if arch is None:
-        from .builtins import _arch_table
+        from ..archs.registry import all_selector_names
 
-        sugg = did_you_mean(want, list(_arch_table()))
-        ev.err("E0225", f"unknown architecture `{want}`", t.args[0].span,
+        sugg = did_you_mean(want, all_selector_names())
+        ev.err(codes.UNKNOWN_ARCH, f"unknown architecture `{want}`", t.args[0].span,
                help=f"did you mean `{sugg}`?" if sugg else "see `mecha info`")
         return ""
     return None if arch.name == arch_name else actual

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from pathlib import Path
 from typing import Any
 
-from ..diagnostics import Span, did_you_mean, error, warning
+from ..archs import registry as arch_registry
+from ..diagnostics import Span, codes, did_you_mean, error, warning
 from ..graph.nodes import HyperRule, KeyMeta, LoadInfo
 from ..syntax import ast
 from .values import (POISON, ArchValue, Builtin, HyperValue, ListValue, MethodValue, ModelValue,
@@ -16,22 +16,11 @@ from .values import (POISON, ArchValue, Builtin, HyperValue, ListValue, MethodVa
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 
 
-@functools.lru_cache(maxsize=1)
-def _arch_table() -> dict[str, Any]:
-    from ..archs.registry import all_archs
-
-    table: dict[str, Any] = {}
-    for a in all_archs():
-        table.setdefault(a.name, a)
-        for alias in a.aliases:
-            table.setdefault(alias, a)
-    return table
-
-
 def builtin_names() -> set[str]:
     from ..methods.registry import REGISTRY
 
-    return {"model", "mbw", "key"} | set(REGISTRY.names()) | {n for n in _arch_table() if n.isidentifier()}
+    return ({"model", "mbw", "key"} | set(REGISTRY.names())
+            | {n for n in arch_registry.all_selector_names() if n.isidentifier()})
 
 
 def lookup_builtin(name: str) -> Any:
@@ -42,14 +31,18 @@ def lookup_builtin(name: str) -> Any:
     spec = REGISTRY.get(name)
     if spec is not None:
         return MethodValue(spec)
-    arch = _arch_table().get(name)
+    arch = get_arch(name)
     if arch is not None:
         return ArchValue(arch)
     return None
 
 
 def get_arch(name: str):
-    return _arch_table().get(name)
+    """The architecture a recipe names (exactly as written: `sd1`, or an alias), or None.
+
+    Looked up in the architecture registry each time, so one registered from Python after the
+    first lookup is a known name."""
+    return arch_registry.all_archs_by_name().get(name)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -61,15 +54,15 @@ def _model_builtin(ev, e: ast.Call, args, kwargs) -> Any:
     for k, (_, s) in kwargs.items():
         if k not in allowed:
             sugg = did_you_mean(k, sorted(allowed))
-            return ev.err("E0218", f"`model` has no argument `{k}`", s,
+            return ev.err(codes.NO_SUCH_KEYWORD, f"`model` has no argument `{k}`", s,
                           help=f"did you mean `{sugg}`?" if sugg else "model(path, arch=, sha256=)")
     if len(args) > 1:
-        return ev.err("E0215", "`model` takes one path (and arch=, sha256= by name)", e.span)
+        return ev.err(codes.WRONG_ARGUMENT_COUNT, "`model` takes one path (and arch=, sha256= by name)", e.span)
     path_v, path_span = args[0] if args else kwargs.get("path", (None, e.span))
     if path_v is POISON:
         return POISON
     if not isinstance(path_v, str):
-        return ev.err("E0214", f"`model` needs a file path (a string), found {type_name(path_v) if path_v is not None else 'nothing'}",
+        return ev.err(codes.WRONG_ARGUMENT_TYPE, f"`model` needs a file path (a string), found {type_name(path_v) if path_v is not None else 'nothing'}",
                       path_span)
     arch = None
     if "arch" in kwargs:
@@ -79,18 +72,18 @@ def _model_builtin(ev, e: ast.Call, args, kwargs) -> Any:
         if isinstance(av, str):
             found = get_arch(av)
             if found is None:
-                sugg = did_you_mean(av, list(_arch_table()))
-                return ev.err("E0225", f"unknown architecture `{av}`", aspan,
+                sugg = did_you_mean(av, arch_registry.all_selector_names())
+                return ev.err(codes.UNKNOWN_ARCH, f"unknown architecture `{av}`", aspan,
                               help=f"did you mean `{sugg}`?" if sugg else "see `mecha info`")
             av = ArchValue(found)
         if not isinstance(av, ArchValue):
-            return ev.err("E0225", f"arch= needs an architecture such as `sd1`, found {type_name(av)}", aspan)
+            return ev.err(codes.UNKNOWN_ARCH, f"arch= needs an architecture such as `sd1`, found {type_name(av)}", aspan)
         arch = av.arch
     sha = None
     if "sha256" in kwargs:
         sv, sspan = kwargs["sha256"]
         if not isinstance(sv, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sv):
-            return ev.err("E0226", "sha256= needs 64 hexadecimal digits", sspan)
+            return ev.err(codes.BAD_SHA256, "sha256= needs 64 hexadecimal digits", sspan)
         sha = sv.lower()
     return load_model(ev, path_v, path_span, arch=arch, sha256=sha, base=ev.module_dir())
 
@@ -112,20 +105,20 @@ def load_model(ev, path: str, span: Span | None, *, arch=None, sha256: str | Non
 
     found, tried = find_model_file(ev, path, base or Path.cwd())
     if found is None:
-        return ev.err("E0201", f"no such model file `{path}`", span, label="not found",
+        return ev.err(codes.MODEL_NOT_FOUND, f"no such model file `{path}`", span, label="not found",
                       help="looked in: " + ", ".join(display_name(t) for t in tried)
                            + "; --models-dir or MECHA_MODELS_DIR add a folder")
     try:
         header = read_header(str(found))
     except HeaderError as exc:
-        return ev.err("E0202", f"cannot read `{path}`: {exc.message}", span, label="this file")
+        return ev.err(codes.MODEL_UNREADABLE, f"cannot read `{path}`: {exc.message}", span, label="this file")
     if arch is None:
         det = detect(header)
         best = det.best
         matches_nothing = det.arch.name == "generic" and (best is None or best.matched < 0.25 * max(1, det.n_keys))
         # DESIGN.md §3: a file that matches nothing is `generic`; a partial match is reported.
         if not det.confident and not matches_nothing:
-            return ev.err("E0203", f"cannot tell the architecture of `{path}`", span,
+            return ev.err(codes.ARCH_UNDETECTED, f"cannot tell the architecture of `{path}`", span,
                           notes=[describe_poor_match(det)],
                           help="if you know it, say it: model(\"...\", arch=sd1)")
         arch = det.arch
@@ -142,7 +135,7 @@ def load_model(ev, path: str, span: Span | None, *, arch=None, sha256: str | Non
     if getattr(arch, "inventory", None):
         known = sum(1 for c in keys if c in arch.inventory)
         if known < len(keys) / 2:
-            ev.report(warning("W0204", f"`{path}` has {len(keys) - known} of {len(keys)} keys that "
+            ev.report(warning(codes.FEW_KNOWN_KEYS, f"`{path}` has {len(keys) - known} of {len(keys)} keys that "
                                        f"{arch.name} does not know", span,
                               help="is arch= right? `mecha info` lists the architectures"))
     resolved = str(found.resolve())
@@ -157,14 +150,14 @@ def load_model(ev, path: str, span: Span | None, *, arch=None, sha256: str | Non
 
 def _mbw_builtin(ev, e: ast.Call, args, kwargs) -> Any:
     if kwargs or len(args) != 2:
-        return ev.err("E0215", "`mbw` takes an architecture and a string: mbw(sd1, \"0.5,0.3,...\")", e.span)
+        return ev.err(codes.WRONG_ARGUMENT_COUNT, "`mbw` takes an architecture and a string: mbw(sd1, \"0.5,0.3,...\")", e.span)
     (av, aspan), (sv, sspan) = args
     if av is POISON or sv is POISON:
         return POISON
     if not isinstance(av, ArchValue):
-        return ev.err("E0214", f"the first argument of `mbw` must be an architecture, found {type_name(av)}", aspan)
+        return ev.err(codes.WRONG_ARGUMENT_TYPE, f"the first argument of `mbw` must be an architecture, found {type_name(av)}", aspan)
     if not isinstance(sv, str):
-        return ev.err("E0214", f"the second argument of `mbw` must be a string, found {type_name(sv)}", sspan)
+        return ev.err(codes.WRONG_ARGUMENT_TYPE, f"the second argument of `mbw` must be a string, found {type_name(sv)}", sspan)
     from .selectors import parse_mbw
 
     rules, diags = parse_mbw(av.arch, sv, sspan)
@@ -178,7 +171,7 @@ def _mbw_builtin(ev, e: ast.Call, args, kwargs) -> Any:
 
 
 def _key_builtin(ev, e: ast.Call, args, kwargs) -> Any:
-    return ev.err("E0260", "`key(...)` selects tensor keys on the left of a map entry", e.span,
+    return ev.err(codes.KEY_OUTSIDE_MAP, "`key(...)` selects tensor keys on the left of a map entry", e.span,
                   help='use it inside a map: {key("*.proj_in.*"): 0.5}')
 
 
@@ -193,7 +186,7 @@ def select_component(ev, mv: ModelValue, comp: str, span: Span | None) -> Any:
     arch = mv.node.arch
     if comp not in arch.components:
         sugg = did_you_mean(comp, list(arch.components))
-        return ev.err("E0205", f"{arch.name} has no component `{comp}`", span,
+        return ev.err(codes.NO_MEMBER, f"{arch.name} has no component `{comp}`", span,
                       help=f"did you mean `{sugg}`?" if sugg else f"its components: {', '.join(arch.components)}")
     keys = {k: m for k, m in mv.node.keys.items() if arch.classify(k).component == comp}
     node = ev.builder.node("select", (mv.node,), space=mv.node.space, arch=arch, keys=keys,
@@ -214,7 +207,7 @@ def param_value(ev, stmt: ast.Param, env, mod, main: bool) -> Any:
     elif stmt.default is not None:
         value = ev.eval(stmt.default, env)
     else:
-        return ev.err("E0510", f"param `{stmt.name}` has no value", span, label="needs a value",
+        return ev.err(codes.PARAM_WITHOUT_VALUE, f"param `{stmt.name}` has no value", span, label="needs a value",
                       help=f"set it: --set {stmt.name}=VALUE")
     if stmt.type is not None and value is not POISON:
         from .annotations import check_annotation
@@ -230,7 +223,7 @@ def coerce_set(ev, stmt: ast.Param, raw: str, span: Span | None) -> Any:
     where = f"--set {stmt.name}={raw}"
 
     def bad(expected: str) -> Any:
-        return ev.err("E0521", f"{where}: expected {expected}", span, label="param declared here")
+        return ev.err(codes.BAD_PARAM_VALUE, f"{where}: expected {expected}", span, label="param declared here")
 
     if raw.lower().endswith(".mecha") and tname in (None, "Model", "Delta"):
         return recipe_value(ev, raw, span)
@@ -263,7 +256,7 @@ def recipe_value(ev, raw: str, span: Span | None) -> Any:
     """A recipe file as a value: its one export."""
     path = Path(raw)
     if not path.is_file():
-        return ev.err("E0522", f"no such recipe `{raw}`", span)
+        return ev.err(codes.RECIPE_VALUE_NOT_FOUND, f"no such recipe `{raw}`", span)
     mod, diags = ev.loader.load_file(path, span)
     for d in diags:
         ev.report(d)
@@ -271,7 +264,7 @@ def recipe_value(ev, raw: str, span: Span | None) -> Any:
         return POISON
     exports = [s for s in mod.tree.statements if isinstance(s, ast.Export)]
     if len(exports) != 1:
-        return ev.err("E0523", f"a recipe used as a value must have exactly one export; `{raw}` has {len(exports)}",
+        return ev.err(codes.RECIPE_VALUE_EXPORTS, f"a recipe used as a value must have exactly one export; `{raw}` has {len(exports)}",
                       span)
     env = ev.eval_module(mod, main=False)
     if env is None:

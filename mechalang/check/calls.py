@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..diagnostics import Label, Span, did_you_mean, error
+from ..diagnostics import Label, Span, codes, did_you_mean, error
 from ..graph.nodes import BoundHyper, KeyMeta
 from ..methods.registry import Delta, HyperKind, MethodSpec, Same, Weight
 from ..syntax import ast
@@ -30,9 +30,9 @@ def call_method(ev, spec: MethodSpec, e: ast.Call, args: list[tuple[Any, Span | 
     if len(extra) > len(spec.hypers) or any(isinstance(v, ModelValue) for v, _ in extra):
         if any(isinstance(v, ModelValue) for v, _ in extra):
             n = sum(1 for v, _ in args if isinstance(v, ModelValue))
-            return ev.err("E0215", f"`{spec.name}` takes {fixed} model{'s' if fixed != 1 else ''}, {n} given",
+            return ev.err(codes.WRONG_ARGUMENT_COUNT, f"`{spec.name}` takes {fixed} model{'s' if fixed != 1 else ''}, {n} given",
                           e.span, help=f"signature: {spec.signature()}")
-        return ev.err("E0215", f"`{spec.name}` takes {fixed} model{'s' if fixed != 1 else ''}"
+        return ev.err(codes.WRONG_ARGUMENT_COUNT, f"`{spec.name}` takes {fixed} model{'s' if fixed != 1 else ''}"
                                f"{' and ' + str(len(spec.hypers)) + ' hyperparameters' if spec.hypers else ''}, "
                                f"{len(args)} arguments given", e.span, help=f"signature: {spec.signature()}")
     n = len(model_args)
@@ -44,7 +44,7 @@ def call_method(ev, spec: MethodSpec, e: ast.Call, args: list[tuple[Any, Span | 
         else:
             want = f"{spec.min_models} to {spec.max_models}"
         plural = "" if want in ("1", "at least 1") else "s"
-        return ev.err("E0215", f"`{spec.name}` takes {want} model{plural}, {n} given",
+        return ev.err(codes.WRONG_ARGUMENT_COUNT, f"`{spec.name}` takes {want} model{plural}, {n} given",
                       e.span, help=f"signature: {spec.signature()}")
 
     params = list(spec.models) + ([spec.variadic] * max(0, n - fixed) if spec.variadic else [])
@@ -56,24 +56,24 @@ def call_method(ev, spec: MethodSpec, e: ast.Call, args: list[tuple[Any, Span | 
             poisoned = True
             continue
         if not isinstance(v, ModelValue):
-            ev.err("E0214", f"`{p.name}` of `{spec.name}` must be a model, found {type_name(v)}", s,
+            ev.err(codes.WRONG_ARGUMENT_TYPE, f"`{p.name}` of `{spec.name}` must be a model, found {type_name(v)}", s,
                    help="hyperparameters are passed by name: `alpha=0.5`" if is_number(v) or isinstance(v, HyperValue) else None)
             poisoned = True
             continue
         space = v.node.space
         if p.space == Weight and space != "weight":
-            ev.err("E0216", f"`{p.name}` of `{spec.name}` must be a Model, found {v.node.type_name}", s,
+            ev.err(codes.WRONG_SPACE, f"`{p.name}` of `{spec.name}` must be a Model, found {v.node.type_name}", s,
                    label="a difference of models", help="add it to a base model: `base + delta`")
             poisoned = True
         elif p.space == Delta and space != "delta":
-            ev.err("E0216", f"`{p.name}` of `{spec.name}` must be a Delta (a difference of models), "
+            ev.err(codes.WRONG_SPACE, f"`{p.name}` of `{spec.name}` must be a Delta (a difference of models), "
                             f"found {v.node.type_name}", s, help="subtract a base model: `model - base`")
             poisoned = True
         elif p.space == Same:
             if same_space is None:
                 same_space = space
             elif space != same_space:
-                ev.err("E0217", f"`{spec.name}` needs its models all in one space: found "
+                ev.err(codes.MIXED_SPACES, f"`{spec.name}` needs its models all in one space: found "
                                 f"{_space_word(same_space)} and {_space_word(space)}", s,
                        help="pass only models, or only differences of models")
                 poisoned = True
@@ -83,13 +83,13 @@ def call_method(ev, spec: MethodSpec, e: ast.Call, args: list[tuple[Any, Span | 
             if name == spec.key_param:
                 continue
             sugg = did_you_mean(name, [h.name for h in spec.hypers])
-            ev.err("E0218", f"`{spec.name}` has no hyperparameter `{name}`", s,
+            ev.err(codes.NO_SUCH_KEYWORD, f"`{spec.name}` has no hyperparameter `{name}`", s,
                    help=f"did you mean `{sugg}`?" if sugg else
                    (f"its hyperparameters are: {', '.join(h.name for h in spec.hypers)}" if spec.hypers
                     else f"`{spec.name}` takes no hyperparameters"))
             poisoned = True
         elif name in hyper_args:
-            ev.err("E0209", f"`{name}` is given twice (by position and by name)", s)
+            ev.err(codes.ARGUMENT_TWICE, f"`{name}` is given twice (by position and by name)", s)
             poisoned = True
     if poisoned or not models:
         return POISON
@@ -107,7 +107,7 @@ def call_method(ev, spec: MethodSpec, e: ast.Call, args: list[tuple[Any, Span | 
         given = kwargs.get(hp.name) or hyper_args.get(hp.name)
         if given is None:
             if hp.required:
-                ev.err("E0219", f"`{spec.name}` needs a value for `{hp.name}` ({hp.kind.describe()})", e.span)
+                ev.err(codes.MISSING_HYPERPARAMETER, f"`{spec.name}` needs a value for `{hp.name}` ({hp.kind.describe()})", e.span)
                 return POISON
             continue  # the method's default applies; lowering fills it in
         bound = bind_hyper(ev, hp.kind, given[0], given[1], arch, keys, f"`{hp.name}` of `{spec.name}`")
@@ -129,15 +129,15 @@ def bind_hyper(ev, kind: HyperKind, v: Any, span: Span | None, arch: Any, keys: 
     if isinstance(v, (bool, int, float, str)):
         why = kind.check(v)
         if why is not None:
-            ev.err("E0222", f"{what}: {why}", span)
+            ev.err(codes.HYPER_OUT_OF_RANGE, f"{what}: {why}", span)
             return None
         return BoundHyper(scalar=v, span=span)
     if not isinstance(v, HyperValue):
-        ev.err("E0224", f"{what} must be a {kind.type} or a hyperparameter map, found {type_name(v)}", span)
+        ev.err(codes.HYPER_WRONG_TYPE, f"{what} must be a {kind.type} or a hyperparameter map, found {type_name(v)}", span)
         return None
     rules = v.for_arch(arch.name)
     if rules is None:
-        ev.report(error("E0223", f"{what}: this map is for {', '.join(v.arch_names)}, the models are {arch.name}",
+        ev.report(error(codes.MAP_FOR_OTHER_ARCH, f"{what}: this map is for {', '.join(v.arch_names)}, the models are {arch.name}",
                         span, help=f"build the map for {arch.name}, e.g. `mbw({arch.name}, \"...\")`"))
         return None
     from .selectors import check_selector, rule_diagnostics
@@ -154,7 +154,7 @@ def bind_hyper(ev, kind: HyperKind, v: Any, span: Span | None, arch: Any, keys: 
     for r in rules:
         why = kind.check(r.value)
         if why is not None:
-            ev.err("E0222", f"{what}: {why}", r.span)
+            ev.err(codes.HYPER_OUT_OF_RANGE, f"{what}: {why}", r.span)
             ok = False
     if not ok:
         return None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..diagnostics import Diagnostic, Label, SourceMap, Span, did_you_mean, error
+from ..diagnostics import Diagnostic, Label, SourceMap, Span, codes, did_you_mean, error
 from ..graph.nodes import GraphBuilder, HyperRule, Node
 from ..modules import ModuleLoader, SourceModule
 from ..syntax import ast
@@ -110,7 +110,7 @@ class Evaluator:
                 unknown = set(self.options.sets) - set(self.params)
                 for name in sorted(unknown):
                     sugg = did_you_mean(name, list(self.params))
-                    self.err("E0520", f"--set {name}: the recipe has no param `{name}`", None,
+                    self.err(codes.UNKNOWN_PARAM, f"--set {name}: the recipe has no param `{name}`", None,
                              help=f"did you mean `{sugg}`?" if sugg else
                              (f"its params are: {', '.join(self.params)}" if self.params else "it declares no param"))
         self._check_exports(exports)
@@ -146,7 +146,7 @@ class Evaluator:
         if path in self.loading:
             chain = self.loading[self.loading.index(path):] + [path]
             shown = " → ".join(self._short(p) for p in chain)
-            self.err("E0502", f"import cycle: {shown}", span, label="this import closes the cycle",
+            self.err(codes.IMPORT_CYCLE, f"import cycle: {shown}", span, label="this import closes the cycle",
                      help="move what both files need into a third module")
             return None
         mod, diags = self.loader.load_file(path, span)
@@ -200,43 +200,43 @@ class Evaluator:
 
     def module_member(self, menv: Env, name: str, spec: str, span: Span | None) -> Any:
         if name.startswith("_"):
-            return self.err("E0503", f"`{name}` is private to `{spec}`", span,
+            return self.err(codes.PRIVATE_NAME, f"`{name}` is private to `{spec}`", span,
                             help="names starting with `_` cannot be imported")
         if name not in menv.values:
             sugg = did_you_mean(name, [n for n in menv.values if not n.startswith("_")])
-            return self.err("E0504", f"`{spec}` has no name `{name}`", span,
+            return self.err(codes.NO_SUCH_MODULE_NAME, f"`{spec}` has no name `{name}`", span,
                             help=f"did you mean `{sugg}`?" if sugg else None)
         return menv.values[name]
 
     def export(self, stmt: ast.Export, env: Env, mod: SourceModule, exports: list[ExportResult] | None) -> None:
-        from ..graph.plan import EXPORT_DTYPES
+        from ..dtypes import EXPORT_DTYPES
 
         value = self.eval(stmt.value, env)
         path_v = self.eval(stmt.path, env)
         node = None
         if isinstance(value, ModelValue):
             if value.node.space != "weight":
-                self.err("E0240", f"cannot export a {value.node.type_name}: an output file must be a Model",
+                self.err(codes.EXPORT_NOT_MODEL, f"cannot export a {value.node.type_name}: an output file must be a Model",
                          stmt.value.span, label="this is a difference of models",
                          help="add it to a base model: `base + delta`")
             else:
                 node = value.node
         elif value is not POISON:
-            self.err("E0240", f"cannot export a {type_name(value)}: an output file must be a Model",
+            self.err(codes.EXPORT_NOT_MODEL, f"cannot export a {type_name(value)}: an output file must be a Model",
                      stmt.value.span, label=f"this is a {type_name(value)}")
         out_path = None
         if isinstance(path_v, str):
             if not path_v:
-                self.err("E0242", "the output path is empty", stmt.path.span)
+                self.err(codes.BAD_OUTPUT_PATH, "the output path is empty", stmt.path.span)
             else:
                 p = Path(path_v).expanduser()
                 out_path = (p if p.is_absolute() else mod.path.parent / p).resolve()
         elif path_v is not POISON:
-            self.err("E0242", f"an output path must be a string, found {type_name(path_v)}", stmt.path.span)
+            self.err(codes.BAD_OUTPUT_PATH, f"an output path must be a string, found {type_name(path_v)}", stmt.path.span)
         dtype = stmt.dtype
         if dtype is not None and dtype not in EXPORT_DTYPES:
             sugg = did_you_mean(dtype, list(EXPORT_DTYPES))
-            self.err("E0243", f"unknown output dtype `{dtype}`", stmt.span,
+            self.err(codes.UNKNOWN_OUTPUT_DTYPE, f"unknown output dtype `{dtype}`", stmt.span,
                      help=f"did you mean `{sugg}`?" if sugg else f"use one of {', '.join(EXPORT_DTYPES)}")
             dtype = None
         if exports is not None:
@@ -250,10 +250,10 @@ class Evaluator:
             if e.path is None:
                 continue
             if e.path in inputs:
-                self.err("E0241", f"the output `{e.path.name}` is one of this recipe's inputs",
+                self.err(codes.OUTPUT_IS_INPUT, f"the output `{e.path.name}` is one of this recipe's inputs",
                          e.path_span, label="would overwrite an input", help="write to another file")
             if e.path in seen:
-                self.err("E0244", f"two exports write `{e.path.name}`", e.path_span,
+                self.err(codes.DUPLICATE_OUTPUT, f"two exports write `{e.path.name}`", e.path_span,
                          label="second export here", secondary=[Label(seen[e.path].path_span, "first export here")]
                          if seen[e.path].path_span else [])
             seen[e.path] = e
@@ -266,14 +266,14 @@ class Evaluator:
     def eval(self, e: Any, env: Env) -> Any:
         method = getattr(self, "e_" + type(e).__name__, None)
         if method is None:  # pragma: no cover - the parser makes only known nodes
-            return self.err("E0999", f"cannot evaluate {type(e).__name__}", getattr(e, "span", None))
+            return self.err(codes.INTERNAL_ERROR, f"cannot evaluate {type(e).__name__}", getattr(e, "span", None))
         return method(e, env)
 
     def e_Number(self, e: ast.Number, env: Env) -> Any:
         try:
             return e.value
         except (ValueError, OverflowError):
-            return self.err("E0106", f"`{e.text}` is not a number this tool can represent", e.span)
+            return self.err(codes.NUMBER_NOT_REPRESENTABLE, f"`{e.text}` is not a number this tool can represent", e.span)
 
     def e_String(self, e: ast.String, env: Env) -> Any:
         return e.value
@@ -301,7 +301,7 @@ class Evaluator:
             return self.module_member(base.env, e.attr, base.name, e.span)
         if isinstance(base, ModelValue):
             return self.builtins.select_component(self, base, e.attr, e.span)
-        return self.err("E0205", f"a {type_name(base)} has no member `{e.attr}`", e.span)
+        return self.err(codes.NO_MEMBER, f"a {type_name(base)} has no member `{e.attr}`", e.span)
 
     def e_Index(self, e: ast.Index, env: Env) -> Any:
         base = self.eval(e.value, env)
@@ -309,12 +309,12 @@ class Evaluator:
         if base is POISON or idx is POISON:
             return POISON
         if not isinstance(base, ListValue):
-            return self.err("E0206", f"cannot index a {type_name(base)}", e.value.span,
+            return self.err(codes.BAD_INDEX, f"cannot index a {type_name(base)}", e.value.span,
                             help="only lists can be indexed: `models[0]`")
         if not isinstance(idx, int) or isinstance(idx, bool):
-            return self.err("E0206", f"a list index must be an int, found {type_name(idx)}", e.index.span)
+            return self.err(codes.BAD_INDEX, f"a list index must be an int, found {type_name(idx)}", e.index.span)
         if not -len(base.items) <= idx < len(base.items):
-            return self.err("E0207", f"index {idx} is out of range for a list of {len(base.items)}", e.index.span)
+            return self.err(codes.INDEX_OUT_OF_RANGE, f"index {idx} is out of range for a list of {len(base.items)}", e.index.span)
         return base.items[idx]
 
     def e_ListExpr(self, e: ast.ListExpr, env: Env) -> Any:
@@ -325,7 +325,7 @@ class Evaluator:
                 if isinstance(v, ListValue):
                     items.extend(v.items)
                 elif v is not POISON:
-                    self.err("E0208", f"`*` needs a list, found {type_name(v)}", it.span)
+                    self.err(codes.EXPECTED_LIST, f"`*` needs a list, found {type_name(v)}", it.span)
             else:
                 items.append(self.eval(it, env))
         return ListValue(tuple(items))
@@ -335,7 +335,7 @@ class Evaluator:
         if it is POISON:
             return POISON
         if not isinstance(it, ListValue):
-            return self.err("E0208", f"a comprehension iterates over a list, found {type_name(it)}", e.iterable.span)
+            return self.err(codes.EXPECTED_LIST, f"a comprehension iterates over a list, found {type_name(it)}", e.iterable.span)
         out = []
         for item in it.items:
             scope = env.child()
@@ -376,7 +376,7 @@ class Evaluator:
             if isinstance(v, bool) or is_number(v) or isinstance(v, str):
                 rules.append(HyperRule(entry.selector, v, entry.span, group))
             else:
-                self.err("E0251", f"a map value must be a number, bool or string, found {type_name(v)}",
+                self.err(codes.BAD_MAP_VALUE, f"a map value must be a number, bool or string, found {type_name(v)}",
                          entry.value.span)
         return HyperValue(((None, tuple(rules)),), e.span)
 
@@ -389,7 +389,7 @@ class Evaluator:
             base = HyperValue(((None, (HyperRule(ast.SelDefault(), base, e.base.span, self.new_group()),)),),
                               e.base.span)
         if not isinstance(base, HyperValue):
-            return self.err("E0252", f"`with` adds rules to a hyperparameter map, found {type_name(base)}",
+            return self.err(codes.WITH_NEEDS_MAP, f"`with` adds rules to a hyperparameter map, found {type_name(base)}",
                             e.base.span)
         extra = over.variants[0][1]
         return HyperValue(tuple((a, rules + extra) for a, rules in base.variants), e.span)
@@ -406,14 +406,14 @@ class Evaluator:
                     args.extend((item, a.span) for item in v.items)
                 else:
                     if v is not POISON:
-                        self.err("E0208", f"`*` needs a list, found {type_name(v)}", a.span)
+                        self.err(codes.EXPECTED_LIST, f"`*` needs a list, found {type_name(v)}", a.span)
                     args.append((POISON, a.span))
             else:
                 args.append((self.eval(a, env), a.span))
         kwargs: dict[str, tuple[Any, Span | None]] = {}
         for k in e.kwargs:
             if k.name in kwargs:
-                self.err("E0209", f"argument `{k.name}` is given twice", k.name_span or k.span)
+                self.err(codes.ARGUMENT_TWICE, f"argument `{k.name}` is given twice", k.name_span or k.span)
                 continue
             kwargs[k.name] = (self.eval(k.value, env), k.value.span)
         if func is POISON:
@@ -426,7 +426,7 @@ class Evaluator:
             return func.impl(self, e, args, kwargs)
         if isinstance(func, Closure):
             return self.call_template(func, e, args, kwargs)
-        return self.err("E0204", f"a {type_name(func)} cannot be called", e.func.span)
+        return self.err(codes.NOT_CALLABLE, f"a {type_name(func)} cannot be called", e.func.span)
 
     def call_template(self, fn: Closure, e: ast.Call, args, kwargs) -> Any:
         d = fn.definition
@@ -443,7 +443,7 @@ class Evaluator:
         scope = fn.env.child()
         params = [p.name for p in d.params]
         if len(args) > len(params):
-            return self.err("E0211", f"`{d.name}` takes {len(params)} argument{'s' if len(params) != 1 else ''}, "
+            return self.err(codes.TOO_MANY_ARGUMENTS, f"`{d.name}` takes {len(params)} argument{'s' if len(params) != 1 else ''}, "
                             f"{len(args)} given", e.span,
                             secondary=[Label(d.name_span or d.span, "defined here")] if (d.name_span or d.span) else [])
         for (v, _), p in zip(args, d.params):
@@ -451,11 +451,11 @@ class Evaluator:
         for name, (v, span) in kwargs.items():
             if name not in params:
                 sugg = did_you_mean(name, params)
-                self.err("E0212", f"`{d.name}` has no parameter `{name}`", span,
+                self.err(codes.NO_SUCH_PARAMETER, f"`{d.name}` has no parameter `{name}`", span,
                          help=f"did you mean `{sugg}`?" if sugg else f"its parameters are: {', '.join(params)}")
                 continue
             if name in scope.values:
-                self.err("E0209", f"argument `{name}` is given twice", span)
+                self.err(codes.ARGUMENT_TWICE, f"argument `{name}` is given twice", span)
                 continue
             scope.values[name] = v
         self.current_module.append(fn.module)
@@ -463,7 +463,7 @@ class Evaluator:
             for p in d.params:
                 if p.name not in scope.values:
                     if p.default is None:
-                        self.err("E0213", f"`{d.name}` needs an argument for `{p.name}`", e.span,
+                        self.err(codes.MISSING_ARGUMENT, f"`{d.name}` needs an argument for `{p.name}`", e.span,
                                  secondary=[Label(p.span, "parameter declared here")] if p.span else [])
                         scope.values[p.name] = POISON
                     else:
@@ -510,7 +510,7 @@ class Evaluator:
             return values[0][0].node.arch
         names = list(archs)
         self.report(error(
-            "E0220", f"models of different architectures in one {what}: "
+            codes.ARCH_MISMATCH, f"models of different architectures in one {what}: "
                      + ", ".join(f"`{n}`" for n in names),
             span, label=f"mixes {' and '.join(names)}",
             secondary=[Label(s, f"this is {n}") for n, (_, s) in archs.items() if s is not None],
@@ -520,6 +520,6 @@ class Evaluator:
 
     def check_number(self, v: Any, span: Span | None, what: str) -> bool:
         if isinstance(v, float) and math.isnan(v):
-            self.err("E0221", f"{what} is nan", span)
+            self.err(codes.NAN_VALUE, f"{what} is nan", span)
             return False
         return True

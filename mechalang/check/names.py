@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from ..diagnostics import Diagnostic, Label, Span, did_you_mean, error
+from ..diagnostics import Diagnostic, Label, Span, codes, did_you_mean, error
 from ..syntax import ast
 
 
@@ -68,7 +68,7 @@ class NameChecker:
             for name, span in stmt_bindings(stmt):
                 if name in first:
                     self.diags.append(error(
-                        "E0102", f"`{name}` is already bound", span, label="bound again here",
+                        codes.ALREADY_BOUND, f"`{name}` is already bound", span, label="bound again here",
                         secondary=[Label(first[name], "first bound here")] if first[name] else [],
                         help="names are bound once; choose another name"))
                     continue
@@ -98,7 +98,7 @@ class NameChecker:
         scope = set(visible)
         for p in d.params:
             if p.name in seen:
-                self.diags.append(error("E0104", f"template `{d.name}` has two parameters named `{p.name}`",
+                self.diags.append(error(codes.DUPLICATE_PARAMETER, f"template `{d.name}` has two parameters named `{p.name}`",
                                         p.span, label="second one here",
                                         secondary=[Label(seen[p.name], "first one here")] if seen[p.name] else []))
             seen[p.name] = p.span
@@ -111,7 +111,7 @@ class NameChecker:
                 self.expr(let.value, scope, top, order)
                 if let.name in local or let.name in seen:
                     prev = local.get(let.name) or seen.get(let.name)
-                    self.diags.append(error("E0102", f"`{let.name}` is already bound", let.name_span or let.span,
+                    self.diags.append(error(codes.ALREADY_BOUND, f"`{let.name}` is already bound", let.name_span or let.span,
                                             label="bound again here",
                                             secondary=[Label(prev, "first bound here")] if prev else []))
                 local[let.name] = let.name_span or let.span
@@ -128,12 +128,12 @@ class NameChecker:
                 if node.id in sc or node.id in self.builtins:
                     continue
                 if node.id in top:
-                    self.diags.append(error("E0103", f"`{node.id}` is used before it is bound", node.span,
+                    self.diags.append(error(codes.USED_BEFORE_BOUND, f"`{node.id}` is used before it is bound", node.span,
                                             label="used here",
                                             help="move its `let` (or `param`, `import`) above this line"))
                     continue
                 suggestion = did_you_mean(node.id, list(sc) + sorted(self.builtins))
-                self.diags.append(error("E0101", f"undefined name `{node.id}`", node.span, label="not defined",
+                self.diags.append(error(codes.UNDEFINED_NAME, f"undefined name `{node.id}`", node.span, label="not defined",
                                         help=f"did you mean `{suggestion}`?" if suggestion else None))
             elif isinstance(node, ast.ListComp):
                 stack.append((node.iterable, sc))
@@ -159,7 +159,7 @@ class NameChecker:
                 reported.add(frozenset(path))
                 chain = " → ".join(path + [path[0]])
                 d = defs[path[0]]
-                self.diags.append(error("E0105", f"template `{path[0]}` is recursive: {chain}",
+                self.diags.append(error(codes.RECURSIVE_TEMPLATE, f"template `{path[0]}` is recursive: {chain}",
                                         d.name_span or d.span, label="defined here",
                                         help="templates are inlined when used, so they cannot call themselves"))
 

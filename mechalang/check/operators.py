@@ -13,7 +13,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from ..diagnostics import Label, Span, error
+from ..diagnostics import Label, Span, codes, error
 from ..graph.nodes import BoundHyper, HyperRule
 from ..methods.registry import Float
 from ..syntax import ast
@@ -34,9 +34,9 @@ def negate(ev, v: Any, e: ast.UnaryOp) -> Any:
     if isinstance(v, ModelValue) and v.node.space == "delta":
         return scale(ev, v, BoundHyper(scalar=-1.0), e.span)
     if isinstance(v, ModelValue):
-        return ev.err("E0233", f"cannot negate a {v.node.type_name}", e.span,
+        return ev.err(codes.CANNOT_NEGATE, f"cannot negate a {v.node.type_name}", e.span,
                       help="negate a difference instead: `-(a - b)`")
-    return ev.err("E0233", f"cannot negate a {type_name(v)}", e.span)
+    return ev.err(codes.CANNOT_NEGATE, f"cannot negate a {type_name(v)}", e.span)
 
 
 def binary(ev, e: ast.BinOp, left: Any, right: Any) -> Any:
@@ -60,10 +60,10 @@ def binary(ev, e: ast.BinOp, left: Any, right: Any) -> Any:
         if op == "+" and not (ls == "weight" and rs == "weight"):
             return combine(ev, e, "add", left, right, "weight" if "weight" in (ls, rs) else "delta")
         if op == "+":
-            return ev.err("E0231", f"cannot add two models ({left.node.type_name} + {right.node.type_name})",
+            return ev.err(codes.MODEL_PLUS_MODEL, f"cannot add two models ({left.node.type_name} + {right.node.type_name})",
                           e.span, help="did you mean `weighted_sum(a, b)`? To add what a model learned, "
                                        "add a difference: `a + (b - base)`")
-        return ev.err("E0232", f"cannot {_OP_WORDS[op]} {left.node.type_name} and {right.node.type_name}",
+        return ev.err(codes.BAD_OPERANDS, f"cannot {_OP_WORDS[op]} {left.node.type_name} and {right.node.type_name}",
                       e.span, help="models combine with `+`/`-` (task arithmetic) or with merge methods")
     # exactly one side is a model
     model, other, other_span = (left, right, e.right.span) if lm else (right, left, e.left.span)
@@ -73,29 +73,29 @@ def binary(ev, e: ast.BinOp, left: Any, right: Any) -> Any:
     if op == "/" and lm and model.node.space == "delta":
         if is_number(other):
             if other == 0:
-                return ev.err("E0253", "division by zero", e.right.span)
+                return ev.err(codes.DIVISION_BY_ZERO, "division by zero", e.right.span)
             return scale(ev, model, BoundHyper(scalar=1.0 / other, span=other_span), e.span)
-        return ev.err("E0232", f"a Delta can be divided by a number, not by a {type_name(other)}", e.right.span)
+        return ev.err(codes.BAD_OPERANDS, f"a Delta can be divided by a number, not by a {type_name(other)}", e.right.span)
     if op in "*/" and model.node.space == "weight":
-        return ev.err("E0234", f"cannot {_OP_WORDS[op]} a {model.node.type_name} by a {type_name(other)}",
+        return ev.err(codes.SCALED_MODEL, f"cannot {_OP_WORDS[op]} a {model.node.type_name} by a {type_name(other)}",
                       e.span, help="scale a difference instead: `base + 0.5 * (tuned - base)`, "
                                    "or use `weighted_sum(a, b, alpha=0.5)`")
     return _mismatch(ev, e, left, right)
 
 
 def _mismatch(ev, e: ast.BinOp, left: Any, right: Any) -> Any:
-    return ev.err("E0232", f"cannot {_OP_WORDS[e.op]} {type_name(left)} and {type_name(right)}", e.span)
+    return ev.err(codes.BAD_OPERANDS, f"cannot {_OP_WORDS[e.op]} {type_name(left)} and {type_name(right)}", e.span)
 
 
 def _plain(ev, e: ast.BinOp, left: Any, right: Any) -> Any:
     op = e.op
     if is_number(left) and is_number(right) and op in _NUM_OPS:
         if op == "/" and right == 0:
-            return ev.err("E0253", "division by zero", e.right.span)
+            return ev.err(codes.DIVISION_BY_ZERO, "division by zero", e.right.span)
         try:
             return _NUM_OPS[op](left, right)
         except OverflowError:
-            return ev.err("E0254", "number too large", e.span)
+            return ev.err(codes.NUMBER_TOO_LARGE, "number too large", e.span)
     if op == "+" and isinstance(left, str) and isinstance(right, str):
         return left + right
     if op == "+" and isinstance(left, ListValue) and isinstance(right, ListValue):
@@ -105,12 +105,12 @@ def _plain(ev, e: ast.BinOp, left: Any, right: Any) -> Any:
     if op in _NUM_OPS and isinstance(left, HyperValue) and is_number(right):
         f = _NUM_OPS[op]
         if op == "/" and right == 0:
-            return ev.err("E0253", "division by zero", e.right.span)
+            return ev.err(codes.DIVISION_BY_ZERO, "division by zero", e.right.span)
         return _map_arith(ev, left, lambda x: f(x, right), e.span)
     if op in _NUM_OPS and is_number(left) and isinstance(right, HyperValue):
         f = _NUM_OPS[op]
         if op == "/" and any(r.value == 0 for _, rs in right.variants for r in rs):
-            return ev.err("E0253", "division by zero: the map has a 0 value", e.right.span)
+            return ev.err(codes.DIVISION_BY_ZERO, "division by zero: the map has a 0 value", e.right.span)
         return _map_arith(ev, right, lambda x: f(left, x), e.span)
     return _mismatch(ev, e, left, right)
 
@@ -120,11 +120,11 @@ def _map_arith(ev, m: HyperValue, f, span: Span | None) -> Any:
     # so arithmetic needs a `default` rule to mean the same thing on every key.
     for arch, rules in m.variants:
         if not any(isinstance(r.selector, ast.SelDefault) for r in rules):
-            return ev.err("E0255", "arithmetic on a hyperparameter map needs a `default` rule", span,
+            return ev.err(codes.MAP_ARITHMETIC, "arithmetic on a hyperparameter map needs a `default` rule", span,
                           help="add `default: VALUE` to the map, so every key has a value to compute with")
         for r in rules:
             if not is_number(r.value):
-                return ev.err("E0255", f"arithmetic on a map with a non-number value ({r.value!r})", r.span)
+                return ev.err(codes.MAP_ARITHMETIC, f"arithmetic on a map with a non-number value ({r.value!r})", r.span)
     return m.map_values(f)
 
 
@@ -175,7 +175,7 @@ def combine(ev, e: ast.BinOp, op: str, left: ModelValue, right: ModelValue, spac
 
 def fallback(ev, e: ast.BinOp, left: ModelValue, right: ModelValue) -> Any:
     if left.node.space != right.node.space:
-        return ev.err("E0235", f"`|` needs two values of one kind, found {left.node.type_name} and "
+        return ev.err(codes.FALLBACK_MIXES_SPACES, f"`|` needs two values of one kind, found {left.node.type_name} and "
                                f"{right.node.type_name}", e.span)
     arch = ev.unify_arch([(left, e.left.span), (right, e.right.span)], "`|`", e.span)
     if arch is None:
@@ -196,7 +196,7 @@ def shape_check(ev, values: list[tuple[ModelValue, Span | None]], span: Span | N
     for key, shapes in conflicts[:3]:
         shown.append(f"`{key}`: " + " vs ".join(str(list(s)) if s is not None else "missing" for s in shapes))
     more = f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else ""
-    ev.report(error("E0236", f"{len(conflicts)} key{'s' if len(conflicts) != 1 else ''} have different "
+    ev.report(error(codes.SHAPE_MISMATCH, f"{len(conflicts)} key{'s' if len(conflicts) != 1 else ''} have different "
                              f"shapes in these models{more}", span,
                     label="shapes differ", notes=shown,
                     secondary=[Label(s, f"input {i + 1}") for i, (_, s) in enumerate(values) if s is not None],

@@ -31,7 +31,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Iterable, Sequence
 
 from ..archs.arch import Arch, KeyInfo
-from ..diagnostics import Diagnostic, Label, Span, did_you_mean, error, warning
+from ..diagnostics import Diagnostic, Label, Span, codes, did_you_mean, error, warning
 from ..syntax.ast import SelAnd, SelDefault, SelGlob, SelKey, SelName, SelNot, SelRange
 
 
@@ -89,7 +89,7 @@ def check_selector(sel, arch: Arch) -> list[Diagnostic]:
 def _check(sel, arch: Arch, out: list[Diagnostic], top: bool) -> None:
     if isinstance(sel, SelDefault):
         if not top:
-            out.append(error("E0315", "`default` cannot be combined with `&` or `!`", sel.span,
+            out.append(error(codes.DEFAULT_COMBINED, "`default` cannot be combined with `&` or `!`", sel.span,
                              label="here",
                              help="`default` applies to keys no other rule matches; "
                                   "write it as a rule of its own"))
@@ -106,19 +106,19 @@ def _check(sel, arch: Arch, out: list[Diagnostic], top: bool) -> None:
                 kind = arch.kind_of(end)
                 if kind is not None:
                     msg = f"the {which} of a range must be a block; `{end}` is a {kind} of {arch.name}"
-                    out.append(error("E0312", msg, sel.span, label="not a block",
+                    out.append(error(codes.RANGE_END_NOT_BLOCK, msg, sel.span, label="not a block",
                                      help="ranges go over blocks in order: "
                                           f"{_block_summary(arch)}"))
                 else:
                     sugg = did_you_mean(end, _block_names(arch))
-                    out.append(error("E0312", f"`{end}` is not a block of {arch.name}", sel.span,
+                    out.append(error(codes.RANGE_END_NOT_BLOCK, f"`{end}` is not a block of {arch.name}", sel.span,
                                      label="unknown block",
                                      help=f"did you mean `{sugg}`?" if sugg
                                      else f"its blocks: {_block_summary(arch)}"))
         if not bad:
             a, b = arch.block_sort_key(sel.start), arch.block_sort_key(sel.end)
             if a is not None and b is not None and a > b:
-                out.append(error("E0313", f"range `{sel.start}..{sel.end}` is reversed: "
+                out.append(error(codes.RANGE_REVERSED, f"range `{sel.start}..{sel.end}` is reversed: "
                                           f"`{sel.start}` comes after `{sel.end}`", sel.span,
                                  label="empty range",
                                  help=f"write `{sel.end}..{sel.start}`"))
@@ -132,7 +132,7 @@ def _check(sel, arch: Arch, out: list[Diagnostic], top: bool) -> None:
                      f"write it without quotes" if others
                      else f"the blocks of {arch.name}: {_block_summary(arch)}; "
                           f"to match key names use key({_quote(sel.pattern)})")
-            out.append(error("E0314", f"the glob {_quote(sel.pattern)} matches no block of {arch.name}",
+            out.append(error(codes.GLOB_MATCHES_NO_BLOCK, f"the glob {_quote(sel.pattern)} matches no block of {arch.name}",
                              sel.span, label="no block", help=help_))
         return
     if isinstance(sel, SelKey):
@@ -144,7 +144,7 @@ def _check(sel, arch: Arch, out: list[Diagnostic], top: bool) -> None:
     if isinstance(sel, SelNot):
         _check(sel.operand, arch, out, top=False)
         return
-    out.append(error("E0311", f"not a selector: {sel!r}", getattr(sel, "span", None)))
+    out.append(error(codes.UNKNOWN_SELECTOR, f"not a selector: {sel!r}", getattr(sel, "span", None)))
 
 
 def _unknown_name(name: str, arch: Arch, span: Span | None) -> Diagnostic:
@@ -160,7 +160,7 @@ def _unknown_name(name: str, arch: Arch, span: Span | None) -> Diagnostic:
         if arch.classes:
             parts.append("classes: " + ", ".join(arch.classes))
         help_ = "; ".join(parts)
-    return error("E0311", f"{arch.name} has no component, block or class `{name}`", span,
+    return error(codes.UNKNOWN_SELECTOR, f"{arch.name} has no component, block or class `{name}`", span,
                  label="unknown name", help=help_,
                  notes=("`mecha info " + arch.name + "` lists them",))
 
@@ -318,11 +318,11 @@ def rule_diagnostics(rules: Sequence[Rule], arch: Arch, keys: Iterable[str]) -> 
         text = selector_text(r.selector)
         if not any(matches[m] for m in members):
             if single:
-                out.append(error("E0316", f"`{text}` matches no key of this {arch.name} model",
+                out.append(error(codes.RULE_MATCHES_NOTHING, f"`{text}` matches no key of this {arch.name} model",
                                  r.span, label="selects nothing",
                                  help=_no_match_help(r.selector, arch)))
             else:
-                out.append(error("E0316", f"none of these {len(members)} rules matches a key of "
+                out.append(error(codes.RULE_MATCHES_NOTHING, f"none of these {len(members)} rules matches a key of "
                                           f"this {arch.name} model", r.span,
                                  label="selects nothing"))
         elif not any(m in won for m in members):
@@ -333,7 +333,7 @@ def rule_diagnostics(rules: Sequence[Rule], arch: Arch, keys: Iterable[str]) -> 
             what = (f"`{text}` never applies: later rules win on every key it matches" if single
                     else f"these {len(members)} rules never apply: later rules win on every key "
                          f"they match")
-            out.append(warning("W0311", what, r.span, label="overridden", secondary=secondary,
+            out.append(warning(codes.RULE_NEVER_APPLIES, what, r.span, label="overridden", secondary=secondary,
                                help=f"overridden by {names}" + (" ..." if len(later) > 3 else "")
                                     + "; later rules win, so put broader rules first"))
     if defaults:
@@ -342,12 +342,12 @@ def rule_diagnostics(rules: Sequence[Rule], arch: Arch, keys: Iterable[str]) -> 
             r = rules[i]
             if j < len(defaults) - 1:
                 last = rules[defaults[-1]]
-                out.append(warning("W0312", "this `default` never applies: a later `default` "
+                out.append(warning(codes.DEFAULT_NEVER_APPLIES, "this `default` never applies: a later `default` "
                                             "replaces it", r.span, label="replaced",
                                    secondary=[Label(last.span, "the default that applies")]
                                    if last.span else ()))
             elif not uncovered:
-                out.append(warning("W0312", "`default` never applies: other rules match every key",
+                out.append(warning(codes.DEFAULT_NEVER_APPLIES, "`default` never applies: other rules match every key",
                                    r.span, label="unused"))
     return out
 
@@ -369,7 +369,7 @@ def parse_mbw(arch: Arch, text: str, span: Span | None) -> tuple[list[Rule], lis
     block, in the architecture's block-weight order."""
     blocks = list(arch.mbw_blocks)
     if not blocks:
-        return [], [error("E0317", f"{arch.name} has no block-weight string convention", span,
+        return [], [error(codes.NO_MBW_CONVENTION, f"{arch.name} has no block-weight string convention", span,
                           help="write a map instead: {IN00..IN05: 0.3, ...}")]
     fields = text.split(",")
     # a trailing comma is harmless
@@ -382,7 +382,7 @@ def parse_mbw(arch: Arch, text: str, span: Span | None) -> tuple[list[Rule], lis
         if got == len(blocks) - 1 and blocks[0] == "BASE":
             help_ = ("this looks like a string without the BASE weight; put the weight of BASE "
                      "(text encoder, VAE) first")
-        diags.append(error("E0318", f"a block-weight string for {arch.name} has {len(blocks)} "
+        diags.append(error(codes.MBW_WRONG_COUNT, f"a block-weight string for {arch.name} has {len(blocks)} "
                                     f"values, this one has {got}", span,
                            label=f"{got} value{'s' if got != 1 else ''}", help=help_))
         return [], diags
@@ -397,7 +397,7 @@ def parse_mbw(arch: Arch, text: str, span: Span | None) -> tuple[list[Rule], lis
             ok = False
         if not ok:
             lead = len(fld) - len(fld.lstrip())
-            diags.append(error("E0319", f"block-weight value {idx + 1} (block {block}) is not a "
+            diags.append(error(codes.MBW_NOT_A_NUMBER, f"block-weight value {idx + 1} (block {block}) is not a "
                                         f"number: `{s}`" if s else
                                         f"block-weight value {idx + 1} (block {block}) is empty",
                                _sub_span(span, text, offset + lead, max(1, len(s))),

@@ -18,11 +18,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..diagnostics import Diagnostic, Span, error
+from ..diagnostics import Diagnostic, Span, codes, error
 from ..methods.registry import REGISTRY
 from .nodes import BoundHyper, Node
-from .plan import (EXPORT_DTYPES, FLOAT_DTYPES, InputFile, KeyExpr, Op, OutputPlan, Plan, Read,
-                   layout)
+from ..dtypes import EXPORT_DTYPES, FLOAT_DTYPES
+from .plan import InputFile, KeyExpr, Op, OutputPlan, Plan, Read, layout
 
 
 @dataclass
@@ -224,7 +224,7 @@ class Lowerer:
             if found is None:
                 if hp is None or hp.required:
                     self.diags.append(error(
-                        "E0310", f"`{name}` has no value for key `{key}`: no rule matches and the map has "
+                        codes.NO_VALUE_FOR_KEY, f"`{name}` has no value for key `{key}`: no rule matches and the map has "
                                  "no `default`", bound.span, help="add `default: VALUE` to the map"))
                     value = 0.0
                 else:

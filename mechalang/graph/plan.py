@@ -24,17 +24,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from ..diagnostics import Span
-
-# safetensors dtype names, their sizes, and whether they are floating point
-DTYPE_SIZES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
-    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1,
-}
-FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
-
-# `export ... as NAME` -> safetensors dtype
-EXPORT_DTYPES = {"fp16": "F16", "bf16": "BF16", "fp32": "F32", "fp64": "F64", "fp8": "F8_E4M3",
-                 "fp8_e4m3": "F8_E4M3", "fp8_e5m2": "F8_E5M2"}
+from ..dtypes import element_size
 
 BUILTIN_OPS = ("add", "sub", "scale")
 
@@ -109,7 +99,7 @@ def layout(entries: list[tuple[str, "KeyExpr", str, tuple[int, ...]]]) -> tuple[
     out = []
     pos = 0
     for key, expr, dtype, shape in entries:
-        n = DTYPE_SIZES[dtype]
+        n = element_size(dtype)
         for d in shape:
             n *= d
         out.append(OutTensor(key, expr, dtype, tuple(shape), pos, pos + n))

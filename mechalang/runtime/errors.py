@@ -30,11 +30,3 @@ class RuntimeFailure(Exception):
 
     def __repr__(self) -> str:
         return f"RuntimeFailure({self.message!r}, key={self.key!r}, origin={self.origin!r})"
-
-
-def format_bytes(n: float) -> str:
-    """`2.1 GB`, `512.0 MB`, `12 B`: decimal units, as disk tools report free space."""
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"

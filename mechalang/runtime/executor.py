@@ -34,9 +34,11 @@ from typing import Callable
 
 import torch
 
-from ..graph.plan import BUILTIN_OPS, DTYPE_SIZES, Op, OutTensor, Plan, Read
+from ..dtypes import DTYPES, element_size
+from ..graph.plan import BUILTIN_OPS, Op, OutTensor, Plan, Read
 from ..methods.registry import REGISTRY, MethodRegistry
-from .errors import RuntimeFailure, format_bytes
+from ..units import format_bytes
+from .errors import RuntimeFailure
 from .ops import Cancelled, Evaluator, KeyProgram, can_slice, compute_dtype, numel
 from .reader import InputReader, TORCH_DTYPES
 from .writer import OutputWriter
@@ -204,12 +206,12 @@ class _Run:
             e = node.expr
             if isinstance(e, Read):
                 n = numel(tuple(e.shape)) if sliced is None else sliced
-                total += n * (DTYPE_SIZES[e.dtype] + (self.csize if node.feeds_ops or node.roots
+                total += n * (element_size(e.dtype) + (self.csize if node.feeds_ops or node.roots
                                                       else 0))
             else:
                 total += out_n * self.csize
         for t in prog.targets:
-            total += (numel(tuple(t.shape)) if sliced is None else sliced) * DTYPE_SIZES[t.dtype]
+            total += (numel(tuple(t.shape)) if sliced is None else sliced) * element_size(t.dtype)
         return total
 
     def _work(self, job: _Job, span: tuple[int, int] | None) -> int:
@@ -223,7 +225,7 @@ class _Run:
                 if span is None:
                     self.writer.write(oi, ot, tensor)
                 else:
-                    size = DTYPE_SIZES[ot.dtype]
+                    size = element_size(ot.dtype)
                     self.writer.write(oi, ot, tensor, span[0] * size, span[1] * size)
                 written += tensor.numel() * tensor.element_size()
                 del tensor
@@ -402,12 +404,12 @@ def _validate(plan: Plan, registry: MethodRegistry) -> None:
 
 
 def _check_size(key: str, dtype: str, shape: tuple[int, ...], nbytes: int, where: str) -> None:
-    if dtype not in DTYPE_SIZES:
+    if dtype not in DTYPES:
         raise RuntimeFailure(f"tensor {key!r} in {where} has unknown dtype {dtype}", key=key)
     if dtype not in TORCH_DTYPES:
         raise RuntimeFailure(f"tensor {key!r} in {where} has dtype {dtype}, which this version of "
                              f"torch cannot handle", key=key)
-    if any(d < 0 for d in shape) or numel(tuple(shape)) * DTYPE_SIZES[dtype] != nbytes:
+    if any(d < 0 for d in shape) or numel(tuple(shape)) * element_size(dtype) != nbytes:
         raise RuntimeFailure(f"internal error: tensor {key!r} in {where}: {dtype} "
                              f"{list(shape)} does not fill {nbytes} bytes", key=key)
 

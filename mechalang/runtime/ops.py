@@ -25,7 +25,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from ..graph.plan import BUILTIN_OPS, DTYPE_SIZES, FLOAT_DTYPES, KeyExpr, Op, OutTensor, Read
+from ..dtypes import FLOAT_DTYPES, element_size
+from ..graph.plan import BUILTIN_OPS, KeyExpr, Op, OutTensor, Read
 from ..methods.registry import REGISTRY, MethodRegistry
 from .errors import RuntimeFailure
 from .reader import InputReader, torch_dtype, view_as
@@ -198,7 +199,7 @@ class Evaluator:
                 if span is None:
                     raw, shape = self.reader.read_raw(e), tuple(e.shape)
                 else:
-                    size = DTYPE_SIZES[e.dtype]
+                    size = element_size(e.dtype)
                     raw = self.reader.read_raw(e, span[0] * size, span[1] * size)
                     shape = (span[1] - span[0],)
                 for ti in node.raw_roots:

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import TextIO
 
-from .errors import format_bytes
+from ..units import format_bytes
 
 
 def make_progress(total_keys: int, total_bytes: int, *, enabled: bool = True,

@@ -16,19 +16,15 @@ import threading
 
 import torch
 
+from ..dtypes import DTYPES
 from ..graph.plan import InputFile, Read
 from .errors import RuntimeFailure
 
-# safetensors dtype name -> torch dtype (those torch has; U16/U32/U64 exist in recent torch only)
+# safetensors dtype name -> torch dtype: the supported dtypes of the one table that this torch has
 TORCH_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-    "U8": torch.uint8, "BOOL": torch.bool,
+    d.name: getattr(torch, d.torch_name) for d in DTYPES.values()
+    if d.supported and hasattr(torch, d.torch_name)
 }
-for _name, _attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2"),
-                     ("U16", "uint16"), ("U32", "uint32"), ("U64", "uint64")):
-    if hasattr(torch, _attr):
-        TORCH_DTYPES[_name] = getattr(torch, _attr)
 
 # Linux caps one read/write call at 0x7ffff000 bytes; stay well below
 _MAX_IO = 1 << 30

@@ -21,7 +21,8 @@ import threading
 import torch
 
 from ..graph.plan import OutputPlan, OutTensor
-from .errors import RuntimeFailure, format_bytes
+from ..units import format_bytes
+from .errors import RuntimeFailure
 from .reader import byte_view
 
 _MAX_IO = 1 << 30

@@ -21,7 +21,7 @@ import tempfile
 from collections import Counter
 from typing import TextIO
 
-from ..diagnostics import Diagnostic, error, render_json, render_text
+from ..diagnostics import Diagnostic, codes, error, render_json, render_text
 from .parser import parse, read_source
 from .printer import print_module
 
@@ -37,7 +37,7 @@ def format_text(text: str, file: str = "<text>") -> tuple[str | None, list[Diagn
     if (again is None or again != module
             or Counter(c.text for c in again.comments) != Counter(c.text for c in module.comments)):
         why = "; ".join(d.message for d in again_diags) or "the program or its comments changed"
-        return None, [error("E0008", f"`mecha fmt` could not format `{file}` safely ({why}); "
+        return None, [error(codes.FMT_UNSAFE, f"`mecha fmt` could not format `{file}` safely ({why}); "
                                      "the file is left unchanged",
                             help="this is a bug in mechalang; please report it with the file")]
     if "\r\n" in text:
@@ -125,7 +125,7 @@ def _write_atomically(path: str, text: str) -> Diagnostic | None:
         tmp = None
         return None
     except OSError as e:
-        return error("E0007", f"cannot write `{path}`: {e.strerror or e}",
+        return error(codes.FMT_WRITE_FAILED, f"cannot write `{path}`: {e.strerror or e}",
                      help="the file is left unchanged")
     finally:
         if tmp is not None:

@@ -39,7 +39,7 @@ from typing import Callable, Iterable
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-from ..diagnostics import Diagnostic, Label, Span, error
+from ..diagnostics import Diagnostic, Label, Span, codes, error
 from . import ast
 
 # Deeper brackets, and deeper trees, are rejected, so that every later pass may recurse over the
@@ -110,30 +110,30 @@ def read_source(path: str) -> tuple[str | None, list[Diagnostic]]:
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
-        return None, [error("E0001", f"no such file: `{path}`")]
+        return None, [error(codes.SOURCE_NOT_FOUND, f"no such file: `{path}`")]
     except PermissionError:
-        return None, [error("E0003", f"cannot read `{path}`: permission denied")]
+        return None, [error(codes.SOURCE_UNREADABLE, f"cannot read `{path}`: permission denied")]
     except (OSError, ValueError) as e:  # ValueError: a path with a NUL character
-        return None, [error("E0003", f"cannot read `{path}`: {getattr(e, 'strerror', None) or e}")]
+        return None, [error(codes.SOURCE_UNREADABLE, f"cannot read `{path}`: {getattr(e, 'strerror', None) or e}")]
     if stat.S_ISDIR(st.st_mode):
-        return None, [error("E0002", f"`{path}` is a directory, not a recipe file",
+        return None, [error(codes.SOURCE_IS_DIRECTORY, f"`{path}` is a directory, not a recipe file",
                             help="pass the path of a `.mecha` file")]
     if not stat.S_ISREG(st.st_mode):
-        return None, [error("E0006", f"`{path}` is not a regular file")]
+        return None, [error(codes.SOURCE_NOT_REGULAR, f"`{path}` is not a regular file")]
     try:
         with open(path, "rb") as f:
             data = f.read()
     except PermissionError:
-        return None, [error("E0003", f"cannot read `{path}`: permission denied")]
+        return None, [error(codes.SOURCE_UNREADABLE, f"cannot read `{path}`: permission denied")]
     except OSError as e:
-        return None, [error("E0003", f"cannot read `{path}`: {e.strerror or e}")]
+        return None, [error(codes.SOURCE_UNREADABLE, f"cannot read `{path}`: {e.strerror or e}")]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line, col = _byte_position(data, e.start)
         bad = data[e.start:e.start + 1].hex()
         return None, [error(
-            "E0004", f"`{path}` is not valid UTF-8: invalid byte 0x{bad} at {line}:{col}",
+            codes.SOURCE_NOT_UTF8, f"`{path}` is not valid UTF-8: invalid byte 0x{bad} at {line}:{col}",
             Span(path, line, col, line, col + 1), label="invalid UTF-8 here",
             help="recipes are UTF-8 text; re-save the file as UTF-8")]
     if text.startswith("\ufeff"):
@@ -143,7 +143,7 @@ def read_source(path: str) -> tuple[str | None, list[Diagnostic]]:
         line = text.count("\n", 0, nul) + 1
         col = nul - (text.rfind("\n", 0, nul) + 1) + 1
         return None, [error(
-            "E0005", f"`{path}` contains a NUL byte at {line}:{col}; is it a binary file?",
+            codes.SOURCE_HAS_NUL, f"`{path}` contains a NUL byte at {line}:{col}; is it a binary file?",
             Span(path, line, col, line, col + 1), label="NUL byte",
             help="`mecha` reads recipe text; pass a `.mecha` file")]
     return text, []
@@ -215,9 +215,9 @@ def _parse_entry(text: str, file: str, start: str):
     try:
         return _parse_recovering(text, file, start)
     except RecursionError:  # pragma: no cover - the nesting limits exist to prevent this
-        return None, [error("E0110", "nesting too deep for the parser", Span.point(file, 1, 1))]
+        return None, [error(codes.NESTING_TOO_DEEP, "nesting too deep for the parser", Span.point(file, 1, 1))]
     except Exception as e:  # pragma: no cover - a bug; never crash the caller
-        return None, [error("E0199", f"internal parser error: {type(e).__name__}: {e}",
+        return None, [error(codes.PARSER_INTERNAL, f"internal parser error: {type(e).__name__}: {e}",
                             Span.point(file, 1, 1),
                             help="this is a bug in mechalang; please report it with the file")]
 
@@ -341,7 +341,7 @@ def _parse_tree(text: str, file: str, start: str) -> tuple[Tree | None, list[Dia
     except UnexpectedInput as e:  # pragma: no cover - other Lark errors
         pos = getattr(e, "pos_in_stream", 0) or 0
         line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
-        return None, [error("E0103", "syntax error", Span.point(file, line, col))], pos
+        return None, [error(codes.UNEXPECTED_TOKEN, "syntax error", Span.point(file, line, col))], pos
 
 
 def _expected_terminals(ip, e: UnexpectedToken, text: str, start: str, fed: Token | None) -> set[str]:
@@ -380,7 +380,7 @@ class _Tracker:
             self.stack.append(_Open(tok, self._classify(tok)))
             if len(self.stack) > MAX_NESTING:
                 raise _Stop(error(
-                    "E0110", f"nesting too deep: more than {MAX_NESTING} levels of brackets",
+                    codes.NESTING_TOO_DEEP, f"nesting too deep: more than {MAX_NESTING} levels of brackets",
                     _tok_span(self.file, tok), label="too deeply nested",
                     help="split the expression into several `let` statements"), tok.start_pos)
         elif t in _CLOSERS:
@@ -487,28 +487,28 @@ def _explain_token(tok: Token, expected: set[str], tr: _Tracker, text: str, file
     if (not eof and prev is not None and prev.type == "NUMBER" and t in _WORDLIKE
             and prev.end_pos == tok.start_pos):
         span = Span(file, prev.line, prev.column, tok.end_line, tok.end_column)
-        return error("E0115", f"invalid number `{prev}{tok}`", span, label="not a number",
+        return error(codes.INVALID_NUMBER, f"invalid number `{prev}{tok}`", span, label="not a number",
                      help="numbers look like `3`, `0.5`, `.5`, `1e-3`, `1_000`, `inf` or `nan`")
     if (prev is not None and prev.type == "_DOT" and prev2 is not None and prev2.type == "NUMBER"
             and prev2.end_pos == prev.start_pos and t != "NAME"):
         span = Span(file, prev2.line, prev2.column, prev.end_line, prev.end_column)
-        return error("E0115", f"invalid number `{prev2}.`", span, label="not a number",
+        return error(codes.INVALID_NUMBER, f"invalid number `{prev2}.`", span, label="not a number",
                      help=f"write `{prev2}.0`")
 
     # 1. closing brackets
     if t in _CLOSERS:
         if top is None:
             if wants_expr and prev is not None:
-                return error("E0108", f"expected an expression{after}, found `{tok}`", here,
+                return error(codes.EXPECTED_EXPRESSION, f"expected an expression{after}, found `{tok}`", here,
                              label="expected an expression before this")
-            return error("E0106", f"unmatched `{tok}`", here, label=f"no `{_CLOSERS[t]}` is open here")
+            return error(codes.UNMATCHED_CLOSER, f"unmatched `{tok}`", here, label=f"no `{_CLOSERS[t]}` is open here")
         if _OPENERS[top.token.type] != str(tok):
             closer = _OPENERS[top.token.type]
-            return error("E0105", f"unclosed `{top.token}` opened at {_where(top.token)}", here,
+            return error(codes.UNCLOSED_BRACKET, f"unclosed `{top.token}` opened at {_where(top.token)}", here,
                          label=f"expected `{closer}` before this `{tok}`",
                          secondary=[unclosed_label(top)])
         if top.kind == "block" and t == "_RBRACE" and wants_expr:
-            return error("E0118", "a block needs a result expression after its `let`s", here,
+            return error(codes.BLOCK_WITHOUT_RESULT, "a block needs a result expression after its `let`s", here,
                          label="expected the result expression before this `}`",
                          secondary=[Label(_tok_span(file, top.token), "block opened here")],
                          help="end the block with the value it computes, e.g. `{ let a = x * 2; a + 1 }`")
@@ -517,20 +517,20 @@ def _explain_token(tok: Token, expected: set[str], tr: _Tracker, text: str, file
     if eof:
         if top is not None and _closer_terminal(top) in expected:
             closer = _OPENERS[top.token.type]
-            return error("E0104", f"unexpected end of file: unclosed `{top.token}` opened at {_where(top.token)}",
+            return error(codes.UNEXPECTED_EOF, f"unexpected end of file: unclosed `{top.token}` opened at {_where(top.token)}",
                          here, label=f"expected `{closer}`", secondary=[unclosed_label(top)])
         if wants_expr and prev is not None:
             msg = f"unexpected end of file: expected an expression{after}"
             sec = [unclosed_label(o) for o in reversed(tr.stack)][:1]
-            return error("E0104", msg, here, label="expected an expression here", secondary=sec)
+            return error(codes.UNEXPECTED_EOF, msg, here, label="expected an expression here", secondary=sec)
         if top is not None:
             closer = _OPENERS[top.token.type]
-            return error("E0104", f"unexpected end of file: unclosed `{top.token}` opened at {_where(top.token)}",
+            return error(codes.UNEXPECTED_EOF, f"unexpected end of file: unclosed `{top.token}` opened at {_where(top.token)}",
                          here, label=f"expected `{closer}`", secondary=[unclosed_label(top)])
         if prev is None:
-            return error("E0104", f"unexpected end of file: expected {_describe_expected(expected)}", here)
+            return error(codes.UNEXPECTED_EOF, f"unexpected end of file: expected {_describe_expected(expected)}", here)
         hint = _expected_hint(expected, tr)
-        return error("E0104", f"unexpected end of file: expected {hint}{after}", here,
+        return error(codes.UNEXPECTED_EOF, f"unexpected end of file: expected {hint}{after}", here,
                      label=f"expected {hint}")
 
     # 3. an expression is needed here
@@ -539,17 +539,17 @@ def _explain_token(tok: Token, expected: set[str], tr: _Tracker, text: str, file
         sec = []
         if t in _STATEMENT_KEYWORDS and top is not None:
             sec = [unclosed_label(top)]
-        return error("E0108", msg, here, label="expected an expression before this", secondary=sec)
+        return error(codes.EXPECTED_EXPRESSION, msg, here, label="expected an expression before this", secondary=sec)
 
     # 4. a statement keyword while a bracket is still open
     if t in _STATEMENT_KEYWORDS and top is not None:
         closer = _OPENERS[top.token.type]
-        return error("E0105", f"unclosed `{top.token}` opened at {_where(top.token)}", here,
+        return error(codes.UNCLOSED_BRACKET, f"unclosed `{top.token}` opened at {_where(top.token)}", here,
                      label=f"expected `{closer}` before this", secondary=[unclosed_label(top)])
 
     # 5. a selector is needed here
     if "DEFAULT" in expected and "NAME" in expected:
-        return error("E0119", f"expected a selector, found {found}", here, label="not a selector",
+        return error(codes.EXPECTED_SELECTOR, f"expected a selector, found {found}", here, label="not a selector",
                      help='selectors are `default`, a name (`IN04`, `attn2`, `clip_l`), a range `IN00..IN05`, '
                           'a glob string `"OUT*"`, `key("*.proj_in.*")`, `a & b` or `!a`')
 
@@ -561,51 +561,51 @@ def _explain_token(tok: Token, expected: set[str], tr: _Tracker, text: str, file
                 msg = f"{msg}, but `{tok}` is a reserved word"
             elif not msg.startswith("`"):
                 msg = f"{msg}, found {found}"
-            return error("E0109", msg, here, label="expected a name here")
+            return error(codes.EXPECTED_NAME, msg, here, label="expected a name here")
 
     # 7. a missing comma
     if "_COMMA" in expected and t in _ITEM_START | {"STRING"}:
         kind = top.kind if top is not None else None
         what = _CONTAINER_ITEMS.get(kind)
         if what is not None:
-            return error("E0107", f"missing `,` between {what}", here, label="expected `,` before this")
+            return error(codes.MISSING_COMMA, f"missing `,` between {what}", here, label="expected `,` before this")
 
     # 8. what follows a complete expression
     if "_TO" in expected and top is None:
-        return error("E0103", f"expected `to` after the exported value, found {found}", here,
+        return error(codes.UNEXPECTED_TOKEN, f"expected `to` after the exported value, found {found}", here,
                      label="expected `to` before this", help='write `export value to "out.safetensors"`')
     if "PLUS" in expected:
         if top is not None and top.kind in ("group", "index", "key", "block"):
             closer = _OPENERS[top.token.type]
             what = "the block" if top.kind == "block" else f"`{top.token}`"
-            return error("E0103", f"expected `{closer}` to close {what} opened at {_where(top.token)}, found {found}",
+            return error(codes.UNEXPECTED_TOKEN, f"expected `{closer}` to close {what} opened at {_where(top.token)}, found {found}",
                          here, label=f"expected `{closer}` or an operator before this",
                          secondary=[unclosed_label(top)])
         if top is None and _STATEMENT_KEYWORDS & expected:
-            return error("E0103", f"expected an operator or a new statement, found {found}", here,
+            return error(codes.UNEXPECTED_TOKEN, f"expected an operator or a new statement, found {found}", here,
                          label="unexpected here", help=_STATEMENT_HELP)
         if top is None:
             help_ = f"did you mean `let {prev} = ...`?" if t == "_EQUAL" and prev is not None and prev.type == "NAME" else None
-            return error("E0103", f"expected an operator or the end of the expression, found {found}", here,
+            return error(codes.UNEXPECTED_TOKEN, f"expected an operator or the end of the expression, found {found}", here,
                          label="unexpected here", help=help_)
 
     # 9. specific keywords and punctuation
     if "_COLON" in expected and top is not None and top.kind == "map":
-        return error("E0103", f"expected `:` after the selector, found {found}", here,
+        return error(codes.UNEXPECTED_TOKEN, f"expected `:` after the selector, found {found}", here,
                      label="expected `:` before this", help="map entries look like `selector: value`")
     if "STRING" in expected and prev is not None and prev.type in ("_IMPORT", "_FROM"):
-        return error("E0103", f"expected a path string after `{prev}`, found {found}", here,
+        return error(codes.UNEXPECTED_TOKEN, f"expected a path string after `{prev}`, found {found}", here,
                      label="expected a string", help='write `import "lib/file.mecha" as name`')
     if "_EQUAL" in expected and prev is not None and prev2 is not None and prev2.type == "_LET":
-        return error("E0103", f"expected `=` after `let {prev}`, found {found}", here,
+        return error(codes.UNEXPECTED_TOKEN, f"expected `=` after `let {prev}`, found {found}", here,
                      label="expected `=` before this")
     if _STATEMENT_KEYWORDS & expected and top is None:
         help_ = _STATEMENT_HELP
         if t == "NAME":
             help_ = f"did you mean `let {tok} = ...`? " + _STATEMENT_HELP
-        return error("E0103", f"expected a statement, found {found}", here, label="not a statement",
+        return error(codes.UNEXPECTED_TOKEN, f"expected a statement, found {found}", here, label="not a statement",
                      help=help_)
-    return error("E0103", f"expected {_describe_expected(expected)}, found {found}", here,
+    return error(codes.UNEXPECTED_TOKEN, f"expected {_describe_expected(expected)}, found {found}", here,
                  label="unexpected here")
 
 
@@ -657,7 +657,7 @@ def _explain_character(e: UnexpectedCharacters, text: str, file: str) -> Diagnos
             help_ = "a string cannot continue on the next line; write a newline as `\\n`"
         else:
             help_ = 'strings end with `"` on the same line; write a newline as `\\n`'
-        return error("E0102", "unterminated string", Span(file, line, col, line, col + max(1, len(seg))),
+        return error(codes.UNTERMINATED_STRING, "unterminated string", Span(file, line, col, line, col + max(1, len(seg))),
                      label="this string is never closed", help=help_)
     shown = ch if ch.isprintable() and not ch.isspace() else f"U+{ord(ch):04X}"
     help_ = None
@@ -665,7 +665,7 @@ def _explain_character(e: UnexpectedCharacters, text: str, file: str) -> Diagnos
         help_ = 'strings use double quotes: "..."'
     elif ch.isalpha():
         help_ = "names use ASCII letters, digits and `_`"
-    return error("E0101", f"unexpected character `{shown}`", Span(file, line, col, line, col + 1),
+    return error(codes.UNEXPECTED_CHARACTER, f"unexpected character `{shown}`", Span(file, line, col, line, col + 1),
                  label="not valid here", help=help_)
 
 
@@ -712,7 +712,7 @@ class _Builder:
             depth = max((d for _, d in kids), default=0) + 1
             if depth > MAX_NESTING:
                 raise _TooDeep(error(
-                    "E0110", f"nesting too deep: more than {MAX_NESTING} levels",
+                    codes.NESTING_TOO_DEEP, f"nesting too deep: more than {MAX_NESTING} levels",
                     Span.point(self.file, node.meta.line, node.meta.column), label="too deeply nested",
                     help="split the expression into several `let` statements"))
             method: Callable = getattr(self, "r_" + rule)
@@ -733,7 +733,7 @@ class _Builder:
         # Reserved words are lexed as keywords everywhere, so a NAME is never one; keep the
         # check as a guard for trees built by other means.
         if str(tok) in RESERVED_WORDS:  # pragma: no cover
-            self.diags.append(error("E0109", f"`{tok}` is a keyword and cannot be used as a name",
+            self.diags.append(error(codes.EXPECTED_NAME, f"`{tok}` is a keyword and cannot be used as a name",
                                     self.tspan(tok)))
         return str(tok)
 
@@ -765,7 +765,7 @@ class _Builder:
                     width = 2 + m.end()
                     reason = "is a surrogate" if cp <= 0x10FFFF else "is beyond U+10FFFF"
                     self.diags.append(error(
-                        "E0112", f"invalid unicode escape `{raw[i:i + width]}`: U+{cp:X} {reason}",
+                        codes.INVALID_UNICODE_ESCAPE, f"invalid unicode escape `{raw[i:i + width]}`: U+{cp:X} {reason}",
                         Span(self.file, tok.line, col, tok.line, col + width),
                         label="not a unicode scalar value"))
                     i += width
@@ -773,14 +773,14 @@ class _Builder:
                 m2 = re.match(r"\{[^}\"]*\}?", raw[i + 2:])
                 width = 2 + (m2.end() if m2 else 0)
                 self.diags.append(error(
-                    "E0112", f"invalid unicode escape `{raw[i:i + width]}`",
+                    codes.INVALID_UNICODE_ESCAPE, f"invalid unicode escape `{raw[i:i + width]}`",
                     Span(self.file, tok.line, col, tok.line, col + width),
                     label="invalid escape", help="write a code point as `\\u{1F600}` (1 to 6 hex digits)"))
                 i += width
                 continue
             shown = nxt if nxt.isprintable() else f"U+{ord(nxt):04X}"
             self.diags.append(error(
-                "E0111", f"unknown escape `\\{shown}` in string",
+                codes.UNKNOWN_ESCAPE, f"unknown escape `\\{shown}` in string",
                 Span(self.file, tok.line, col, tok.line, col + 2), label="unknown escape",
                 help='escapes are `\\\\`, `\\"`, `\\n`, `\\t`, `\\r`, `\\0` and `\\u{...}`; '
                      'write `\\\\` for a backslash (paths may also use `/`)'))
@@ -796,7 +796,7 @@ class _Builder:
         if any(c in digits for c in ".eE"):
             if math.isinf(float(digits)):
                 self.diags.append(error(
-                    "E0113", f"number `{_show(tok)}` is too large for a float", self.tspan(tok),
+                    codes.FLOAT_TOO_LARGE, f"number `{_show(tok)}` is too large for a float", self.tspan(tok),
                     label="overflows to infinity", help="write `inf` for infinity"))
             return
         too_long = len(digits) > MAX_INT_DIGITS
@@ -807,7 +807,7 @@ class _Builder:
                 too_long = True
         if too_long:
             self.diags.append(error(
-                "E0114", f"integer literal is too long ({len(digits)} digits; at most {MAX_INT_DIGITS})",
+                codes.INTEGER_TOO_LONG, f"integer literal is too long ({len(digits)} digits; at most {MAX_INT_DIGITS})",
                 self.tspan(tok), label="too many digits"))
 
     # -- rules -------------------------------------------------------------------------------
@@ -876,7 +876,7 @@ class _Builder:
         value, call = kids
         if not isinstance(call, ast.Call):
             self.diags.append(error(
-                "E0117", "the right side of `|>` must be a call", call.span,
+                codes.PIPE_NEEDS_CALL, "the right side of `|>` must be a call", call.span,
                 label="not a call", help="write `x |> f(y)`, meaning `f(x, y)` (or `x |> f()`)"))
             call = ast.Call(call, span=call.span)
         return ast.Pipe(value, call, span=self.span(meta))
@@ -902,7 +902,7 @@ class _Builder:
                 continue
             if kwargs:
                 self.diags.append(error(
-                    "E0116", "positional argument after keyword argument", a.span,
+                    codes.POSITIONAL_AFTER_KEYWORD, "positional argument after keyword argument", a.span,
                     label="positional argument", secondary=[Label(kwargs[0].span, "keyword argument")]
                     if kwargs[0].span else [],
                     help="put positional arguments (and `*` splats) before keyword arguments"))

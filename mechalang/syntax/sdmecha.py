@@ -50,7 +50,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PureWindowsPath
 
-from ..diagnostics import Diagnostic, Label, Span, did_you_mean, error, warning
+from ..diagnostics import Diagnostic, Label, Span, codes, did_you_mean, error, warning
 from . import ast
 
 FORMAT_VERSION = "0.1.0"
@@ -285,7 +285,7 @@ class _Lexer:
                 self.ok = False
                 odd = _strip_comment(text).replace('\\\\', "").replace('\\"', "").count('"') % 2
                 self.r.diags.append(error(
-                    "E0913", "a quote in the middle of a word", self.span(i, i + 1),
+                    codes.SDMECHA_QUOTE_IN_WORD, "a quote in the middle of a word", self.span(i, i + 1),
                     label="unexpected `\"`",
                     help=("this line has an odd number of quotes: is a string before this one "
                           "missing its closing quote?" if odd else
@@ -317,7 +317,7 @@ class _Lexer:
         self.ok = False
         end = len(text.rstrip())
         self.r.diags.append(error(
-            "E0903", "unterminated string", self.span(start, max(end, start + 1)),
+            codes.SDMECHA_UNTERMINATED_STRING, "unterminated string", self.span(start, max(end, start + 1)),
             label="this string has no closing quote",
             help='close it with `"`; a `"` inside a string is written `\\"`'))
         return None, n
@@ -364,7 +364,7 @@ class _Reader:
                 # no header: report once, then read the line as an instruction anyway
             elif head[0] == "word" and head[1] == "version":
                 self.diags.append(error(
-                    "E0912", "a second `version` line", self.span(lineno, head[2], head[3]),
+                    codes.SDMECHA_SECOND_VERSION, "a second `version` line", self.span(lineno, head[2], head[3]),
                     label="the header was already given",
                     help="`version 0.1.0` is written once, as the first line"))
                 self.instrs.append(Instr(len(self.instrs), "?", self.span(lineno, head[2], head[3]),
@@ -373,13 +373,13 @@ class _Reader:
             self.instrs.append(self.instruction(lineno, raw, raw_tokens, lexer.ok))
         if first_content is None:
             self.diags.append(error(
-                "E0901", "empty sd-mecha recipe", Span(self.file, 1, 1, 1, 2),
+                codes.SDMECHA_NOT_A_RECIPE, "empty sd-mecha recipe", Span(self.file, 1, 1, 1, 2),
                 label="expected `version 0.1.0` here",
                 help="an sd-mecha recipe starts with `version 0.1.0`, then one instruction a line"))
         elif not self.instrs and not any(d.is_error for d in self.diags):
             lineno, raw = first_content
             self.diags.append(error(
-                "E0911", "the recipe has no instructions", self.span(lineno, 0, len(raw.rstrip())),
+                codes.SDMECHA_NO_INSTRUCTIONS, "the recipe has no instructions", self.span(lineno, 0, len(raw.rstrip())),
                 label="nothing follows the header",
                 help='add instructions after the header: model "a.safetensors", merge "weighted_sum" &0 &1, ...'))
 
@@ -389,7 +389,7 @@ class _Reader:
         self.header_span = self.span(lineno, head[2], _tok_end(toks[-1]))
         if head[0] != "word" or head[1] != "version":
             self.diags.append(error(
-                "E0901", "sd-mecha recipes start with `version 0.1.0`",
+                codes.SDMECHA_NOT_A_RECIPE, "sd-mecha recipes start with `version 0.1.0`",
                 self.span(lineno, head[2], head[3] if head[0] != "kw" else head[3]),
                 label="expected `version 0.1.0` before this",
                 help="add `version 0.1.0` as the first line"))
@@ -397,12 +397,12 @@ class _Reader:
         if len(toks) != 2 or toks[1][0] != "word":
             end = toks[-1][3] if toks[-1][0] != "kw" else toks[-1][4][3]
             self.diags.append(error(
-                "E0902", "malformed version header", self.span(lineno, head[2], end),
+                codes.SDMECHA_BAD_VERSION, "malformed version header", self.span(lineno, head[2], end),
                 label="expected `version 0.1.0`"))
             return True
         if toks[1][1] != FORMAT_VERSION:
             self.diags.append(error(
-                "E0902", f"unsupported sd-mecha format version `{toks[1][1]}`",
+                codes.SDMECHA_BAD_VERSION, f"unsupported sd-mecha format version `{toks[1][1]}`",
                 self.span(lineno, toks[1][2], toks[1][3]), label="this version",
                 notes=[f"this reader understands sd-mecha format {FORMAT_VERSION}"]))
         return True
@@ -417,7 +417,7 @@ class _Reader:
             what = {"string": "a string", "kw": "a keyword argument"}.get(head[0], f"`{head[1]}`")
             guess = did_you_mean(head[1], LINE_KINDS) if head[0] == "word" else None
             self.diags.append(error(
-                "E0904", f"unknown instruction {what}", head_span, label="not an sd-mecha instruction",
+                codes.SDMECHA_UNKNOWN_INSTRUCTION, f"unknown instruction {what}", head_span, label="not an sd-mecha instruction",
                 help=(f"did you mean `{guess}`?" if guess else
                       "each line is `model`, `merge`, `dict` or `literal`, then its arguments")))
             return Instr(index, "?", head_span, (), line_span, ok=False)
@@ -427,7 +427,7 @@ class _Reader:
             t = toks[1]
             what = "method name" if kind == "merge" else "path"
             self.diags.append(error(
-                "E0908", f"the {what} of a `{kind}` line goes in double quotes",
+                codes.SDMECHA_BAD_LINE, f"the {what} of a `{kind}` line goes in double quotes",
                 self.span(lineno, t[2], t[3]), label=f"expected \"{t[1]}\"",
                 help=f'write `{kind} "{t[1]}"`'))
             return Instr(index, kind, head_span, (), line_span, ok=False)
@@ -445,11 +445,11 @@ class _Reader:
             name_span = self.span(lineno, start, eq)
             whole = self.span(lineno, start, _tok_end(vtok))
             if not name:
-                self.diags.append(error("E0907", "a keyword argument without a name", whole,
+                self.diags.append(error(codes.SDMECHA_BAD_ARGUMENT, "a keyword argument without a name", whole,
                                         label="expected `name=value`"))
                 return None
             if vtok[0] == "word" and not vtok[1]:
-                self.diags.append(error("E0907", f"no value after `{name}=`", whole,
+                self.diags.append(error(codes.SDMECHA_BAD_ARGUMENT, f"no value after `{name}=`", whole,
                                         label="expected a value", help=f"write `{name}=VALUE`"))
                 return None
             value = self.value(lineno, vtok, index)
@@ -469,7 +469,7 @@ class _Reader:
         if text.startswith("&"):
             m = _REF.fullmatch(text)
             if m is None:
-                self.diags.append(error("E0907", f"invalid reference `{text}`", span,
+                self.diags.append(error(codes.SDMECHA_BAD_ARGUMENT, f"invalid reference `{text}`", span,
                                         label="expected `&` and a line number",
                                         help="`&N` names the result of instruction N, counting from &0"))
                 return None
@@ -477,7 +477,7 @@ class _Reader:
         if _NUMBER.fullmatch(text):
             return Value("number", text, span)
         self.diags.append(error(
-            "E0907", f"unexpected `{text}`", span, label="expected a value",
+            codes.SDMECHA_BAD_ARGUMENT, f"unexpected `{text}`", span, label="expected a value",
             help='a value is a number, a "string", true, false, null or a reference &N'))
         return None
 
@@ -543,20 +543,20 @@ class _Builder:
         if n < ins.index:
             return True
         if n == ins.index:
-            self.diags.append(error("E0905", f"`&{n}` refers to its own line", v.span,
+            self.diags.append(error(codes.SDMECHA_FORWARD_REFERENCE, f"`&{n}` refers to its own line", v.span,
                                     label="an instruction cannot use its own result",
                                     help="references name earlier instructions only"))
         elif n < total:
             target = self.r.instrs[n]
             self.diags.append(error(
-                "E0905", f"`&{n}` refers to a later line", v.span,
+                codes.SDMECHA_FORWARD_REFERENCE, f"`&{n}` refers to a later line", v.span,
                 label=f"instruction {n} comes after this one",
                 secondary=[Label(target.span, f"instruction &{n} is here")],
                 help="references name earlier instructions only; move that line up"))
         else:
             last = f"&0 to &{total - 1}" if total > 1 else "only &0"
             self.diags.append(error(
-                "E0906", f"`&{n}` is out of range", v.span,
+                codes.SDMECHA_REFERENCE_OUT_OF_RANGE, f"`&{n}` is out of range", v.span,
                 label=f"there is no instruction {n}",
                 help=f"this recipe has {total} instruction{'s' if total != 1 else ''} ({last}), "
                      "counted from the first line after `version`"))
@@ -574,7 +574,7 @@ class _Builder:
         if pos and pos[0].value.kind == "string":
             return True
         span = pos[0].span if pos else ins.kind_span
-        self.bad(node, error("E0908", f"a `{line_kind}` line needs a {what} in quotes", span,
+        self.bad(node, error(codes.SDMECHA_BAD_LINE, f"a `{line_kind}` line needs a {what} in quotes", span,
                              label=f"expected a {what}" if not pos else "not a string",
                              help=f"write `{example}`"))
         return False
@@ -588,7 +588,7 @@ class _Builder:
         names = ("model_config", "merge_space")
         for i, arg in enumerate(pos[1:]):
             if i >= len(names):
-                self.bad(node, error("E0908", "too many arguments for `model`", arg.span,
+                self.bad(node, error(codes.SDMECHA_BAD_LINE, "too many arguments for `model`", arg.span,
                                      label="unexpected argument",
                                      help='`model "PATH" model_config="..." merge_space="..."`'))
                 return
@@ -596,7 +596,7 @@ class _Builder:
         for arg in ins.keywords:
             if arg.name not in names:
                 guess = did_you_mean(arg.name, names)
-                self.bad(node, error("E0909", f"unknown keyword `{arg.name}` for `model`",
+                self.bad(node, error(codes.SDMECHA_UNKNOWN_KEYWORD, f"unknown keyword `{arg.name}` for `model`",
                                      arg.name_span or arg.span, label="unknown keyword",
                                      help=f"did you mean `{guess}`?" if guess else
                                      "`model` takes model_config= and merge_space="))
@@ -607,7 +607,7 @@ class _Builder:
             extra[arg.name] = arg.value
         for k, v in extra.items():
             if v.kind not in ("string", "null"):
-                self.bad(node, error("E0917", f"`{k}` must be a string or null", v.span,
+                self.bad(node, error(codes.SDMECHA_NOT_A_STRING, f"`{k}` must be a string or null", v.span,
                                      label="expected a quoted name"))
                 return
         node.extra = {"path": pos[0].value.value, **{k: v for k, v in extra.items()}}
@@ -617,13 +617,13 @@ class _Builder:
         pos = ins.positional
         if len(pos) != 1:
             span = pos[1].span if len(pos) > 1 else ins.kind_span
-            self.bad(node, error("E0908", "a `literal` line takes one value",
+            self.bad(node, error(codes.SDMECHA_BAD_LINE, "a `literal` line takes one value",
                                  span, label="unexpected argument" if pos else "expected a value",
                                  help='`literal VALUE model_config="..." merge_space="..."`'))
             return
         for arg in ins.keywords:
             if arg.name not in ("model_config", "merge_space"):
-                self.bad(node, error("E0909", f"unknown keyword `{arg.name}` for `literal`",
+                self.bad(node, error(codes.SDMECHA_UNKNOWN_KEYWORD, f"unknown keyword `{arg.name}` for `literal`",
                                      arg.name_span or arg.span, label="unknown keyword",
                                      help="`literal` takes model_config= and merge_space="))
                 return
@@ -638,7 +638,7 @@ class _Builder:
     def shape_dict(self, node: _Node) -> None:
         ins = node.instr
         if ins.positional:
-            self.bad(node, error("E0908", "a `dict` line takes only `key=value` pairs",
+            self.bad(node, error(codes.SDMECHA_BAD_LINE, "a `dict` line takes only `key=value` pairs",
                                  ins.positional[0].span, label="expected `key=value`"))
             return
         seen: dict[str, Arg] = {}
@@ -658,7 +658,7 @@ class _Builder:
             return
         method = pos[0].value.value
         if not _IDENT.fullmatch(method):
-            self.bad(node, error("E0908", f"`{method}` is not a method name", pos[0].span,
+            self.bad(node, error(codes.SDMECHA_BAD_LINE, f"`{method}` is not a method name", pos[0].span,
                                  label="expected a name like weighted_sum"))
             return
         seen: set[str] = set()
@@ -668,7 +668,7 @@ class _Builder:
                 return
             seen.add(arg.name)
             if not _IDENT.fullmatch(arg.name):
-                self.bad(node, error("E0908", f"`{arg.name}` is not a parameter name",
+                self.bad(node, error(codes.SDMECHA_BAD_LINE, f"`{arg.name}` is not a parameter name",
                                      arg.name_span or arg.span, label="expected a name"))
                 return
         node.extra["method"] = method
@@ -676,7 +676,7 @@ class _Builder:
         args = pos[1:]
         if sig is not None and sig[1] is None and len(args) > len(sig[0]) + len(sig[2]):
             allowed = len(sig[0]) + len(sig[2])
-            self.bad(node, error("E0916", f"too many arguments for `{method}`",
+            self.bad(node, error(codes.SDMECHA_TOO_MANY_ARGUMENTS, f"too many arguments for `{method}`",
                                  args[allowed].span, label="unexpected argument",
                                  help=f"`{method}` takes {allowed} positional argument"
                                       f"{'s' if allowed != 1 else ''}: {', '.join(sig[0] + sig[2])}"))
@@ -691,7 +691,7 @@ class _Builder:
             given = next((a for a in ins.keywords if a.name == pname), None)
             if given is not None:
                 self.bad(node, error(
-                    "E0910", f"`{pname}` is given twice", given.name_span or given.span,
+                    codes.SDMECHA_ARGUMENT_TWICE, f"`{pname}` is given twice", given.name_span or given.span,
                     label="given again here",
                     secondary=[Label(ins.args[i].span, f"`{pname}` was given here, by position")],
                     help="give each hyperparameter once"))
@@ -702,11 +702,11 @@ class _Builder:
             node.extra["conversion"] = True
 
     def duplicate(self, arg: Arg) -> Diagnostic:
-        return error("E0910", f"`{arg.name}` is given twice", arg.name_span or arg.span,
+        return error(codes.SDMECHA_ARGUMENT_TWICE, f"`{arg.name}` is given twice", arg.name_span or arg.span,
                      label="given again here", help="give each keyword once")
 
     def null(self, v: Value) -> Diagnostic:
-        return error("E0914", "`null` cannot be used here", v.span, label="expected a value",
+        return error(codes.SDMECHA_NULL_NOT_ALLOWED, "`null` cannot be used here", v.span, label="expected a value",
                      help="mechalang has no null; leave the argument out to use the default")
 
     def bad(self, node: _Node, d: Diagnostic) -> None:
@@ -733,7 +733,7 @@ class _Builder:
                 t = self.nodes[self.resolve(node.target)]
                 if t.kind in ("model", "merge"):
                     self.diags.append(warning(
-                        "W0921", f"conversion `{node.extra['method']}` of a model is left out",
+                        codes.SDMECHA_CONVERSION_DROPPED, f"conversion `{node.extra['method']}` of a model is left out",
                         node.instr.span,
                         label="mechalang reads the model as it is",
                         help="mechalang finds a file's layout from its header; check the "
@@ -783,7 +783,7 @@ class _Builder:
                 continue  # exported as it is
             if node.uses == 0:
                 self.diags.append(warning(
-                    "W0924", "this instruction's result is never used", node.instr.span,
+                    codes.SDMECHA_UNUSED_RESULT, "this instruction's result is never used", node.instr.span,
                     label=f"&{i} is not referenced by any later line",
                     help="it is kept as a `let`; only the last line is the recipe's result"))
             if node.kind == "model":
@@ -867,14 +867,14 @@ class _Builder:
                 kwargs.append(ast.Keyword("arch", ast.Name(arch, span=config.span), span=config.span))
             else:
                 self.diags.append(warning(
-                    "W0920", f"no mechalang architecture for sd-mecha's `{config.value}`",
+                    codes.SDMECHA_UNKNOWN_CONFIG, f"no mechalang architecture for sd-mecha's `{config.value}`",
                     config.span, label="left out",
                     help="the architecture is detected from the file's header; "
                          "`mecha info` lists the architectures mechalang knows"))
         space = node.extra.get("merge_space")
         if space is not None and space.kind == "string" and space.value != "weight":
             self.diags.append(warning(
-                "W0923", f"mechalang reads model files as weights, not `{space.value}`", space.span,
+                codes.SDMECHA_MERGE_SPACE, f"mechalang reads model files as weights, not `{space.value}`", space.span,
                 label="this merge space is not kept",
                 help="a difference of two models is written `a - b` in mechalang"))
         return ast.Call(ast.Name("model", span=span),
@@ -886,7 +886,7 @@ class _Builder:
         for arg in node.instr.keywords:
             order, sel, warn = _selector(arg.name, arg.name_span or arg.span)  # type: ignore[arg-type]
             if warn:
-                self.diags.append(warning("W0925", warn, arg.name_span or arg.span,
+                self.diags.append(warning(codes.SDMECHA_KEY_AS_SELECTOR, warn, arg.name_span or arg.span,
                                           label="written as a key selector",
                                           help="check which tensors it should select"))
             v = arg.value
@@ -894,7 +894,7 @@ class _Builder:
                 target = self.nodes[self.resolve(v.value)]
                 if target.kind != "scalar":
                     self.diags.append(error(
-                        "E0918", "a `dict` value must be a number, a string or a boolean", v.span,
+                        codes.SDMECHA_BAD_DICT_VALUE, "a `dict` value must be a number, a string or a boolean", v.span,
                         label=f"&{v.value} is a {_kind_word(target.kind)}",
                         secondary=[Label(target.instr.span, "defined here")]))
                     raise _Skip()
@@ -924,7 +924,7 @@ class _Builder:
             for i, arg in enumerate(ins.positional[1:], 1):
                 if arg.value.kind != "ref" or self.nodes[self.resolve(arg.value.value)].kind in ("scalar", "map"):
                     self.diags.append(warning(
-                        "W0922", f"cannot tell which hyperparameter of `{method}` this is", arg.span,
+                        codes.SDMECHA_UNKNOWN_HYPER, f"cannot tell which hyperparameter of `{method}` this is", arg.span,
                         label="kept as a positional argument",
                         help="mechalang passes hyperparameters by name: write it as `NAME=...`"))
                     break
@@ -960,7 +960,7 @@ class _Builder:
                 mapped = mm.values[n].get(v, _MISSING) if v is not _MISSING else _MISSING
                 if mapped is _MISSING:
                     self.diags.append(warning(
-                        "W0926", f"cannot translate `{n}` of `{method}`", a.span,
+                        codes.SDMECHA_UNTRANSLATED_ARGUMENT, f"cannot translate `{n}` of `{method}`", a.span,
                         label=f"mechalang's `{mm.renames.get(n, n)}` takes "
                               + " or ".join(f'"{x}"' if isinstance(x, str) else str(x)
                                             for x in mm.values[n].values()),
@@ -977,7 +977,7 @@ class _Builder:
             new_name = mm.renames.get(n, n)
             if new_name != n and names.count(new_name) > 1:
                 self.diags.append(error(
-                    "E0910", f"`{new_name}` is given twice", a.name_span or a.span,
+                    codes.SDMECHA_ARGUMENT_TWICE, f"`{new_name}` is given twice", a.name_span or a.span,
                     label=f"sd-mecha's `{n}` is `{new_name}` in mechalang's `{mm.name}`",
                     help=f"`{new_name}` is not a parameter of sd-mecha's `{method}`"))
                 raise _Skip()
@@ -995,7 +995,7 @@ class _Builder:
             return None
         if last.kind in ("map", "scalar"):
             self.diags.append(error(
-                "E0915", "the recipe's last line must be a model or a merge",
+                codes.SDMECHA_BAD_LAST_LINE, "the recipe's last line must be a model or a merge",
                 self.nodes[-1].instr.span, label=f"this is a {_kind_word(last.kind)}",
                 help="the last instruction is the merged model that the recipe produces"))
             return None
@@ -1211,7 +1211,7 @@ def _read(path: str) -> tuple[str | None, list[Diagnostic]]:
     try:
         return Path(path).read_text(encoding="utf-8"), []
     except (OSError, UnicodeDecodeError) as e:
-        return None, [error("E0001", f"cannot read `{path}`: {e}")]
+        return None, [error(codes.SOURCE_UNREADABLE, f"cannot read `{path}`: {e}")]
 
 
 def _reparse_check(out: str, path: str) -> list[Diagnostic]:
@@ -1223,5 +1223,5 @@ def _reparse_check(out: str, path: str) -> list[Diagnostic]:
     if tree is not None and not errors:
         return []
     first = errors[0].message if errors else "no module"
-    return [error("E0999", "internal error: the converted recipe does not parse", None,
+    return [error(codes.INTERNAL_ERROR, "internal error: the converted recipe does not parse", None,
                   notes=[first], help="please report this with the sd-mecha recipe")]

@@ -1,0 +1,43 @@
+"""Where mechalang looks for things, read from the environment in one place.
+
+`MECHA_PATH`: folders searched for imported recipe modules (after the importing file's folder and
+`std/`) and for user architectures (after the bundled ones). `MECHA_MODELS_DIR`: folders searched
+for model files after the recipe's own folder (and after `--models-dir`). Both are lists separated
+by the platform's path separator (`:` on Linux and macOS, `;` on Windows); empty entries are
+ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+
+def _path_list(raw: str) -> list[Path]:
+    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
+
+
+def mecha_path() -> list[Path]:
+    """The folders on `MECHA_PATH`, in order."""
+    return _path_list(os.environ.get("MECHA_PATH", ""))
+
+
+def mecha_path_key() -> str:
+    """What `mecha_path()` depends on, for caches that must notice a change."""
+    return os.environ.get("MECHA_PATH", "")
+
+
+def models_dirs(given: str | os.PathLike | Iterable[str | os.PathLike] | None = None) -> list[Path]:
+    """The folders to find models in: those `given` (a folder or several), then `MECHA_MODELS_DIR`,
+    without repeats."""
+    if given is None:
+        dirs: list[Path] = []
+    elif isinstance(given, (str, os.PathLike)):
+        dirs = [Path(given).expanduser()]
+    else:
+        dirs = [Path(d).expanduser() for d in given]
+    for d in _path_list(os.environ.get("MECHA_MODELS_DIR", "")):
+        if d not in dirs:
+            dirs.append(d)
+    return dirs
