@@ -22,7 +22,7 @@ T0 = time.perf_counter()
 
 def build_plan(method: str, inputs: list[str], output: str, alpha: float | None):
     from mechalang.dtypes import FLOAT_DTYPES
-    from mechalang.graph.plan import InputFile, Op, OutputPlan, Plan, Read, layout
+    from mechalang.runtime.plan import InputFile, Op, OutputPlan, Plan, Read, layout
 
     from mechalang.archs.header import read_header
 

@@ -1,13 +1,15 @@
-"""The `mecha` command line. Each command is a thin shell over a function in its own module.
+"""The `mecha` command line: flags parsed by Typer, then one call into `mechalang.commands`, which
+calls the pipeline.
 
 This module must never import torch (directly or through what it imports at module level):
 `mecha check`, `mecha fmt`, `mecha info` and the REPL stay fast. Commands that execute merges
-import the runtime inside their function body.
+import the runtime inside the pipeline's `execute`.
 """
 
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from typing import List, Optional
 
 import typer
@@ -20,10 +22,31 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-FormatOpt = typer.Option("text", "--format", help="Diagnostics as `text` or `json`.")
-SetOpt = typer.Option(None, "--set", help="Set a param: NAME=VALUE (repeatable).")
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp64 = "fp64"
+
+
+class QuickDtype(str, Enum):
+    fp16 = "fp16"
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+FormatOpt = typer.Option(Format.text, "--format", help="Diagnostics as rustc-style text or as JSON.")
+SetOpt = typer.Option(None, "--set", metavar="NAME=VALUE",
+                      help="Give a `param` of the recipe a value (repeatable).")
 ModelsDirOpt = typer.Option(None, "--models-dir", envvar="MECHA_MODELS_DIR",
                             help="Folder to find models in (after the recipe's own folder).")
+PluginOpt = typer.Option(None, "--plugin", metavar="FILE.py",
+                         help="A Python file of merge methods to register first (repeatable).")
+StrictOpt = typer.Option(False, "--strict", help="Keys missing from some inputs of a merge are errors.")
 
 
 @app.command()
@@ -31,68 +54,83 @@ def check(
     file: str = typer.Argument(..., help="The recipe to check."),
     set_: Optional[List[str]] = SetOpt,
     models_dir: Optional[str] = ModelsDirOpt,
-    strict: bool = typer.Option(False, "--strict", help="Keys missing from some inputs are errors."),
-    format: str = FormatOpt,
+    strict: bool = StrictOpt,
+    plugin: Optional[List[str]] = PluginOpt,
+    format: Format = FormatOpt,
 ):
     """Check a recipe against the real files' headers, without reading any tensor."""
-    from .commands import check_command
+    from .commands.check import check_command
 
-    raise typer.Exit(check_command(file, set_ or [], models_dir, strict, format))
+    raise typer.Exit(check_command(file, sets=set_ or [], models_dir=models_dir, strict=strict,
+                                   plugins=plugin or [], format=format.value))
 
 
 @app.command()
 def run(
     file: str = typer.Argument(..., help="The recipe to run."),
     set_: Optional[List[str]] = SetOpt,
-    output: Optional[str] = typer.Option(None, "-o", "--output", help="Output path (one export only)."),
+    output: Optional[str] = typer.Option(None, "-o", "--output",
+                                         help="Write the output here (a recipe with one export)."),
     models_dir: Optional[str] = ModelsDirOpt,
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Worker threads (default: cores)."),
-    precision: str = typer.Option("fp32", "--precision", help="Arithmetic precision: fp32 or fp64."),
+    device: str = typer.Option("cpu", "--device", help="Where arithmetic runs: cpu, cuda or cuda:N."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Worker threads (default: the cores)."),
+    precision: Precision = typer.Option(Precision.fp32, "--precision", help="The dtype arithmetic runs in."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
-    strict: bool = typer.Option(False, "--strict", help="Keys missing from some inputs are errors."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Check and plan, write nothing."),
-    check_finite: bool = typer.Option(False, "--check-finite", help="Fail on NaN/inf outputs, by key."),
-    hash_: bool = typer.Option(False, "--hash", help="Record sha256 of inputs in the metadata."),
-    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help="Python file with merge methods."),
-    format: str = FormatOpt,
+    strict: bool = StrictOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check and plan; write nothing."),
+    check_finite: bool = typer.Option(False, "--check-finite", help="Fail on NaN/inf outputs, naming the keys."),
+    hash_: bool = typer.Option(False, "--hash", help="Record the inputs' sha256 in the output's metadata."),
+    plugin: Optional[List[str]] = PluginOpt,
+    format: Format = FormatOpt,
 ):
     """Check, then execute every export with a progress bar and a summary."""
-    from .commands import run_command
+    from .commands.run import run_command
 
-    raise typer.Exit(run_command(file, set_=set_ or [], output=output, models_dir=models_dir,
-                                 device=device, threads=threads, precision=precision,
+    raise typer.Exit(run_command(file, sets=set_ or [], output=output, models_dir=models_dir,
+                                 device=device, threads=threads, precision=precision.value,
                                  overwrite=overwrite, strict=strict, dry_run=dry_run,
                                  check_finite=check_finite, hash_inputs=hash_, plugins=plugin or [],
-                                 format=format))
+                                 format=format.value))
 
 
 @app.command()
 def plan(
-    file: str = typer.Argument(...),
+    file: str = typer.Argument(..., help="The recipe to plan."),
     set_: Optional[List[str]] = SetOpt,
     key: Optional[str] = typer.Option(None, "--key", help="Only keys matching this glob."),
     models_dir: Optional[str] = ModelsDirOpt,
-    format: str = FormatOpt,
+    plugin: Optional[List[str]] = PluginOpt,
+    format: Format = FormatOpt,
 ):
     """Print the lowered per-key plan and the estimated peak memory."""
-    from .commands import plan_command
+    from .commands.plan import plan_command
 
-    raise typer.Exit(plan_command(file, set_ or [], key, models_dir, format))
+    raise typer.Exit(plan_command(file, sets=set_ or [], key=key, models_dir=models_dir,
+                                  plugins=plugin or [], format=format.value))
 
 
 @app.command()
 def explain(
-    file: str = typer.Argument(...),
+    file: str = typer.Argument(..., help="The recipe."),
     key: str = typer.Argument(..., help="A tensor key (or glob) of an output."),
     set_: Optional[List[str]] = SetOpt,
     models_dir: Optional[str] = ModelsDirOpt,
-    format: str = FormatOpt,
+    plugin: Optional[List[str]] = PluginOpt,
+    format: Format = FormatOpt,
 ):
     """For one key: the formula, each hyperparameter's value and the rule that set it."""
-    from .commands import explain_command
+    from .commands.plan import explain_command
 
-    raise typer.Exit(explain_command(file, key, set_ or [], models_dir, format))
+    raise typer.Exit(explain_command(file, key, sets=set_ or [], models_dir=models_dir,
+                                     plugins=plugin or [], format=format.value))
+
+
+@app.command("explain-code")
+def explain_code(code: Optional[str] = typer.Argument(None, help="A diagnostic code, e.g. E0401 (none: list all).")):
+    """What a diagnostic code means, at length."""
+    from .commands.explain_code import explain_code_command
+
+    raise typer.Exit(explain_code_command(code))
 
 
 @app.command()
@@ -100,12 +138,12 @@ def info(
     arch: Optional[str] = typer.Argument(None, help="An architecture to describe."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="List keys too."),
     methods: bool = typer.Option(False, "--methods", help="List merge methods."),
-    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help="Python file with merge methods."),
+    plugin: Optional[List[str]] = PluginOpt,
 ):
     """Architectures, an architecture's components/blocks/classes, or the merge methods."""
-    from .commands import info_command
+    from .commands.info import info_command
 
-    raise typer.Exit(info_command(arch, verbose, methods, plugin or []))
+    raise typer.Exit(info_command(arch, verbose=verbose, methods=methods, plugins=plugin or []))
 
 
 @app.command()
@@ -113,18 +151,18 @@ def fmt(
     files: List[str] = typer.Argument(..., help="Recipes to format in place."),
     check_: bool = typer.Option(False, "--check", help="Exit 1 if a file is not formatted."),
     diff: bool = typer.Option(False, "--diff", help="Print a diff instead of writing."),
-    format: str = FormatOpt,
+    format: Format = FormatOpt,
 ):
     """Canonical formatting (parse, then print)."""
-    from .syntax.fmt import fmt_command
+    from .commands.fmt import fmt_command
 
-    raise typer.Exit(fmt_command(files, check=check_, diff=diff, format=format))
+    raise typer.Exit(fmt_command(files, check=check_, diff=diff, format=format.value))
 
 
 @app.command()
 def convert(file: str = typer.Argument(..., help="An sd-mecha `version 0.1.0` recipe.")):
     """Print an sd-mecha recipe as mechalang."""
-    from .syntax.sdmecha import convert_command
+    from .commands.convert import convert_command
 
     raise typer.Exit(convert_command(file))
 
@@ -134,31 +172,35 @@ def merge(
     models: List[str] = typer.Argument(..., help="Two models (three for add_difference)."),
     method: str = typer.Option("weighted_sum", "--method",
                                help="weighted_sum, sigmoid, inv_sigmoid or add_difference."),
-    alpha: float = typer.Option(0.5, "--alpha"),
+    alpha: float = typer.Option(0.5, "--alpha",
+                                help="The weight of the second model: 0 gives the first model, "
+                                     "1 the second, 0.3 is 70% A + 30% B (add_difference: "
+                                     "A + alpha·(B − C))."),
     force: bool = typer.Option(False, "--force", help="Merge differing architectures over shared keys."),
     name: Optional[str] = typer.Option(None, "--name", help="Output name (letters, digits, .+-)."),
     models_dir: Optional[str] = ModelsDirOpt,
-    overwrite: bool = typer.Option(False, "--overwrite"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     print_recipe: bool = typer.Option(False, "--print-recipe", help="Print the recipe and exit."),
-    device: str = typer.Option("cpu", "--device"),
-    threads: Optional[int] = typer.Option(None, "--threads"),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="Output dtype: fp16, bf16, fp32."),
+    device: str = typer.Option("cpu", "--device", help="Where arithmetic runs: cpu, cuda or cuda:N."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Worker threads (default: the cores)."),
+    dtype: Optional[QuickDtype] = typer.Option(None, "--dtype", help="Output dtype (default: the first model's)."),
+    format: Format = FormatOpt,
 ):
     """The quick two-or-three-model merge of GUI mergers, as one command."""
-    from .commands import merge_command
+    from .commands.merge import merge_command
 
     raise typer.Exit(merge_command(models, method=method, alpha=alpha, force=force, name=name,
                                    models_dir=models_dir, overwrite=overwrite,
                                    print_recipe=print_recipe, device=device, threads=threads,
-                                   dtype=dtype))
+                                   dtype=dtype.value if dtype else None, format=format.value))
 
 
 @app.command()
-def repl(models_dir: Optional[str] = ModelsDirOpt):
+def repl(models_dir: Optional[str] = ModelsDirOpt, plugin: Optional[List[str]] = PluginOpt):
     """Interactive: build values, :type, :keys, :explain, :plan, :run."""
     from .repl import run_repl
 
-    raise typer.Exit(run_repl(models_dir))
+    raise typer.Exit(run_repl(models_dir, plugins=plugin or []))
 
 
 def main() -> None:

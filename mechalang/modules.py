@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import mecha_path
 from .diagnostics import Diagnostic, Label, SourceMap, Span, codes, error
+from .paths import mecha_path
 from .syntax import ast
 
 STDLIB_DIR = Path(__file__).parent / "stdlib"
@@ -63,7 +63,8 @@ class ModuleLoader:
 
     def load_file(self, path: Path, span: Span | None = None) -> tuple[SourceModule | None, list[Diagnostic]]:
         """Read and parse a file (cached). Missing/unreadable files give diagnostics."""
-        from .syntax.parser import parse, read_source
+        from .syntax.parser import parse
+        from .syntax.source import read_source
 
         key = path.resolve() if path.exists() else path
         if key in self._cache:

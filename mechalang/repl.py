@@ -3,51 +3,46 @@
 Each accepted statement is appended to a session recipe, which is checked again from the top
 (headers are cached, so this is instant); an expression prints its type. Meta-commands:
 
-    :type EXPR           the type of an expression
-    :keys EXPR [GLOB]    the tensor keys of a model expression
-    :explain EXPR KEY    how KEY of a model expression is computed
-    :plan EXPR [GLOB]    the per-key plan of a model expression
-    :run EXPR to PATH    merge it into PATH
-    :session             the statements so far, as a recipe
+    :type EXPR                      the type of an expression
+    :keys EXPR [GLOB]               the tensor keys of a model expression
+    :explain EXPR KEY               how KEY of a model expression is computed
+    :plan EXPR [GLOB]               the per-key plan of a model expression
+    :run EXPR to PATH [--overwrite] merge it into PATH
+    :session                        the statements so far, as a recipe
     :help, :quit
 """
 
 from __future__ import annotations
 
 import fnmatch
-import io
+import shlex
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Iterable
 
+from . import pipeline
 from .diagnostics import render_text
 
 HELP = __doc__.split("\n\n", 1)[1]
+DISPLAY = "<repl>"
 
 
 class Session:
-    def __init__(self, models_dir: str | None = None, cwd: Path | None = None):
+    def __init__(self, models_dir: str | None = None, cwd: Path | None = None, plugins: Iterable[str] = ()):
         self.models_dir = models_dir
         self.cwd = cwd or Path.cwd()
+        self.plugins = tuple(plugins)
         self.statements: list[str] = []
-
-    @property
-    def display(self) -> str:
-        return "<repl>"
 
     def text(self, extra: str = "") -> str:
         return "\n".join(self.statements + ([extra] if extra else [])) + "\n"
 
-    def evaluate(self, extra: str = ""):
-        from .check.evaluate import Evaluator, Options
-        from .paths import models_dirs
+    def load(self, extra: str = "", *, expect_exports: bool = False) -> pipeline.Program:
+        return pipeline.load(text=self.text(extra), name=DISPLAY, models_dir=self.models_dir,
+                             plugins=self.plugins, base_dir=self.cwd, expect_exports=expect_exports)
 
-        ev = Evaluator(Options(models_dirs=models_dirs(self.models_dir)))
-        program = ev.run_main(self.cwd / "<repl>", text=self.text(extra), display=self.display)
-        return ev, program
-
-    def new_diagnostics(self, program, extra_line_start: int):
-        return [d for d in program.diagnostics if d.span is None or d.span.line >= extra_line_start]
+    def new_diagnostics(self, diags, extra_line_start: int):
+        return [d for d in diags if d.span is None or d.span.line >= extra_line_start]
 
     # ------------------------------------------------------------------ one input
 
@@ -64,15 +59,15 @@ class Session:
         from .syntax import ast
         from .syntax.parser import parse_repl_input
 
-        node, diags = parse_repl_input(line, self.display)
+        node, diags = parse_repl_input(line, DISPLAY)
         if node is None or any(d.is_error for d in diags):
-            return render_text(diags, {self.display: line}).rstrip()
+            return render_text(diags, {DISPLAY: line}).rstrip()
         if isinstance(node, ast.Export):
             return "exports are not run in the REPL; use :run EXPR to PATH"
         start = len(self.text().splitlines()) + 1
         if isinstance(node, (ast.Let, ast.Def, ast.Param, ast.Import, ast.FromImport)):
-            ev, program = self.evaluate(line)
-            new = self.new_diagnostics(program, start)
+            program = self.load(line)
+            new = self.new_diagnostics(program.diagnostics, start)
             if any(d.is_error for d in new):
                 return render_text(new, program.sources).rstrip()
             self.statements.append(line)
@@ -84,17 +79,28 @@ class Session:
     def value_of(self, expr: str):
         # The expression goes on a line of its own (newlines never matter in the grammar), so a
         # diagnostic shows the user's text, not the binding wrapped around it.
-        ev, program = self.evaluate(f"let __it =\n{expr}")
+        program = self.load(f"let __it =\n{expr}")
         start = len(self.text().splitlines()) + 2
-        new = self.new_diagnostics(program, start)
+        new = self.new_diagnostics(program.diagnostics, start)
         if any(d.is_error for d in new):
             return None, render_text(new, program.sources).rstrip()
-        env = ev.module_envs.get(program.main.path)
-        return env.values.get("__it") if env else None, None
+        return program.names.get("__it"), None
 
     def describe_name(self, name: str) -> str:
         value, err = self.value_of(name)
         return err if err else f"{name}: {describe(value)}"
+
+    def planned(self, expr: str, path: str, *, trace: bool = False) -> tuple[pipeline.Planned | None, str]:
+        """The session with `export EXPR to PATH` added, planned; or the diagnostics as text."""
+        from .syntax.printer import quote
+
+        start = len(self.text().splitlines()) + 1
+        planned = pipeline.plan(self.load(f"export\n{expr}\nto {quote(path)}", expect_exports=True),
+                                trace=trace)
+        if not planned.ok:
+            new = self.new_diagnostics(planned.diagnostics, start)
+            return None, render_text(new or planned.diagnostics, planned.sources).rstrip()
+        return planned, ""
 
     # ------------------------------------------------------------------ commands
 
@@ -114,64 +120,61 @@ class Session:
         return err if err else describe(value)
 
     def cmd_keys(self, rest: str) -> str:
-        expr, glob = _split_last(rest)
-        from .check.values import ModelValue
+        from .check.values import ModelValue, type_name
 
-        value, err = self.value_of(expr if glob and "*" in glob else rest)
+        expr, glob = _split_last(rest)
+        if not glob or "*" not in glob:
+            expr, glob = rest, "*"
+        value, err = self.value_of(expr)
         if err:
             return err
-        if not glob or "*" not in glob:
-            glob = "*"
         if not isinstance(value, ModelValue):
-            from .check.values import type_name
-
             return f"a {type_name(value)} has no keys"
         keys = [k for k in value.node.keys if fnmatch.fnmatchcase(k, glob)]
         shown = [f"  {k}  {value.node.keys[k].dtype} {list(value.node.keys[k].shape)}" for k in keys[:40]]
         more = [f"  ... {len(keys) - 40} more"] if len(keys) > 40 else []
         return "\n".join([f"{len(keys)} keys"] + shown + more)
 
-    def _with_export(self, expr: str, path: str, fn) -> str:
-        tmp = self.cwd / ".mecha-repl.mecha"
-        tmp.write_text(self.text(f"export ({expr}) to {path!r}".replace("'", '"')))
-        out, err = io.StringIO(), io.StringIO()
-        try:
-            with redirect_stdout(out), redirect_stderr(err):
-                code = fn(str(tmp))
-        finally:
-            tmp.unlink(missing_ok=True)
-        return (out.getvalue() + err.getvalue()).rstrip() + ("" if code == 0 else f"\n(exit {code})")
-
     def cmd_explain(self, rest: str) -> str:
+        from .commands.plan import explain_text
+
         expr, key = _split_last(rest)
         if not key:
             return "usage: :explain EXPR KEY"
-        from .commands import explain_command
-
-        return self._with_export(expr, "repl.safetensors",
-                                 lambda f: explain_command(f, key, [], self.models_dir, "text"))
+        planned, err = self.planned(expr, str(self.cwd / "repl.safetensors"), trace=True)
+        return err if planned is None else explain_text(planned, key).rstrip()
 
     def cmd_plan(self, rest: str) -> str:
+        from .commands.plan import plan_text
+        from .graph.lower import filter_keys
+
         expr, glob = _split_last(rest)
         if not glob or "*" not in glob:
             expr, glob = rest, None
-        from .commands import plan_command
-
-        return self._with_export(expr, "repl.safetensors",
-                                 lambda f: plan_command(f, [], glob, self.models_dir, "text"))
+        planned, err = self.planned(expr, str(self.cwd / "repl.safetensors"))
+        return err if planned is None else plan_text(planned, filter_keys(planned.plan, glob)).rstrip()
 
     def cmd_run(self, rest: str) -> str:
-        expr, sep, path = rest.rpartition(" to ")
-        if not sep:
-            return "usage: :run EXPR to PATH"
-        path = path.strip().strip('"')
-        from .commands import run_command
+        from .units import format_bytes
 
-        target = str((self.cwd / path).resolve())
-        return self._with_export(expr, target, lambda f: run_command(
-            f, set_=[], output=None, models_dir=self.models_dir, device="cpu", threads=None, precision="fp32",
-            overwrite=False, strict=False, dry_run=False, check_finite=False, hash_inputs=False, plugins=[],
-            format="text"))
+        expr, sep, target = rest.rpartition(" to ")
+        try:
+            words = shlex.split(target)
+        except ValueError as exc:
+            return f"usage: :run EXPR to PATH [--overwrite] ({exc})"
+        flags = [w for w in words if w.startswith("--")]
+        paths = [w for w in words if not w.startswith("--")]
+        unknown = [f for f in flags if f != "--overwrite"]
+        if not sep or not expr.strip() or len(paths) != 1 or unknown:
+            return "usage: :run EXPR to PATH [--overwrite]" + (f" (unknown option {unknown[0]})" if unknown else "")
+        planned, err = self.planned(expr, str((self.cwd / paths[0]).resolve()))
+        if planned is None:
+            return err
+        result = pipeline.execute(planned, overwrite="--overwrite" in flags)
+        if not result.ok:
+            return render_text([d for d in result.diagnostics if d.is_error], planned.sources).rstrip()
+        return "\n".join(f"wrote {o.path}: {len(o.tensors)} tensors, {format_bytes(o.data_bytes)}"
+                         for o in planned.plan.outputs)
 
 
 def _split_last(rest: str) -> tuple[str, str]:
@@ -202,8 +205,12 @@ def describe(value) -> str:
     return type_name(value)
 
 
-def run_repl(models_dir: str | None) -> int:
-    session = Session(models_dir)
+def run_repl(models_dir: str | None, plugins: Iterable[str] = ()) -> int:
+    problems = pipeline.load_plugins(plugins)
+    if problems:
+        sys.stderr.write(render_text(problems))
+        return 1
+    session = Session(models_dir, plugins=())
     interactive = sys.stdin.isatty()
     if interactive:
         print("mechalang REPL — :help for commands, :quit to leave")

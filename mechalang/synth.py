@@ -22,11 +22,10 @@ from typing import Iterable, Mapping
 
 import torch
 
-from .runtime.reader import byte_view
-
 from .archs.arch import Arch, KeySpec
-from .dtypes import DTYPES, USER_FLOAT_NAMES
 from .archs.registry import get_arch
+from .dtypes import DTYPES, USER_FLOAT_NAMES
+from .runtime.reader import byte_view
 
 # The names a caller may ask for (`float16`, `fp16`, `bf16`, ...), from the one dtype table.
 _DTYPE_NAMES = {name: getattr(torch, DTYPES[st].torch_name) for name, st in USER_FLOAT_NAMES.items()}

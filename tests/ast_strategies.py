@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from mechalang.syntax import ast
-from mechalang.syntax.parser import RESERVED_WORDS, SELECTOR_WORDS
+from mechalang.syntax.grammar import RESERVED_WORDS, SELECTOR_WORDS
 
 _FIRST = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
 _REST = _FIRST + "0123456789"

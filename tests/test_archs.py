@@ -345,8 +345,7 @@ def test_broken_user_toml_names_the_file(tmp_path, monkeypatch, text, msg):
 
 
 def test_info_table_lists_every_architecture():
-    text, code = info_text(None, False)
-    assert code == 0
+    text = info_text(None, False)
     for name in STDLIB:
         assert name in text
     line = next(l for l in text.splitlines() if l.startswith("sd1 "))
@@ -355,26 +354,28 @@ def test_info_table_lists_every_architecture():
 
 
 def test_info_one_architecture():
-    text, code = info_text("sd1", False)
-    assert code == 0
+    text = info_text("sd1", False)
     assert "IN00           6 keys" in text
     assert "attn2          80 keys" in text
     assert "clip_l         197 keys" in text
     assert "26 values: BASE, IN00..IN11, M00, OUT00..OUT11" in text
     assert "model.diffusion_model.out.2.weight" not in text
-    verbose, _ = info_text("sd15", True)
+    verbose = info_text("sd15", True)
     line = next(l for l in verbose.splitlines() if "model.diffusion_model.out.2.weight" in l)
     assert "[4, 320, 3, 3] F32" in line and "block=OUT11" in line and "conv" in line
 
 
-def test_info_family_and_unknown():
-    text, code = info_text("llama", False)
-    assert code == 0 and "L{n}" in text and "EMBED" in text
-    text, code = info_text("sdxll", False)
-    assert code == 1
-    assert "unknown architecture `sdxll`" in text and "did you mean `sdxl`?" in text
-    text, code = info_text("mistrel", False)
-    assert code == 1 and "did you mean `llama`?" in text
+def test_info_family_and_unknown(capsys):
+    from mechalang.commands.info import info_command
+
+    text = info_text("llama", False)
+    assert "L{n}" in text and "EMBED" in text
+    assert info_text("sdxll", False) is None
+    assert info_command("sdxll") == 1
+    err = capsys.readouterr().err
+    assert "error[E0225]: unknown architecture `sdxll`" in err and "did you mean `sdxl`?" in err
+    assert info_command("mistrel") == 1
+    assert "did you mean `llama`?" in capsys.readouterr().err
 
 
 def test_front_end_modules_do_not_import_torch_or_numpy():

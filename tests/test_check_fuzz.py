@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mechalang.commands import check_command
+from mechalang.commands.check import check_command
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.mecha"))
@@ -62,7 +62,7 @@ def test_mutated_examples_never_crash(example_models, tmp_path_factory, capsys, 
     path = ROOT / "examples" / f".fuzz-{tmp.name}.mecha"
     path.write_text(text)
     try:
-        code = check_command(str(path), [], None, False, "text")
+        code = check_command(str(path))
     finally:
         path.unlink(missing_ok=True)
     capsys.readouterr()
@@ -75,7 +75,7 @@ def test_arbitrary_input_never_crashes(tmp_path_factory, capsys, text):
     tmp = tmp_path_factory.mktemp("any")
     path = tmp / "any.mecha"
     path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"))
-    code = check_command(str(path), [], None, False, "text")
+    code = check_command(str(path))
     out, err = capsys.readouterr()
     assert code in (0, 1)
     if code == 1:
@@ -83,7 +83,7 @@ def test_arbitrary_input_never_crashes(tmp_path_factory, capsys, text):
 
 
 def test_directory_and_missing_file(tmp_path, capsys):
-    assert check_command(str(tmp_path), [], None, False, "text") == 1
-    assert check_command(str(tmp_path / "nope.mecha"), [], None, False, "text") == 1
+    assert check_command(str(tmp_path)) == 1
+    assert check_command(str(tmp_path / "nope.mecha")) == 1
     err = capsys.readouterr().err
     assert "directory" in err and "nope.mecha" in err

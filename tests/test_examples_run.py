@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from mechalang.cli import app
-from mechalang.commands import compile_recipe
-from mechalang.syntax.fmt import fmt_command
+from mechalang import pipeline
+from mechalang.commands.fmt import fmt_command
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
@@ -40,12 +40,12 @@ def test_example_runs(example_copy, name):
         args += ["--plugin", str(EXAMPLES / "plugins" / "my_methods.py")]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    compiled = compile_recipe(str(example_copy / name), [], None)
-    outputs = [o.path for o in compiled.lowered.plan.outputs]
+    compiled = pipeline.plan(pipeline.load(example_copy / name))
+    outputs = [o.path for o in compiled.plan.outputs]
     assert outputs
     for path in outputs:
         out = load_file(path)
-        assert len(out) == len(next(o for o in compiled.lowered.plan.outputs if o.path == path).tensors)
+        assert len(out) == len(next(o for o in compiled.plan.outputs if o.path == path).tensors)
         assert all(t.numel() == 0 or t.isfinite().all() for t in out.values() if t.is_floating_point())
 
 

@@ -10,7 +10,8 @@ from collections import Counter
 
 import pytest
 
-from mechalang.syntax.fmt import fmt_command, format_text
+from mechalang.commands.fmt import fmt_command
+from mechalang.syntax.fmt import format_text
 from mechalang.syntax.parser import parse
 
 UGLY = "let x=f( a,k = 1 )   # keep me\n\n\n\nexport x to \"o\" as fp16"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mechalang.commands import check_command
+from mechalang.commands.check import check_command
 
 from .conftest import GOLDEN
 from .golden_util import assert_matches_golden
@@ -29,7 +29,7 @@ def run_check(case: Path, capsys, monkeypatch) -> str:
     sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
     strict = "--strict" in args
     fmt = "json" if "--json" in args else "text"
-    code = check_command(f"check/{case.name}", sets, "models", strict, fmt)
+    code = check_command(f"check/{case.name}", sets=sets, models_dir="models", strict=strict, format=fmt)
     out, err = capsys.readouterr()
     return f"exit {code}\n--- stdout\n{out}--- stderr\n{err}"
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from mechalang.diagnostics import render_text
-from mechalang.syntax.parser import parse, read_source
+from mechalang.syntax.parser import parse
+from mechalang.syntax.source import read_source
 from mechalang.syntax.printer import print_module
 
 GOLDEN = Path(__file__).parent / "golden"

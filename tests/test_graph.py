@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from mechalang.commands import compile_recipe
-from mechalang.graph.plan import Op
+from mechalang import pipeline
+from mechalang.runtime.plan import Op
 
 
 def write(tmp: Path, name: str, text: str) -> Path:
@@ -29,7 +29,7 @@ let two = weighted_sum(a, b, alpha=0.3)
 export add_difference(one, c, a) to "o1.safetensors"
 export two + 0.5 * (c - a) to "o2.safetensors"
 ''')
-    c = compile_recipe(str(r), [], None)
+    c = pipeline.plan(pipeline.load(r))
     assert c.ok, [d.message for d in c.diagnostics]
     e1, e2 = c.program.exports
     ws1 = e1.node.args[0]
@@ -53,12 +53,8 @@ param base: Model
 let c = model("{small_models / 'c.safetensors'}")
 export weighted_sum(base, c, alpha=0.5) to "outer.safetensors"
 ''')
-    from mechalang.commands import run_command
-
-    code = run_command(str(outer), set_=[f"base={tmp_path / 'inner.mecha'}"], output=None, models_dir=None,
-                       device="cpu", threads=None, precision="fp32", overwrite=False, strict=False, dry_run=False,
-                       check_finite=False, hash_inputs=False, plugins=[], format="text")
-    assert code == 0
+    result = pipeline.run(pipeline.load(outer, params={"base": tmp_path / "inner.mecha"}))
+    assert result.ok, result.diagnostics
     assert not (tmp_path / "inner.safetensors").exists()  # the inner recipe's export is not run
     out = load_file(str(tmp_path / "outer.safetensors"))
     a, b, cc = (load_file(str(small_models / f"{n}.safetensors")) for n in "abc")

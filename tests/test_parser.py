@@ -10,14 +10,10 @@ import pytest
 
 from mechalang.diagnostics import Span
 from mechalang.syntax import ast
-from mechalang.syntax.parser import (
-    iter_nodes,
-    parse,
-    parse_expression,
-    parse_repl_input,
-    read_source,
-    scan_comments,
-)
+from mechalang.syntax.ast import iter_nodes
+from mechalang.syntax.comments import scan_comments
+from mechalang.syntax.parser import parse, parse_expression, parse_repl_input
+from mechalang.syntax.source import read_source
 from mechalang.syntax.printer import print_module
 
 F = "t.mecha"

@@ -269,7 +269,7 @@ def test_presets_file_is_formatted():
 
 
 def test_import_from_std_presets(small_models, tmp_path, capsys):
-    from mechalang.commands import check_command
+    from mechalang.commands.check import check_command
 
     recipe = tmp_path / "r.mecha"
     recipe.write_text(
@@ -281,7 +281,7 @@ def test_import_from_std_presets(small_models, tmp_path, capsys):
         'export weighted_sum(a, b, alpha=CUBIC_HERMITE) to "o3.safetensors"\n'
         'export weighted_sum(x, y, alpha=SMOOTHSTEP_DIV_2 with {M00: 0.5}) to "o4.safetensors"\n'
         'export weighted_sum(x, y, alpha=ALL_B) to "o5.safetensors"\n')
-    code = check_command(str(recipe), [], str(small_models), False, "text")
+    code = check_command(str(recipe), models_dir=str(small_models))
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "5 exports" in out

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ast_strategies import expressions, modules, selectors, type_exprs  # noqa: E402
 from mechalang.syntax import ast
-from mechalang.syntax.parser import _lark, parse, parse_expression
+from mechalang.syntax.grammar import _lark
+from mechalang.syntax.parser import parse, parse_expression
 from mechalang.syntax.printer import WIDTH, print_expr, print_module, print_selector, print_stmt, print_type, quote
 
 F = "p.mecha"

@@ -10,7 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from mechalang.diagnostics import Span
-from mechalang.graph.plan import Op
+from mechalang.runtime.plan import Op
 from mechalang.methods.registry import Float, KeyName, Same
 from mechalang.runtime import executor as executor_module
 from mechalang.runtime.errors import RuntimeFailure

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from mechalang.diagnostics import Span
-from mechalang.graph.plan import Op
+from mechalang.runtime.plan import Op
 from mechalang.methods.registry import Same
 from mechalang.runtime import writer as writer_module
 from mechalang.runtime.errors import RuntimeFailure

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from mechalang.dtypes import element_size
-from mechalang.graph.plan import (InputFile, KeyExpr, Op, OutputPlan, Plan, Read,
+from mechalang.runtime.plan import (InputFile, KeyExpr, Op, OutputPlan, Plan, Read,
                                   layout)
 from mechalang.methods.registry import MethodRegistry, build_spec
 

@@ -1,4 +1,4 @@
-"""sd-mecha's `version 0.1.0` recipes read as mechalang (`mechalang.syntax.sdmecha`).
+"""sd-mecha's `version 0.1.0` recipes read as mechalang (`mechalang.compat.sdmecha`).
 
 Golden cases: each `golden/sdmecha/NAME.mecha` is converted with `convert_command` from the
 `golden/` folder; `NAME.out` holds the exit code, stdout (the mechalang text) and stderr (the
@@ -16,7 +16,9 @@ from mechalang.diagnostics import Severity
 from mechalang.syntax import ast
 from mechalang.syntax.parser import parse
 from mechalang.syntax.printer import print_module
-from mechalang.syntax.sdmecha import ARCHES, convert_command, is_sdmecha, read_sdmecha
+from mechalang.commands.convert import convert_command
+from mechalang.compat.sdmecha import is_sdmecha, read_sdmecha
+from mechalang.compat.sdmecha.tables import ARCHES
 
 from .golden_util import assert_matches_golden
 
@@ -648,7 +650,7 @@ def test_mecha_convert_cli(tmp_path):
 
 
 def test_mecha_check_accepts_an_sd_mecha_recipe(small_models, tmp_path, capsys):
-    from mechalang.commands import check_command
+    from mechalang.commands.check import check_command
 
     f = tmp_path / "r.mecha"
     f.write_text('version 0.1.0\n'
@@ -662,7 +664,7 @@ def test_mecha_check_accepts_an_sd_mecha_recipe(small_models, tmp_path, capsys):
                  'literal &6 model_config="sd1-supermerger_blocks" merge_space="param"\n'
                  'merge "convert_sd1_blocks_to_ldm" &7\n'
                  'merge "weighted_sum" &5 &1 &8\n')
-    code = check_command(str(f), [], str(small_models), False, "text")
+    code = check_command(str(f), models_dir=str(small_models))
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "1 export, 3 models (sd1)" in out

@@ -10,8 +10,9 @@ from hypothesis import given, settings, strategies as st
 
 from mechalang.archs import registry
 from mechalang.archs.arch import Arch, PatternSet
-from mechalang.check.selectors import (Rule, check_selector, parse_mbw, resolve, rule_diagnostics,
-                                       selector_matches, selector_text, summarize_blocks)
+from mechalang.archs.selectors import Rule, resolve, selector_matches, summarize_blocks
+from mechalang.check.selectors import check_selector, parse_mbw, rule_diagnostics
+from mechalang.syntax.printer import print_selector as selector_text
 from mechalang.diagnostics import Severity, Span
 from mechalang.syntax.ast import SelAnd, SelDefault, SelGlob, SelKey, SelName, SelNot, SelRange
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from mechalang.commands import compile_recipe
+from mechalang import pipeline
 from mechalang.runtime.executor import execute
 
 SHAPES = {"layers.0.weight": (6, 4), "layers.0.bias": (6,), "layers.1.weight": (3, 6, 2, 2),
@@ -87,7 +87,7 @@ def test_streamed_equals_eager(tiny_models, tmp_path_factory, expr, threads):
     lets = "\n".join(f'let {n} = model("{tiny_models / (n + ".safetensors")}")' for n in "abc")
     text = f'{lets}\nexport {to_text(expr)} to "{out_dir / "o.safetensors"}"\n'
     (out_dir / "r.mecha").write_text(text)
-    c = compile_recipe(str(out_dir / "r.mecha"), [], None)
+    c = pipeline.plan(pipeline.load(out_dir / "r.mecha"))
     assert c.ok, [d.message for d in c.diagnostics]
     execute(c.lowered.plan, threads=threads)
     out = load_file(str(out_dir / "o.safetensors"))

@@ -10,23 +10,22 @@ from .arch import Arch
 from .registry import all_archs, get_arch
 
 
-def info_text(arch: str | None, verbose: bool) -> tuple[str, int]:
-    """(text, exit code)."""
+def closest_arch_name(name: str) -> str | None:
+    """The architecture a misspelled name most likely means (by name, then by alias)."""
+    archs = all_archs()
+    sugg = did_you_mean(name, [x.name for x in archs])
+    if sugg is None:
+        alias = did_you_mean(name, [al for x in archs for al in x.aliases])
+        sugg = get_arch(alias).name if alias else None
+    return sugg
+
+
+def info_text(arch: str | None, verbose: bool) -> str | None:
+    """The table of architectures, or one architecture described; None if there is no such one."""
     if arch is None:
-        return _table(), 0
+        return _table()
     a = get_arch(arch)
-    if a is None:
-        archs = all_archs()
-        sugg = did_you_mean(arch, [x.name for x in archs])
-        if sugg is None:
-            alias = did_you_mean(arch, [al for x in archs for al in x.aliases])
-            sugg = get_arch(alias).name if alias else None
-        msg = f"error: unknown architecture `{arch}`"
-        if sugg:
-            msg += f"\n  = help: did you mean `{sugg}`?"
-        msg += "\n  = note: known architectures: " + ", ".join(sorted(x.name for x in all_archs()))
-        return msg + "\n", 1
-    return _details(a, verbose), 0
+    return None if a is None else _details(a, verbose)
 
 
 def _table() -> str:
@@ -93,7 +92,7 @@ def _details(a: Arch, verbose: bool) -> str:
         if unblocked:
             out.append(f"  (in no block)  {unblocked} keys")
     if a.mbw_blocks:
-        from ..check.selectors import summarize_blocks
+        from .selectors import summarize_blocks
 
         out.append(f"block-weight strings (mbw): {len(a.mbw_blocks)} values: "
                    f"{summarize_blocks(list(a.mbw_blocks))}")

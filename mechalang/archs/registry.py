@@ -46,9 +46,9 @@ import json
 import os
 from pathlib import Path
 
-from .arch import Arch, ArchError, KeySpec, PatternSet
 from ..dtypes import DTYPES, TORCH_TO_SAFETENSORS
 from ..paths import mecha_path, mecha_path_key
+from .arch import Arch, ArchError, KeySpec, PatternSet
 
 try:
     import tomllib

@@ -10,8 +10,17 @@ from ..archs import registry as arch_registry
 from ..diagnostics import Span, codes, did_you_mean, error, warning
 from ..graph.nodes import HyperRule, KeyMeta, LoadInfo
 from ..syntax import ast
-from .values import (POISON, ArchValue, Builtin, HyperValue, ListValue, MethodValue, ModelValue,
-                     is_number, type_name)
+from .values import (
+    POISON,
+    ArchValue,
+    Builtin,
+    HyperValue,
+    ListValue,
+    MethodValue,
+    ModelValue,
+    is_number,
+    type_name,
+)
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 

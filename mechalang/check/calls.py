@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..diagnostics import Label, Span, codes, did_you_mean, error
+from ..graph.keys import node_keys
 from ..graph.nodes import BoundHyper, KeyMeta
 from ..methods.registry import Delta, HyperKind, MethodSpec, Same, Weight
 from ..syntax import ast
-from . import keysets
 from .values import POISON, HyperValue, ModelValue, is_number, type_name
 
 
@@ -101,7 +101,7 @@ def call_method(ev, spec: MethodSpec, e: ast.Call, args: list[tuple[Any, Span | 
     drop = shape_check(ev, models, e.span)
     if drop is None:
         return POISON
-    keys = keysets.method_keys([m.node.keys for m, _ in models], drop)
+    keys = node_keys(spec.name, [m.node.space for m, _ in models], [m.node.keys for m, _ in models], drop)
     hypers: list[tuple[str, BoundHyper]] = []
     for hp in spec.hypers:
         given = kwargs.get(hp.name) or hyper_args.get(hp.name)

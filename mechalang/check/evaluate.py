@@ -13,22 +13,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..diagnostics import Diagnostic, Label, SourceMap, Span, codes, did_you_mean, error
+from ..diagnostics import Diagnostic, Label, Span, codes, did_you_mean, error, warning
 from ..graph.nodes import GraphBuilder, HyperRule, Node
+from ..graph.program import Export, Program
 from ..modules import ModuleLoader, SourceModule
 from ..syntax import ast
 from .names import NameChecker
-from .values import (POISON, Builtin, Closure, Env, HyperValue, ListValue, MethodValue,
-                     ModelValue, Namespace, is_number, type_name)
-
-
-@dataclass
-class ExportResult:
-    node: Node | None
-    path: Path | None
-    dtype: str | None
-    span: Span | None
-    path_span: Span | None
+from .provenance import resolved_recipe_text
+from .values import (
+    POISON,
+    Builtin,
+    Closure,
+    Env,
+    HyperValue,
+    ListValue,
+    MethodValue,
+    ModelValue,
+    Namespace,
+    is_number,
+    type_name,
+)
 
 
 @dataclass
@@ -36,21 +40,9 @@ class Options:
     models_dirs: list[Path] = field(default_factory=list)
     sets: dict[str, str] = field(default_factory=dict)
     force: bool = False  # merge differing architectures over their shared keys (mecha merge --force)
-
-
-@dataclass
-class Program:
-    main: SourceModule | None
-    exports: list[ExportResult]
-    diagnostics: list[Diagnostic]
-    sources: SourceMap
-    params: dict[str, Any]
-    builder: GraphBuilder
-    model_names: dict[str, str]  # load path -> the name the recipe gives it
-
-    @property
-    def ok(self) -> bool:
-        return not any(d.is_error for d in self.diagnostics)
+    # A main recipe without an `export` is reported (a warning: it may be a library of `def`s);
+    # the REPL and the Python API evaluate values without exports and turn this off.
+    expect_exports: bool = True
 
 
 class Evaluator:
@@ -103,7 +95,7 @@ class Evaluator:
             mod = SourceModule(path, disp, text, tree)
         for d in diags:
             self.report(d)
-        exports: list[ExportResult] = []
+        exports: list[Export] = []
         if mod is not None and mod.tree is not None:
             env = self.eval_module(mod, main=True, exports=exports)
             if env is not None:
@@ -114,9 +106,21 @@ class Evaluator:
                              help=f"did you mean `{sugg}`?" if sugg else
                              (f"its params are: {', '.join(self.params)}" if self.params else "it declares no param"))
         self._check_exports(exports)
-        return Program(mod, exports, self.diags, self.sources, self.params, self.builder, self.model_names)
+        if (self.options.expect_exports and mod is not None and mod.tree is not None
+                and not any(isinstance(s, ast.Export) for s in mod.tree.statements)):
+            self.report(warning(codes.NO_EXPORT, "the recipe has no `export`: running it writes nothing",
+                                Span.point(mod.display, 1, 1),
+                                help='add `export VALUE to "out.safetensors"` (a library of `def`s '
+                                     'that other recipes import needs none)'))
+        program = Program(mod, exports, self.diags, self.sources, self.params, self.builder, self.model_names)
+        env = self.module_envs.get(mod.path) if mod is not None else None
+        if env is not None:
+            program.names = dict(env.values)
+        if mod is not None and mod.tree is not None and program.ok:
+            program.recipe_text = resolved_recipe_text(mod.tree, self.params)
+        return program
 
-    def eval_module(self, mod: SourceModule, *, main: bool, exports: list[ExportResult] | None = None) -> Env | None:
+    def eval_module(self, mod: SourceModule, *, main: bool, exports: list[Export] | None = None) -> Env | None:
         if mod.path in self.module_envs:
             return self.module_envs[mod.path]
         assert mod.tree is not None
@@ -171,7 +175,7 @@ class Evaluator:
                 self.model_names.setdefault(value.node.load.path, name)
 
     def statement(self, stmt: ast.Stmt, env: Env, mod: SourceModule, main: bool,
-                  exports: list[ExportResult] | None) -> None:
+                  exports: list[Export] | None) -> None:
         if isinstance(stmt, ast.Import):
             menv = self.import_module(stmt.path, stmt.span, mod)
             self.bind(env, stmt.alias, Namespace(stmt.alias, menv, mod.path) if menv is not None else POISON)
@@ -208,7 +212,7 @@ class Evaluator:
                             help=f"did you mean `{sugg}`?" if sugg else None)
         return menv.values[name]
 
-    def export(self, stmt: ast.Export, env: Env, mod: SourceModule, exports: list[ExportResult] | None) -> None:
+    def export(self, stmt: ast.Export, env: Env, mod: SourceModule, exports: list[Export] | None) -> None:
         from ..dtypes import EXPORT_DTYPES
 
         value = self.eval(stmt.value, env)
@@ -240,10 +244,10 @@ class Evaluator:
                      help=f"did you mean `{sugg}`?" if sugg else f"use one of {', '.join(EXPORT_DTYPES)}")
             dtype = None
         if exports is not None:
-            exports.append(ExportResult(node, out_path, dtype, stmt.span, stmt.path.span))
+            exports.append(Export(node, out_path, dtype, stmt.span, stmt.path.span))
 
-    def _check_exports(self, exports: list[ExportResult]) -> None:
-        seen: dict[Path, ExportResult] = {}
+    def _check_exports(self, exports: list[Export]) -> None:
+        seen: dict[Path, Export] = {}
         inputs = {Path(p).resolve() for p in self.model_names} | {
             Path(n.load.path).resolve() for n in self._all_loads()}
         for e in exports:

@@ -14,10 +14,10 @@ import operator
 from typing import Any
 
 from ..diagnostics import Label, Span, codes, error
+from ..graph.keys import node_keys, shape_conflicts
 from ..graph.nodes import BoundHyper, HyperRule
 from ..methods.registry import Float
 from ..syntax import ast
-from . import keysets
 from .values import POISON, HyperValue, ListValue, ModelValue, is_number, type_name
 
 _NUM_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
@@ -169,7 +169,7 @@ def combine(ev, e: ast.BinOp, op: str, left: ModelValue, right: ModelValue, spac
     if drop is None:
         return POISON
     a, b = left.node, right.node
-    keys = keysets.sub_keys(a.keys, b.keys, drop) if op == "sub" else keysets.add_keys(a.keys, b.keys, a.space, b.space, drop)
+    keys = node_keys(op, [a.space, b.space], [a.keys, b.keys], drop)
     return ModelValue(ev.builder.node(op, (a, b), space=space, arch=arch, keys=keys, origin=e.span))
 
 
@@ -180,14 +180,14 @@ def fallback(ev, e: ast.BinOp, left: ModelValue, right: ModelValue) -> Any:
     arch = ev.unify_arch([(left, e.left.span), (right, e.right.span)], "`|`", e.span)
     if arch is None:
         return POISON
-    keys = keysets.union_keys(left.node.keys, right.node.keys)
+    keys = node_keys("fallback", [left.node.space, right.node.space], [left.node.keys, right.node.keys])
     return ModelValue(ev.builder.node("fallback", (left.node, right.node), space=left.node.space,
                                       arch=arch, keys=keys, origin=e.span))
 
 
 def shape_check(ev, values: list[tuple[ModelValue, Span | None]], span: Span | None) -> set[str] | None:
     """Keys whose shapes differ between inputs: an error, or (with --force) keys to leave out."""
-    conflicts = keysets.shape_conflicts([v.node.keys for v, _ in values])
+    conflicts = shape_conflicts([v.node.keys for v, _ in values])
     if not conflicts:
         return set()
     if ev.options.force:

@@ -1,9 +1,5 @@
-"""Hyperparameter-map selectors: checking them against an architecture, matching them against
-keys, resolving a key's value, and reading supermerger-style block-weight strings.
-
-For each key the **last** matching non-default rule wins; a `default` rule applies only where no
-other rule matches (the last `default` if there are several); with neither, `resolve` gives None
-and the method's own default applies.
+"""Checking hyperparameter-map selectors against an architecture and a model's keys, and reading
+supermerger-style block-weight strings. (Matching and resolving are in archs/selectors.py.)
 
 Diagnostic codes:
 
@@ -25,55 +21,15 @@ Diagnostic codes:
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
-from ..archs.arch import Arch, KeyInfo
+from ..archs.arch import Arch
+from ..archs.selectors import Rule, selector_matches, summarize_blocks
 from ..diagnostics import Diagnostic, Label, Span, codes, did_you_mean, error, warning
 from ..syntax.ast import SelAnd, SelDefault, SelGlob, SelKey, SelName, SelNot, SelRange
-
-
-@dataclass(frozen=True)
-class Rule:
-    selector: Any      # a Selector node
-    value: object
-    span: Span | None = None
-
-
-# ------------------------------------------------------------------------------------------------
-# Text of a selector, for messages
-
-
-def selector_text(sel) -> str:
-    if isinstance(sel, SelDefault):
-        return "default"
-    if isinstance(sel, SelName):
-        return sel.name
-    if isinstance(sel, SelRange):
-        return f"{sel.start}..{sel.end}"
-    if isinstance(sel, SelGlob):
-        return _quote(sel.pattern)
-    if isinstance(sel, SelKey):
-        return f"key({_quote(sel.pattern)})"
-    if isinstance(sel, SelAnd):
-        return f"{_operand(sel.left)} & {_operand(sel.right, right=True)}"
-    if isinstance(sel, SelNot):
-        return f"!{_operand(sel.operand, tight=True)}"
-    return repr(sel)
-
-
-def _operand(sel, right: bool = False, tight: bool = False) -> str:
-    text = selector_text(sel)
-    if isinstance(sel, SelAnd) and (right or tight):
-        return f"({text})"
-    return text
-
-
-def _quote(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
+from ..syntax.printer import print_selector as selector_text
+from ..syntax.printer import quote as _quote
 
 # ------------------------------------------------------------------------------------------------
 # Checking a selector against an architecture
@@ -185,87 +141,6 @@ def _block_summary(arch: Arch) -> str:
     if arch.is_family and not arch.specialized:
         names += list(arch.block_templates)
     return summarize_blocks(names) or "(none)"
-
-
-_NUM = re.compile(r"^(.*?)(\d+)$")
-
-
-def summarize_blocks(names: Sequence[str]) -> str:
-    out: list[str] = []
-    i = 0
-    while i < len(names):
-        m = _NUM.match(names[i])
-        j = i
-        if m:
-            prefix, num = m.group(1), m.group(2)
-            k = int(num)
-            while j + 1 < len(names):
-                m2 = _NUM.match(names[j + 1])
-                if not m2 or m2.group(1) != prefix or int(m2.group(2)) != k + 1:
-                    break
-                j += 1
-                k += 1
-        if j - i >= 2:
-            out.append(f"{names[i]}..{names[j]}")
-        else:
-            out.extend(names[i:j + 1])
-        i = j + 1
-    return ", ".join(out)
-
-
-# ------------------------------------------------------------------------------------------------
-# Matching and resolving
-
-
-def selector_matches(sel, info: KeyInfo, arch: Arch) -> bool:
-    """Whether `sel` selects the key `info` describes. `default` matches nothing here."""
-    if isinstance(sel, SelName):
-        kind = arch.kind_of(sel.name)
-        if kind == "block":
-            return info.block == sel.name
-        if kind == "class":
-            return sel.name in info.classes
-        if kind == "component":
-            return info.component == sel.name
-        return False
-    if isinstance(sel, SelRange):
-        if info.block is None:
-            return False
-        k = arch.block_sort_key(info.block)
-        a = arch.block_sort_key(sel.start)
-        b = arch.block_sort_key(sel.end)
-        if k is None or a is None or b is None:
-            return False
-        return a <= k <= b
-    if isinstance(sel, SelGlob):
-        return info.block is not None and fnmatchcase(info.block, sel.pattern)
-    if isinstance(sel, SelKey):
-        if fnmatchcase(info.key, sel.pattern):
-            return True
-        canon = arch.canonical(info.key)
-        return canon != info.key and fnmatchcase(canon, sel.pattern)
-    if isinstance(sel, SelAnd):
-        return selector_matches(sel.left, info, arch) and selector_matches(sel.right, info, arch)
-    if isinstance(sel, SelNot):
-        return not selector_matches(sel.operand, info, arch)
-    return False  # SelDefault
-
-
-def resolve(rules: Sequence[Rule], info: KeyInfo, arch: Arch) -> tuple[object, int] | None:
-    """(value, index of the rule) for the key `info` describes: the last matching non-default
-    rule, else the last `default` rule, else None."""
-    default_idx = None
-    for i in range(len(rules) - 1, -1, -1):
-        sel = rules[i].selector
-        if isinstance(sel, SelDefault):
-            if default_idx is None:
-                default_idx = i
-            continue
-        if selector_matches(sel, info, arch):
-            return rules[i].value, i
-    if default_idx is not None:
-        return rules[default_idx].value, default_idx
-    return None
 
 
 def rule_diagnostics(rules: Sequence[Rule], arch: Arch, keys: Iterable[str]) -> list[Diagnostic]:

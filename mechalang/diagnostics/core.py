@@ -7,7 +7,6 @@ the edges (`DiagnosticError` carries a batch of diagnostics out of a pass that c
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from enum import Enum
 from typing import Iterable

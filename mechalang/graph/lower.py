@@ -2,13 +2,9 @@
 
 For each export and each of its keys, a `KeyExpr` says what to read and compute, with every
 hyperparameter resolved to a scalar for that key. Output headers (names, dtypes, shapes, offsets)
-come out exact. Per-key rules (mirroring check/keysets.py):
-
-- non-float tensors (int64 position_ids, bool masks) are never interpolated: they are copied from
-  the first input that has them;
-- a key that an input of a merge lacks is taken unchanged from the first input ("kept"), and keys
-  only secondary inputs have are left out; both are reported (`Coverage`), and `--strict` makes
-  them errors.
+come out exact. Which keys a node has and where each comes from is decided by graph/keys.py, the
+same rules the checker used to build each node's key set; the keys a merge kept from its first
+input or left out are reported (`Coverage`), and `--strict` makes them errors.
 """
 
 from __future__ import annotations
@@ -19,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..diagnostics import Diagnostic, Span, codes, error
-from ..methods.registry import REGISTRY
-from .nodes import BoundHyper, Node
 from ..dtypes import EXPORT_DTYPES, FLOAT_DTYPES
-from .plan import InputFile, KeyExpr, Op, OutputPlan, Plan, Read, layout
+from ..methods.registry import REGISTRY
+from ..runtime.plan import InputFile, KeyExpr, Op, OutputPlan, Plan, Read, layout
+from .keys import key_source, left_out
+from .nodes import BoundHyper, Node
 
 
 @dataclass
@@ -171,37 +168,23 @@ class Lowerer:
             return self._read(node, key)
         if meta.dtype not in FLOAT_DTYPES:
             return self.first_source(node, key)
-        op = node.op
         args = [self.expr(a, key, memo) for a in node.args]
-        if op == "select":
-            return args[0]
-        if op == "fallback":
-            return args[0] if args[0] is not None else args[1]
+        src = key_source(node.op, [a.space for a in node.args], [a is not None for a in args])
+        if src is None:
+            return None
+        if not src.compute:
+            if src.kept:
+                self._note("kept", node, self.node_name(node.args[src.arg]), key)
+            return args[src.arg]
+        op = node.op
         if op == "scale":
-            if args[0] is None:
-                return None
             factor = self.resolve(node, "factor", node.hyper("factor"), key, None)
             if factor == 1:
                 return args[0]
             return Op("scale", (args[0],), (("factor", float(factor)),), node.origin)
         if op in ("add", "sub"):
-            a, b = args
-            if a is not None and b is not None:
-                return Op(op, (a, b), (), node.origin)
-            if op == "sub":
-                return None
-            present = a if a is not None else b
-            missing = node.args[1] if a is not None else node.args[0]
-            if node.space == "weight" or missing.space == "weight":
-                self._note("kept", node, self.node_name(node.args[0] if a is not None else node.args[1]), key)
-            return present
-        # a registered merge method
-        if args[0] is None:
-            return None
-        if any(a is None for a in args[1:]):
-            self._note("kept", node, self.node_name(node.args[0]), key)
-            return args[0]
-        spec = REGISTRY.get(op)
+            return Op(op, tuple(args), (), node.origin)
+        spec = REGISTRY.get(op)  # a registered merge method
         hypers = []
         for hp in spec.hypers:
             value = self.resolve(node, hp.name, node.hyper(hp.name), key, hp)
@@ -217,7 +200,7 @@ class Lowerer:
             value = bound.scalar
             trace = HyperTrace(name, value, "scalar", bound.span)
         else:
-            from ..check.selectors import resolve as resolve_rules
+            from ..archs.selectors import resolve as resolve_rules
 
             info = node.arch.classify(key)
             found = resolve_rules(list(bound.rules), info, node.arch)
@@ -255,16 +238,13 @@ class Lowerer:
             c.keys.append(key)
 
     def _left_out(self, node: Node) -> None:
-        if node.op in ("load", "select", "scale", "fallback") or not node.args:
+        if node.op == "load":
             return
-        if node.op == "add" and node.space == "delta":
-            return  # the union: nothing left out
-        kept = node.keys
-        for other in node.args[1:] if node.op != "add" else [a for a in node.args if a.space == "delta"]:
-            extra = [k for k in other.keys if k not in kept]
-            for k in extra:
-                shape_clash = any(k in a.keys and a.keys[k].shape != other.keys[k].shape for a in node.args)
-                self._note("mismatched" if shape_clash else "left_out", node, self.node_name(other), k)
+        inputs = [a.keys for a in node.args]
+        for i, k in left_out(node.op, [a.space for a in node.args], inputs, node.keys):
+            other = node.args[i]
+            shape_clash = any(k in a.keys and a.keys[k].shape != other.keys[k].shape for a in node.args)
+            self._note("mismatched" if shape_clash else "left_out", node, self.node_name(other), k)
 
 
 def filter_keys(plan: Plan, pattern: str | None) -> list[tuple[OutputPlan, Any]]:

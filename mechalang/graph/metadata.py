@@ -9,12 +9,10 @@ time-dependent is written, so the same recipe and inputs give byte-identical fil
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from .. import __version__
-from ..syntax import ast
+from .._version import __version__
+from .program import Export, Program
 
 MODELSPEC_ARCH = {
     "sd1": "stable-diffusion-v1",
@@ -24,46 +22,7 @@ MODELSPEC_ARCH = {
 }
 
 
-def literal(value: Any) -> ast.Node | None:
-    """An AST literal for a param value (None when it has no literal form)."""
-    from ..check.values import ArchValue, ModelValue
-
-    if isinstance(value, bool):
-        return ast.Bool(value)
-    if isinstance(value, (int, float)):
-        text = repr(value)
-        if text.startswith("-"):
-            return ast.UnaryOp("-", ast.Number(text[1:]))
-        return ast.Number(text)
-    if isinstance(value, str):
-        return ast.String(value)
-    if isinstance(value, ArchValue):
-        return ast.Name(value.arch.name)
-    if isinstance(value, ModelValue) and value.node.op == "load":
-        return ast.Call(ast.Name("model"), (ast.String(value.node.load.path),))
-    return None
-
-
-def resolved_recipe_text(program) -> str:
-    """The main recipe, canonically printed, with each param's default set to the value used."""
-    from ..syntax.printer import print_module
-
-    tree = program.main.tree
-    stmts = []
-    for s in tree.statements:
-        if isinstance(s, ast.Param) and program.params.get(s.name) is not None:
-            lit = literal(program.params[s.name])
-            if lit is not None:
-                s = replace(s, default=lit)
-        stmts.append(s)
-    return print_module(ast.Module(tuple(stmts)))
-
-
-def build_metadata(program, lowered_inputs, export, *, hashes: dict[str, str] | None = None,
-                   recipe_text: str | None = None) -> dict[str, str]:
-    from ..check.evaluate import ExportResult
-
-    assert isinstance(export, ExportResult)
+def build_metadata(program: Program, export: Export, *, hashes: dict[str, str] | None = None) -> dict[str, str]:
     loads = [n for n in export.node.walk() if n.op == "load"]
     inputs = []
     for n in loads:
@@ -74,7 +33,7 @@ def build_metadata(program, lowered_inputs, export, *, hashes: dict[str, str] | 
         inputs.append(entry)
     meta = {
         "mechalang.version": __version__,
-        "mechalang.recipe": recipe_text if recipe_text is not None else resolved_recipe_text(program),
+        "mechalang.recipe": program.recipe_text,
         "mechalang.inputs": json.dumps(inputs, separators=(",", ":")),
     }
     arch = export.node.arch.name

@@ -28,7 +28,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-
 # ------------------------------------------------------------------------------------------------
 # Spaces of model parameters
 

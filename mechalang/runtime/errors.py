@@ -29,4 +29,11 @@ class RuntimeFailure(Exception):
         return self.message
 
     def __repr__(self) -> str:
-        return f"RuntimeFailure({self.message!r}, key={self.key!r}, origin={self.origin!r})"
+        return f"{type(self).__name__}({self.message!r}, key={self.key!r}, origin={self.origin!r})"
+
+
+class RunCancelled(RuntimeFailure):
+    """The run was stopped through its `cancel` event; nothing was written."""
+
+    def __init__(self) -> None:
+        super().__init__("the run was cancelled")

@@ -35,12 +35,12 @@ from typing import Callable
 import torch
 
 from ..dtypes import DTYPES, element_size
-from ..graph.plan import BUILTIN_OPS, Op, OutTensor, Plan, Read
 from ..methods.registry import REGISTRY, MethodRegistry
+from ..runtime.plan import BUILTIN_OPS, Op, OutTensor, Plan, Read
 from ..units import format_bytes
-from .errors import RuntimeFailure
+from .errors import RunCancelled, RuntimeFailure
 from .ops import Cancelled, Evaluator, KeyProgram, can_slice, compute_dtype, numel
-from .reader import InputReader, TORCH_DTYPES
+from .reader import TORCH_DTYPES, InputReader
 from .writer import OutputWriter
 
 SLICE_ELEMS = 1 << 20  # elements per slice of an element-wise key (a power of two)
@@ -70,7 +70,7 @@ class RunStats:
 def execute(plan: Plan, *, threads: int | None = None, device: str = "cpu",
             check_finite: bool = False, progress: Callable[[int, int], None] | None = None,
             registry: MethodRegistry | None = None, memory_budget: int | None = None,
-            fsync: bool | None = None) -> RunStats:
+            fsync: bool | None = None, cancel: threading.Event | None = None) -> RunStats:
     """Run `plan`, writing every output atomically. Returns what was done.
 
     threads: worker threads (default: the usable cores, at most 16).
@@ -83,6 +83,8 @@ def execute(plan: Plan, *, threads: int | None = None, device: str = "cpu",
         machine's memory, between 1 and 16 GiB); one item always runs, whatever its size.
     fsync: flush outputs to disk before renaming them into place (default: yes, unless the
         environment sets MECHA_FSYNC=0, for benchmarks and throwaway outputs).
+    cancel: an event another thread may set to stop the run: work in flight stops at the next
+        operation, nothing is written, and `RunCancelled` is raised.
     """
     t0 = time.perf_counter()
     registry = registry if registry is not None else REGISTRY
@@ -102,7 +104,7 @@ def execute(plan: Plan, *, threads: int | None = None, device: str = "cpu",
     writer = OutputWriter(plan.outputs, fsync=fsync)
     evaluator = Evaluator(reader, device=dev, dtype=cdtype, registry=registry,
                           check_finite=check_finite)
-    run = _Run(jobs, evaluator, writer, dev, registry, cdtype, workers, budget, progress, t0)
+    run = _Run(jobs, evaluator, writer, dev, registry, cdtype, workers, budget, progress, t0, cancel)
 
     prev_threads = torch.get_num_threads()
     restore_sigterm = _sigterm_as_interrupt()
@@ -163,7 +165,8 @@ class _Job:
 class _Run:
     def __init__(self, jobs: list[_Job], evaluator: Evaluator, writer: OutputWriter,
                  dev: torch.device, registry: MethodRegistry, cdtype: torch.dtype, workers: int,
-                 budget: int, progress: Callable[[int, int], None] | None, t0: float):
+                 budget: int, progress: Callable[[int, int], None] | None, t0: float,
+                 cancel: threading.Event | None = None):
         self.jobs = jobs
         self.evaluator = evaluator
         self.writer = writer
@@ -174,6 +177,7 @@ class _Run:
         self.budget = budget
         self.progress = progress
         self.t0 = t0
+        self.cancel = cancel
         self.stop = False
         self.first_key_seconds: float | None = None
         self.first_key_unix: float | None = None
@@ -181,7 +185,7 @@ class _Run:
         self._lock = threading.Lock()
 
     def cancelled(self) -> bool:
-        return self.stop
+        return self.stop or (self.cancel is not None and self.cancel.is_set())
 
     # -- items --------------------------------------------------------------------------------------
 
@@ -265,6 +269,9 @@ class _Run:
             if self.workers > 1 else None
         try:
             while True:
+                if self.cancel is not None and self.cancel.is_set() and failure is None:
+                    failure = RunCancelled()
+                    self.stop = True
                 while not self.stop and len(inflight) < max_items:
                     if not ready:
                         job = next(pending_jobs, None)

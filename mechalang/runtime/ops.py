@@ -26,8 +26,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from ..dtypes import FLOAT_DTYPES, element_size
-from ..graph.plan import BUILTIN_OPS, KeyExpr, Op, OutTensor, Read
 from ..methods.registry import REGISTRY, MethodRegistry
+from ..runtime.plan import BUILTIN_OPS, KeyExpr, Op, OutTensor, Read
 from .errors import RuntimeFailure
 from .reader import InputReader, torch_dtype, view_as
 

@@ -109,8 +109,14 @@ class RichProgress(Progress):
     def __init__(self, total_keys: int, total_bytes: int, stream: TextIO, description: str):
         super().__init__(total_keys, total_bytes)
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress as Bar, TextColumn,
-                                   TimeRemainingColumn, TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+        from rich.progress import Progress as Bar
 
         self._bar = Bar(TextColumn("{task.description}"), BarColumn(),
                         TextColumn("{task.fields[keys]}/{task.fields[total_keys]} keys"),

@@ -17,7 +17,7 @@ import threading
 import torch
 
 from ..dtypes import DTYPES
-from ..graph.plan import InputFile, Read
+from ..runtime.plan import InputFile, Read
 from .errors import RuntimeFailure
 
 # safetensors dtype name -> torch dtype: the supported dtypes of the one table that this torch has

@@ -20,7 +20,7 @@ import threading
 
 import torch
 
-from ..graph.plan import OutputPlan, OutTensor
+from ..runtime.plan import OutputPlan, OutTensor
 from ..units import format_bytes
 from .errors import RuntimeFailure
 from .reader import byte_view

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Iterable, Union
 
 from ..diagnostics import Span
 
@@ -305,3 +305,24 @@ class Comment:
 class Module(Node):
     statements: tuple[Stmt, ...] = ()
     comments: tuple[Comment, ...] = field(default=(), compare=False, repr=False)
+
+
+def iter_nodes(node) -> Iterable[Node]:
+    """Every AST node under `node` (itself included), iteratively, in source order."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, tuple):
+            stack.extend(reversed(n))
+            continue
+        if not isinstance(n, Node):
+            continue
+        yield n
+        children = []
+        for f in n.__dataclass_fields__:
+            if f in ("span", "name_span", "alias_span", "var_span", "comments"):
+                continue
+            v = getattr(n, f)
+            if isinstance(v, (Node, tuple)):
+                children.append(v)
+        stack.extend(reversed(children))

@@ -1,4 +1,5 @@
-"""The key plan: what the streaming backend executes. Torch-free, built by the front end.
+"""The key plan: what the streaming backend executes. Torch-free: lowering (graph/lower.py) builds it
+in the front end, the executor runs it.
 
 For every output file, the plan lists every output tensor in file order with its exact dtype,
 shape and byte offsets, and a per-key expression saying how to compute it:

@@ -1,0 +1,3 @@
+"""The version of mechalang (a leaf module, so any layer can read it)."""
+
+__version__ = "0.1.0"

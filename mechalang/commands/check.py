@@ -1,0 +1,54 @@
+"""`mecha check FILE`: everything short of reading tensors; exit 1 with every diagnostic."""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterable
+
+from .. import pipeline
+from ..diagnostics import Diagnostic, codes, count_summary, error, render_json
+from .output import emit, sort_diagnostics, summary_line
+
+
+def parse_sets(sets: Iterable[str]) -> tuple[dict[str, str], list[Diagnostic]]:
+    """`--set NAME=VALUE` options as params (and a diagnostic for each malformed one)."""
+    out: dict[str, str] = {}
+    diags = []
+    for s in sets:
+        name, eq, value = s.partition("=")
+        name = name.strip()
+        if not eq or not name.isidentifier():
+            diags.append(error(codes.BAD_SET, f"--set {s!r}: expected NAME=VALUE", None))
+            continue
+        if name in out:
+            diags.append(error(codes.SET_TWICE, f"--set {name} is given twice", None))
+        out[name] = value
+    return out, diags
+
+
+def load(file: str, sets: Iterable[str], models_dir: str | None, plugins: Iterable[str] = (),
+         **options) -> pipeline.Program:
+    """`pipeline.load` with `--set` options parsed (their problems join the diagnostics)."""
+    params, diags = parse_sets(sets)
+    program = pipeline.load(file, params=params, models_dir=models_dir, plugins=plugins, **options)
+    program.diagnostics[:0] = diags
+    return program
+
+
+def check_command(file: str, *, sets: Iterable[str] = (), models_dir: str | None = None,
+                  strict: bool = False, plugins: Iterable[str] = (), format: str = "text") -> int:
+    program = load(file, sets, models_dir, plugins)
+    planned = pipeline.plan(program, strict=strict)
+    diags = planned.diagnostics
+    if format == "json":
+        sys.stdout.write(render_json(sort_diagnostics(diags)) + "\n")
+        return 0 if planned.ok else 1
+    emit(diags, program.sources, format)
+    if not planned.ok:
+        sys.stderr.write(f"{file}: {count_summary(diags)}\n")
+        return 1
+    print(summary_line(program, file, planned.total_keys)
+          + (f"; {count_summary(diags)}" if diags else ""))
+    for c in planned.coverage:
+        print(f"  note: {c.describe()}")
+    return 0

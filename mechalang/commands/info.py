@@ -1,0 +1,45 @@
+"""`mecha info [ARCH] [-v]`, `mecha info --methods`: architectures, an architecture's components,
+blocks and classes (and keys), or the merge methods."""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterable
+
+from .. import pipeline
+from ..archs.info import closest_arch_name, info_text
+from ..archs.registry import all_archs
+from ..diagnostics import codes, error
+from .output import fail
+
+
+def methods_text() -> str:
+    from ..methods.registry import REGISTRY
+
+    out = []
+    for spec in REGISTRY.all():
+        out.append(spec.signature())
+        if spec.formula:
+            out.append(f"    {spec.formula}" + ("   (element-wise)" if spec.elementwise else ""))
+        if spec.source != "builtin":
+            out.append(f"    (from {spec.source})")
+    return "\n".join(out) + "\n"
+
+
+def info_command(arch: str | None = None, *, verbose: bool = False, methods: bool = False,
+                 plugins: Iterable[str] = (), format: str = "text") -> int:
+    problems = pipeline.load_plugins(plugins)
+    if problems:
+        return fail(problems, None, format)
+    if methods:
+        sys.stdout.write(methods_text())
+        return 0
+    text = info_text(arch, verbose)
+    if text is None:
+        sugg = closest_arch_name(arch)
+        return fail([error(codes.UNKNOWN_ARCH, f"unknown architecture `{arch}`", None,
+                           help=f"did you mean `{sugg}`?" if sugg else None,
+                           notes=["known architectures: " + ", ".join(sorted(a.name for a in all_archs()))])],
+                    None, format)
+    sys.stdout.write(text)
+    return 0

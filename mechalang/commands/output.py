@@ -1,0 +1,64 @@
+"""How commands show diagnostics and summaries: rustc-style text on stderr, or JSON."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Iterable, TextIO
+
+from ..diagnostics import Diagnostic, SourceMap, count_summary, render_json, render_text
+from ..graph.program import Program
+
+FORMATS = ("text", "json")
+
+
+def sort_diagnostics(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """Errors first, then by file, line and column."""
+    def key(d: Diagnostic):
+        s = d.span
+        return (0 if d.is_error else 1, s.file if s else "", s.line if s else 0, s.col if s else 0)
+
+    return sorted(diags, key=key)
+
+
+def emit(diags: list[Diagnostic], sources: SourceMap | None, format: str,
+         stream: TextIO | None = None) -> None:
+    """Show diagnostics (nothing when there are none)."""
+    if not diags:
+        return
+    stream = stream or sys.stderr
+    if format == "json":
+        stream.write(render_json(sort_diagnostics(diags)) + "\n")
+    else:
+        stream.write(render_text(sort_diagnostics(diags), sources))
+
+
+def fail(diags: list[Diagnostic], sources: SourceMap | None, format: str, what: str | None = None) -> int:
+    """Show diagnostics and a one-line count (text only); the exit code 1."""
+    emit(diags, sources, format)
+    if what and format == "text":
+        sys.stderr.write(f"{what}: {count_summary(diags)}\n")
+    return 1
+
+
+def shown_path(path: str) -> str:
+    """A path as the user most likely wants to read it: relative to the working folder when
+    below it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def summary_line(program: Program, file: str, keys: int) -> str:
+    exports = [e for e in program.exports if e.node is not None]
+    loads: dict[str, str] = {}
+    for e in exports:
+        for n in e.node.walk():
+            if n.op == "load":
+                loads[n.load.path] = n.arch.name
+    archs = sorted(set(loads.values()))
+    return (f"ok: {file}: {len(exports)} export{'s' if len(exports) != 1 else ''}, "
+            f"{len(loads)} model{'s' if len(loads) != 1 else ''} ({', '.join(archs) or 'none'}), "
+            f"{keys} output keys")

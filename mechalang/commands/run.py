@@ -1,0 +1,68 @@
+"""`mecha run FILE`: check, then execute every export with a progress bar and a summary."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from .. import pipeline
+from ..units import format_bytes
+from .check import load
+from .output import emit, fail, shown_path, summary_line
+
+
+def run_command(file: str, *, sets: Iterable[str] = (), output: str | None = None,
+                models_dir: str | None = None, device: str = "cpu", threads: int | None = None,
+                precision: str = "fp32", overwrite: bool = False, strict: bool = False,
+                dry_run: bool = False, check_finite: bool = False, hash_inputs: bool = False,
+                plugins: Iterable[str] = (), format: str = "text", force: bool = False,
+                text: str | None = None, display: str | None = None) -> int:
+    t0 = time.perf_counter()
+    if text is not None:
+        program = pipeline.load(text=text, name=display or file, models_dir=models_dir,
+                                plugins=plugins, force=force)
+    else:
+        program = load(file, sets, models_dir, plugins, force=force)
+    planned = pipeline.plan(program, output=output, precision=precision, strict=strict,
+                            hash_inputs=hash_inputs and not dry_run)
+    if not planned.ok:
+        return fail(planned.diagnostics, planned.sources, format, file)
+    if dry_run:
+        emit(planned.diagnostics, planned.sources, format)
+        print(summary_line(program, file, planned.total_keys))
+        for o in planned.plan.outputs:
+            print(f"  would write {shown_path(o.path)}: {len(o.tensors)} tensors, {format_bytes(o.data_bytes)}")
+        _notes(planned, "  ")
+        return 0
+    result = execute_with_progress(planned, device=device, threads=threads, overwrite=overwrite,
+                                   check_finite=check_finite, format=format)
+    if not result.ok:
+        return 130 if result.interrupted else 1
+    elapsed = time.perf_counter() - t0
+    for o in planned.plan.outputs:
+        print(f"wrote {shown_path(o.path)}: {len(o.tensors)} tensors, {format_bytes(o.data_bytes)}")
+    peak = result.stats.peak_rss
+    print(f"done in {elapsed:.1f} s" + (f", peak memory {format_bytes(peak)}" if peak else ""))
+    _notes(planned, "  ")
+    return 0
+
+
+def execute_with_progress(planned: pipeline.Planned, *, device: str = "cpu", threads: int | None = None,
+                          overwrite: bool = False, check_finite: bool = False,
+                          format: str = "text") -> pipeline.RunResult:
+    """`pipeline.execute` with a progress bar on stderr; shows the diagnostics of a failed run."""
+    from ..runtime.progress import make_progress
+
+    emit([d for d in planned.diagnostics if not d.is_error], planned.sources, format)
+    with make_progress(planned.total_keys, planned.total_bytes, enabled=format == "text") as bar:
+        result = pipeline.execute(planned, device=device, threads=threads, overwrite=overwrite,
+                                  check_finite=check_finite, progress=bar.advance)
+    if not result.ok:
+        emit([d for d in result.diagnostics if d.is_error], planned.sources, format)
+    return result
+
+
+def _notes(planned: pipeline.Planned, indent: str) -> None:
+    for c in planned.coverage:
+        print(f"{indent}note: {c.describe()}")
+

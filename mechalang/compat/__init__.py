@@ -1,0 +1,1 @@
+"""Readers for other tools' recipe formats, each building the same AST the language builds."""

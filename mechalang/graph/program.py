@@ -1,0 +1,50 @@
+"""The program the checker produces: the recipe's exports as nodes of the recipe graph, with the
+diagnostics found on the way. Everything after checking (lowering, provenance, the pipeline's
+front ends) works from this value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..diagnostics import Diagnostic, SourceMap, Span
+from ..modules import SourceModule
+from .nodes import GraphBuilder, Node
+
+
+@dataclass(frozen=True)
+class Export:
+    """One `export ... to "path" [as dtype]`. `node` or `path` is None when it had an error."""
+
+    node: Node | None
+    path: Path | None  # absolute
+    dtype: str | None  # as written after `as` (`fp16`), checked against dtypes.EXPORT_DTYPES
+    span: Span | None
+    path_span: Span | None
+
+
+@dataclass
+class Program:
+    main: SourceModule | None
+    exports: list[Export]
+    diagnostics: list[Diagnostic]
+    sources: SourceMap
+    params: dict[str, Any]  # the main module's params and the (checked) values they have
+    builder: GraphBuilder
+    model_names: dict[str, str]  # load path -> the name the recipe gives the model
+    # The main recipe as canonical text with each param's default replaced by the value used: the
+    # provenance written into outputs, and what `--from` re-runs.
+    recipe_text: str = ""
+    # The main module's top-level names and their checked values (the REPL and the Python API
+    # read values from here).
+    names: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.is_error for d in self.diagnostics)
+
+    @property
+    def runnable_exports(self) -> list[Export]:
+        """The exports that checked (a node and a path)."""
+        return [e for e in self.exports if e.node is not None and e.path is not None]
