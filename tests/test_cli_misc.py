@@ -108,7 +108,7 @@ def test_entry_point_plugins_are_loaded(monkeypatch):
     import importlib.metadata as md
 
     monkeypatch.setattr(md, "entry_points", lambda group=None: [FakeEntryPoint()] if group == "mechalang.methods" else [])
-    assert plugins.load_entry_points() == []
+    assert registry.load_entry_points() == []
     spec = registry.REGISTRY.get("entry_point_method")
     assert spec is not None and spec.source == "fake (fake_pkg:methods)"
     registry.REGISTRY._methods.pop("entry_point_method")

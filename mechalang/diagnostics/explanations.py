@@ -377,8 +377,9 @@ methods.""",
 
     "E0205": """\
 `a.b` names a member that `a` does not have. On a model, `.name` selects a component, and the
-component must exist in the model's architecture: SD1.5 has `diffuser`, `clip_l` and `vae`;
-SDXL also has `clip_g`. Numbers, lists and maps have no members at all. (A name missing from an
+component must exist in the model's architecture: SD1.5 has `diffuser`, `clip_l` and `vae`
+(among others) but not SDXL's second text encoder `clip_g`. Numbers, lists and maps have no
+members at all. (A name missing from an
 imported module is reported as E0504.)
 
 ```mecha
@@ -1223,8 +1224,8 @@ let a = model("sd1_a.safetensors")
 export f(a) to "out.safetensors"
 ```
 
-Write the repetition out, or build it with a list: `n_average(*[m for m in models])`, or a chain
-of `let`s.""",
+Write the repetition out as a chain of `let`s, or use a list with a method that takes many
+models (`n_average(*models)`, `ties(*[m - base for m in models])`).""",
 
     # --------------------------------------------------------------------------------------------
     # E05xx: modules and params

@@ -1,4 +1,4 @@
-"""User merge methods: `--plugin FILE.py` and the `mechalang.methods` entry-point group.
+"""User merge methods: `--plugin FILE.py` and the `mechalang.methods` entry-point group (registry.load_entry_points).
 
 A plugin is a Python file (or installed module) that defines functions decorated with
 `@merge_method` (`from mechalang import merge_method`). Importing it registers them; the checker
@@ -44,20 +44,3 @@ def load_plugin_file(path: str) -> str | None:
         registry._current_source[0] = previous
     _loaded_files[real] = name
     return None
-
-
-def load_entry_points() -> list[str]:
-    """Register methods from installed packages' `mechalang.methods` entry points; problems as text."""
-    from importlib.metadata import entry_points
-
-    problems = []
-    for ep in entry_points(group="mechalang.methods"):
-        previous = registry._current_source[0]
-        registry._current_source[0] = f"{ep.name} ({ep.value})"
-        try:
-            ep.load()
-        except Exception as exc:
-            problems.append(f"entry point {ep.name}: {type(exc).__name__}: {exc}")
-        finally:
-            registry._current_source[0] = previous
-    return problems

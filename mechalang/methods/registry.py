@@ -302,9 +302,24 @@ def _ensure_builtins() -> None:
     for mod in _BUILTIN_MODULES:
         if importlib.util.find_spec(mod) is not None:
             importlib.import_module(mod)
-    from .plugins import load_entry_points
-
     for problem in load_entry_points():
         import warnings
 
         warnings.warn(problem)
+
+
+def load_entry_points() -> list[str]:
+    """Register methods from installed packages' `mechalang.methods` entry points; problems as text."""
+    from importlib.metadata import entry_points
+
+    problems = []
+    for ep in entry_points(group="mechalang.methods"):
+        previous = _current_source[0]
+        _current_source[0] = f"{ep.name} ({ep.value})"
+        try:
+            ep.load()
+        except Exception as exc:
+            problems.append(f"entry point {ep.name}: {type(exc).__name__}: {exc}")
+        finally:
+            _current_source[0] = previous
+    return problems
