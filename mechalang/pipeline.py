@@ -81,8 +81,9 @@ def load(source: str | os.PathLike | None = None, *, text: str | None = None, na
             ev.sources.add(display, raw)
             text, converted = convert_text(raw, display)
             diags += converted
+            if text is None:  # the sd-mecha reader said why: there is no program to check
+                return Program(None, [], diags, ev.sources, {}, ev.builder, {})
             display = f"{display} (converted)"
-            text = text if text is not None else ""
         path = path.resolve() if path.exists() else path
     program = ev.run_main(path, text=text, display=display if text is not None else None)
     program.diagnostics[:0] = diags

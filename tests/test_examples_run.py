@@ -12,8 +12,8 @@ import pytest
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from mechalang.cli import app
 from mechalang import pipeline
+from mechalang.cli import app
 from mechalang.commands.fmt import fmt_command
 
 ROOT = Path(__file__).parent.parent

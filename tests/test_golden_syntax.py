@@ -17,8 +17,8 @@ import pytest
 
 from mechalang.diagnostics import render_text
 from mechalang.syntax.parser import parse
-from mechalang.syntax.source import read_source
 from mechalang.syntax.printer import print_module
+from mechalang.syntax.source import read_source
 
 GOLDEN = Path(__file__).parent / "golden"
 SYNTAX = GOLDEN / "syntax"

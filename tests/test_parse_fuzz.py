@@ -11,13 +11,14 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ast_strategies import modules  # noqa: E402
+
+from mechalang.commands.fmt import fmt_command  # noqa: E402
 from mechalang.diagnostics import Severity, render_json, render_text  # noqa: E402
 from mechalang.syntax import ast  # noqa: E402
-from mechalang.commands.fmt import fmt_command  # noqa: E402
 from mechalang.syntax.grammar import _lark  # noqa: E402
 from mechalang.syntax.parser import parse, parse_expression, parse_repl_input  # noqa: E402
-from mechalang.syntax.source import read_source  # noqa: E402
 from mechalang.syntax.printer import print_module  # noqa: E402
+from mechalang.syntax.source import read_source  # noqa: E402
 
 F = "fuzz.mecha"
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -13,8 +13,8 @@ from mechalang.syntax import ast
 from mechalang.syntax.ast import iter_nodes
 from mechalang.syntax.comments import scan_comments
 from mechalang.syntax.parser import parse, parse_expression, parse_repl_input
-from mechalang.syntax.source import read_source
 from mechalang.syntax.printer import print_module
+from mechalang.syntax.source import read_source
 
 F = "t.mecha"
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ast_strategies import expressions, modules, selectors, type_exprs  # noqa: E402
+
 from mechalang.syntax import ast
 from mechalang.syntax.grammar import _lark
 from mechalang.syntax.parser import parse, parse_expression

@@ -10,14 +10,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from mechalang.diagnostics import Span
-from mechalang.runtime.plan import Op
 from mechalang.methods.registry import Float, KeyName, Same
 from mechalang.runtime import executor as executor_module
 from mechalang.runtime.errors import RuntimeFailure
 from mechalang.runtime.executor import execute
+from mechalang.runtime.plan import Op
 
-from .test_runtime_helpers import (add, header_of, models, output, plan, registry_with, save,
-                                   scale, sub, temp_leftovers)
+from .test_runtime_helpers import add, header_of, models, output, plan, registry_with, save, scale, sub, temp_leftovers
 
 BIG = 2_500_000  # elements: more than two slices of an element-wise key
 

@@ -10,15 +10,14 @@ import torch
 from safetensors.torch import load_file
 
 from mechalang.diagnostics import Span
-from mechalang.runtime.plan import Op
 from mechalang.methods.registry import Same
 from mechalang.runtime import writer as writer_module
 from mechalang.runtime.errors import RuntimeFailure
-from mechalang.units import format_bytes
 from mechalang.runtime.executor import execute
+from mechalang.runtime.plan import Op
+from mechalang.units import format_bytes
 
-from .test_runtime_helpers import (add, models, output, plan, registry_with, save, scale,
-                                   temp_leftovers)
+from .test_runtime_helpers import add, models, output, plan, registry_with, save, scale, temp_leftovers
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from mechalang.dtypes import element_size
-from mechalang.runtime.plan import (InputFile, KeyExpr, Op, OutputPlan, Plan, Read,
-                                  layout)
 from mechalang.methods.registry import MethodRegistry, build_spec
+from mechalang.runtime.plan import InputFile, KeyExpr, Op, OutputPlan, Plan, Read, layout
 
 
 def save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> Path:

@@ -12,17 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from mechalang.commands.convert import convert_command
+from mechalang.compat.sdmecha import is_sdmecha, read_sdmecha
+from mechalang.compat.sdmecha.tables import ARCHES
 from mechalang.diagnostics import Severity
 from mechalang.syntax import ast
 from mechalang.syntax.parser import parse
 from mechalang.syntax.printer import print_module
-from mechalang.commands.convert import convert_command
-from mechalang.compat.sdmecha import is_sdmecha, read_sdmecha
-from mechalang.compat.sdmecha.tables import ARCHES
-
-from .golden_util import assert_matches_golden
 
 from .conftest import GOLDEN
+from .golden_util import assert_matches_golden
 
 CASES = sorted((GOLDEN / "sdmecha").glob("*.mecha"))
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mechalang.archs import registry
 from mechalang.archs.arch import Arch, PatternSet
 from mechalang.archs.selectors import Rule, resolve, selector_matches, summarize_blocks
 from mechalang.check.selectors import check_selector, parse_mbw, rule_diagnostics
-from mechalang.syntax.printer import print_selector as selector_text
 from mechalang.diagnostics import Severity, Span
 from mechalang.syntax.ast import SelAnd, SelDefault, SelGlob, SelKey, SelName, SelNot, SelRange
+from mechalang.syntax.printer import print_selector as selector_text
 
 D = "model.diffusion_model."
 

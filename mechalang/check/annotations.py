@@ -8,6 +8,7 @@ from ..diagnostics import Span, codes, did_you_mean
 from ..syntax import ast
 from .values import (
     POISON,
+    UNRESOLVED,
     ArchValue,
     HyperValue,
     ListValue,
@@ -90,7 +91,7 @@ def _mismatch(ev, t: ast.TypeExpr, v: Any) -> str | None:
 
 
 def _arch_mismatch(ev, t: ast.TypeExpr, arch_name: str, actual: str) -> str | None:
-    if not t.args:
+    if not t.args or arch_name == UNRESOLVED.name:
         return None
     from .builtins import get_arch
 

@@ -12,6 +12,7 @@ from ..graph.nodes import HyperRule, KeyMeta, LoadInfo
 from ..syntax import ast
 from .values import (
     POISON,
+    UNRESOLVED,
     ArchValue,
     Builtin,
     HyperValue,
@@ -28,7 +29,7 @@ SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 def builtin_names() -> set[str]:
     from ..methods.registry import REGISTRY
 
-    return ({"model", "mbw", "key"} | set(REGISTRY.names())
+    return (set(_BUILTINS) | set(REGISTRY.names())
             | {n for n in arch_registry.all_selector_names() if n.isidentifier()})
 
 
@@ -113,6 +114,11 @@ def load_model(ev, path: str, span: Span | None, *, arch=None, sha256: str | Non
     from ..modules import display_name
 
     found, tried = find_model_file(ev, path, base or Path.cwd())
+    if found is None and ev.options.defer_missing_models:
+        info = LoadInfo(path, Path(path).stem, None, (), sha256, deferred=True)
+        node = ev.builder.node("load", (), space="weight", arch=arch or UNRESOLVED, keys={}, load=info,
+                               origin=span)
+        return ModelValue(node)
     if found is None:
         return ev.err(codes.MODEL_NOT_FOUND, f"no such model file `{path}`", span, label="not found",
                       help="looked in: " + ", ".join(display_name(t) for t in tried)
@@ -184,16 +190,11 @@ def _key_builtin(ev, e: ast.Call, args, kwargs) -> Any:
                   help='use it inside a map: {key("*.proj_in.*"): 0.5}')
 
 
-_BUILTINS = {
-    "model": Builtin("model", _model_builtin),
-    "mbw": Builtin("mbw", _mbw_builtin),
-    "key": Builtin("key", _key_builtin),
-}
 
 
 def select_component(ev, mv: ModelValue, comp: str, span: Span | None) -> Any:
     arch = mv.node.arch
-    if comp not in arch.components:
+    if comp not in arch.components and arch is not UNRESOLVED:
         sugg = did_you_mean(comp, list(arch.components))
         return ev.err(codes.NO_MEMBER, f"{arch.name} has no component `{comp}`", span,
                       help=f"did you mean `{sugg}`?" if sugg else f"its components: {', '.join(arch.components)}")
@@ -211,8 +212,11 @@ def param_value(ev, stmt: ast.Param, env, mod, main: bool) -> Any:
     span = stmt.name_span or stmt.span
     if main:
         ev.params[stmt.name] = None
+    given = ev.param_values[-1] if ev.param_values else {}
     if main and stmt.name in ev.options.sets:
         value = coerce_set(ev, stmt, ev.options.sets[stmt.name], span)
+    elif stmt.name in given:
+        value = given[stmt.name][0]
     elif stmt.default is not None:
         value = ev.eval(stmt.default, env)
     else:
@@ -261,11 +265,39 @@ def coerce_set(ev, stmt: ast.Param, raw: str, span: Span | None) -> Any:
     return raw
 
 
-def recipe_value(ev, raw: str, span: Span | None) -> Any:
-    """A recipe file as a value: its one export."""
+def _recipe_builtin(ev, e: ast.Call, args, kwargs) -> Any:
+    """`recipe("other.mecha", alpha=0.7)`: another recipe file's one export, as a value, with its
+    params set by name. The path is found like an import's: next to this file, `std/...`, then
+    `MECHA_PATH`."""
+    if len(args) != 1:
+        return ev.err(codes.WRONG_ARGUMENT_COUNT, "`recipe` takes one path, and param values by name",
+                      e.span, help='recipe("other.mecha", alpha=0.5)')
+    path_v, path_span = args[0]
+    if path_v is POISON or any(v is POISON for v, _ in kwargs.values()):
+        return POISON
+    if not isinstance(path_v, str):
+        return ev.err(codes.WRONG_ARGUMENT_TYPE, f"`recipe` needs a file path (a string), found {type_name(path_v)}",
+                      path_span)
+    importer = ev.current_module[-1] if ev.current_module and ev.current_module[-1] is not None else None
+    path, diags = ev.loader.resolve(path_v, importer if importer is not None else Path.cwd() / "<recipe>", path_span)
+    for d in diags:
+        ev.report(d)
+    if path is None:
+        return POISON
+    return recipe_value(ev, str(path), path_span, params=kwargs)
+
+
+def recipe_value(ev, raw: str, span: Span | None, params: dict[str, tuple[Any, Span | None]] | None = None) -> Any:
+    """A recipe file as a value: its one export, evaluated with `params` (name -> (value, span))
+    set, the other params at their defaults."""
     path = Path(raw)
     if not path.is_file():
         return ev.err(codes.RECIPE_VALUE_NOT_FOUND, f"no such recipe `{raw}`", span)
+    resolved = path.resolve()
+    if resolved in ev.loading:
+        chain = " → ".join(str(p.name) for p in ev.loading[ev.loading.index(resolved):] + [resolved])
+        return ev.err(codes.IMPORT_CYCLE, f"recipe cycle: {chain}", span,
+                      label="this recipe is already being evaluated")
     mod, diags = ev.loader.load_file(path, span)
     for d in diags:
         ev.report(d)
@@ -275,7 +307,17 @@ def recipe_value(ev, raw: str, span: Span | None) -> Any:
     if len(exports) != 1:
         return ev.err(codes.RECIPE_VALUE_EXPORTS, f"a recipe used as a value must have exactly one export; `{raw}` has {len(exports)}",
                       span)
-    env = ev.eval_module(mod, main=False)
+    params = params or {}
+    declared = [s.name for s in mod.tree.statements if isinstance(s, ast.Param)]
+    unknown = [name for name in params if name not in declared]
+    for name in unknown:
+        sugg = did_you_mean(name, declared)
+        ev.err(codes.UNKNOWN_PARAM, f"`{raw}` has no param `{name}`", params[name][1] or span,
+               help=f"did you mean `{sugg}`?" if sugg else
+               (f"its params are: {', '.join(declared)}" if declared else "it declares no param"))
+    if unknown:
+        return POISON
+    env = ev.eval_module(mod, main=False, param_values=params)
     if env is None:
         return POISON
     ev.current_module.append(mod.path)
@@ -283,6 +325,15 @@ def recipe_value(ev, raw: str, span: Span | None) -> Any:
         return ev.eval(exports[0].value, env)
     finally:
         ev.current_module.pop()
+
+
+# The builtin functions (methods and architectures are looked up in their registries).
+_BUILTINS = {
+    "model": Builtin("model", _model_builtin),
+    "mbw": Builtin("mbw", _mbw_builtin),
+    "key": Builtin("key", _key_builtin),
+    "recipe": Builtin("recipe", _recipe_builtin),
+}
 
 
 __all__ = ["builtin_names", "lookup_builtin", "load_model", "select_component", "param_value",

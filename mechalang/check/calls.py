@@ -9,7 +9,7 @@ from ..graph.keys import node_keys
 from ..graph.nodes import BoundHyper, KeyMeta
 from ..methods.registry import Delta, HyperKind, MethodSpec, Same, Weight
 from ..syntax import ast
-from .values import POISON, HyperValue, ModelValue, is_number, type_name
+from .values import POISON, UNRESOLVED, HyperValue, ModelValue, is_number, type_name
 
 
 def _space_word(space: str) -> str:
@@ -135,6 +135,9 @@ def bind_hyper(ev, kind: HyperKind, v: Any, span: Span | None, arch: Any, keys: 
     if not isinstance(v, HyperValue):
         ev.err(codes.HYPER_WRONG_TYPE, f"{what} must be a {kind.type} or a hyperparameter map, found {type_name(v)}", span)
         return None
+    if arch is UNRESOLVED:  # the models' files are not found yet: the map is checked at merge time
+        rules = v.for_arch(arch.name) or v.variants[0][1]
+        return BoundHyper(rules=tuple(rules), span=span)
     rules = v.for_arch(arch.name)
     if rules is None:
         ev.report(error(codes.MAP_FOR_OTHER_ARCH, f"{what}: this map is for {', '.join(v.arch_names)}, the models are {arch.name}",

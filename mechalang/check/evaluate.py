@@ -22,6 +22,7 @@ from .names import NameChecker
 from .provenance import resolved_recipe_text
 from .values import (
     POISON,
+    UNRESOLVED,
     Builtin,
     Closure,
     Env,
@@ -40,6 +41,9 @@ class Options:
     models_dirs: list[Path] = field(default_factory=list)
     sets: dict[str, str] = field(default_factory=dict)
     force: bool = False  # merge differing architectures over their shared keys (mecha merge --force)
+    # Model files that are not found are checked later (the Python API builds recipes before it is
+    # told the models folder): their nodes have the UNRESOLVED architecture and no keys.
+    defer_missing_models: bool = False
     # A main recipe without an `export` is reported (a warning: it may be a library of `def`s);
     # the REPL and the Python API evaluate values without exports and turn this off.
     expect_exports: bool = True
@@ -57,6 +61,7 @@ class Evaluator:
         self.module_envs: dict[Path, Env | None] = {}
         self.loading: list[Path] = []
         self.current_module: list[Path | None] = []
+        self.param_values: list[dict[str, tuple[Any, Span | None]]] = []  # `recipe(path, p=...)`
         self.model_names: dict[str, str] = {}
         self.params: dict[str, Any] = {}
         self._groups = 0
@@ -120,23 +125,29 @@ class Evaluator:
             program.recipe_text = resolved_recipe_text(mod.tree, self.params)
         return program
 
-    def eval_module(self, mod: SourceModule, *, main: bool, exports: list[Export] | None = None) -> Env | None:
-        if mod.path in self.module_envs:
+    def eval_module(self, mod: SourceModule, *, main: bool, exports: list[Export] | None = None,
+                    param_values: dict[str, tuple[Any, Span | None]] | None = None) -> Env | None:
+        """Evaluate a module once (cached), or, with `param_values` (`recipe(path, p=...)`), afresh
+        with those params set."""
+        if not param_values and mod.path in self.module_envs:
             return self.module_envs[mod.path]
         assert mod.tree is not None
         names = NameChecker(self.builtins.builtin_names())
         for d in names.check_module(mod.tree):
             self.report(d)
         env = Env()
-        self.module_envs[mod.path] = env
+        if not param_values:
+            self.module_envs[mod.path] = env
         self.loading.append(mod.path)
         self.current_module.append(mod.path)
+        self.param_values.append(param_values or {})
         saved_stack, self.call_stack = self.call_stack, []
         try:
             for stmt in mod.tree.statements:
                 self.statement(stmt, env, mod, main, exports)
         finally:
             self.call_stack = saved_stack
+            self.param_values.pop()
             self.current_module.pop()
             self.loading.pop()
         return env
@@ -507,9 +518,10 @@ class Evaluator:
         """The one architecture of several models, or None (reported) when they differ."""
         archs: dict[str, tuple[Any, Span | None]] = {}
         for v, s in values:
-            archs.setdefault(v.node.arch.name, (v.node.arch, s))
+            if v.node.arch is not UNRESOLVED:  # not known yet: it fits any (checked at merge time)
+                archs.setdefault(v.node.arch.name, (v.node.arch, s))
         if len(archs) <= 1:
-            return next(iter(archs.values()))[0] if archs else None
+            return next(iter(archs.values()))[0] if archs else values[0][0].node.arch
         if self.options.force:
             return values[0][0].node.arch
         names = list(archs)

@@ -74,6 +74,8 @@ def binary(ev, e: ast.BinOp, left: Any, right: Any) -> Any:
         if is_number(other):
             if other == 0:
                 return ev.err(codes.DIVISION_BY_ZERO, "division by zero", e.right.span)
+            if not ev.check_number(other, e.right.span, "the divisor"):
+                return POISON
             return scale(ev, model, BoundHyper(scalar=1.0 / other, span=other_span), e.span)
         return ev.err(codes.BAD_OPERANDS, f"a Delta can be divided by a number, not by a {type_name(other)}", e.right.span)
     if op in "*/" and model.node.space == "weight":

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..archs.arch import Arch
 from ..diagnostics import Span
 from ..graph.nodes import HyperRule, Node
 from ..syntax import ast
@@ -30,6 +31,10 @@ class Poison:
 
 
 POISON = Poison()
+
+# The architecture of a model whose file was not found yet (see Options.defer_missing_models): it
+# unifies with every architecture and its selectors are checked when the file is there.
+UNRESOLVED = Arch("?", description="a model whose file is not found yet")
 
 
 @dataclass(frozen=True)

@@ -1380,9 +1380,10 @@ space, use `--device cpu` or fewer `--threads` when memory runs out, restore the
 again.""",
 
     "E0602": """\
-The merge was interrupted, usually with Ctrl-C, before it finished. Outputs are written to
-temporary files and moved into place only when complete, so nothing was written and existing
-files with the output names are unchanged.
+The merge was interrupted before it finished: Ctrl-C on the command line, or a run cancelled
+from the REPL or the Python API. Outputs are written to temporary files and moved into place
+only when complete, so nothing was written and existing files with the output names are
+unchanged.
 
 Run the recipe again to produce the outputs.""",
 
@@ -1414,7 +1415,8 @@ output path (`-o`, or the `to` of the export).""",
     "E0701": """\
 A command-line option (or the matching argument of the Python API) has a value it does not
 accept. Examples: `--precision` takes `fp32` or `fp64` (the output dtype is set with
-`export ... as fp16` instead), `--threads` must be at least 1, `--format` takes `text` or `json`.
+`export ... as fp16` instead), `--threads` must be at least 1, `--format` takes `text` or `json`,
+and `mecha merge --dtype` takes `fp16`, `bf16` or `fp32`.
 
 ```sh
 mecha run merge.mecha --precision fp16
@@ -1491,7 +1493,8 @@ Use the key names of the output's architecture: `mecha plan FILE` lists the keys
 mecha explain-code E401
 ```
 
-Copy the code from the diagnostic (`error[E0401]: ...`); docs/diagnostics.md lists every code.""",
+Copy the code from the diagnostic (`error[E0401]: ...`). `mecha explain-code` without an
+argument lists every code, as does docs/diagnostics.md.""",
 
     # --------------------------------------------------------------------------------------------
     # E09xx: sd-mecha recipes

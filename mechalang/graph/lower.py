@@ -89,6 +89,7 @@ class Lowerer:
         self._file_keys: dict[int, dict[str, str]] = {}
         self.trace = trace
         self.traces: dict[tuple[int, str], list[HyperTrace]] = {}
+        self._no_value: dict[tuple[int, str], tuple[Span | None, list[str]]] = {}  # keys a map misses
 
     # -------------------------------------------------------------- names
 
@@ -114,6 +115,13 @@ class Lowerer:
                 self._left_out(n)
             path = self.output_paths[i] if self.output_paths else str(ex.path)
             outputs.append(self._output(ex, path))
+        for (_, name), (span, keys) in self._no_value.items():
+            n = len(keys)
+            self.diags.append(error(
+                codes.NO_VALUE_FOR_KEY,
+                f"`{name}` has no value for {n} key{'s' if n != 1 else ''} ({summarize_keys(keys)}): "
+                "no rule matches them and the map has no `default`", span,
+                help="add `default: VALUE` to the map"))
         plan = Plan(tuple(self.inputs), tuple(outputs), self.precision)
         return Lowered(plan, list(self.coverage.values()), self.diags, self.names, exports, self)
 
@@ -206,9 +214,7 @@ class Lowerer:
             found = resolve_rules(list(bound.rules), info, node.arch)
             if found is None:
                 if hp is None or hp.required:
-                    self.diags.append(error(
-                        codes.NO_VALUE_FOR_KEY, f"`{name}` has no value for key `{key}`: no rule matches and the map has "
-                                 "no `default`", bound.span, help="add `default: VALUE` to the map"))
+                    self._no_value.setdefault((node.id, name), (bound.span, []))[1].append(key)
                     value = 0.0
                 else:
                     value = hp.default

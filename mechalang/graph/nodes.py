@@ -54,6 +54,9 @@ class LoadInfo:
     header: Any = field(compare=False)  # archs.header.Header
     file_keys: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # canonical -> file key
     sha256: str | None = None
+    # A file not found when the recipe was built from Python: checked when it is merged, with the
+    # models folder given then (`header` is None and the node has no keys until then).
+    deferred: bool = False
 
 
 class Node:

@@ -248,6 +248,9 @@ class _Run:
 
     def nonfinite_failure(self) -> RuntimeFailure:
         several_outputs = len(self.writer.outputs) > 1
+        # in plan order, whatever order the threads found them in
+        order = {job.key: i for i, job in enumerate(self.jobs)}
+        self.nonfinite.sort(key=lambda n: (order.get(n[0], len(order)), n[1]))
         names = [repr(k) + (f" (in {p})" if several_outputs else "") for k, p, _ in self.nonfinite]
         count = (f"at least {len(names)}" if len(names) >= MAX_NONFINITE else str(len(names)))
         key, _, origin = self.nonfinite[0]
