@@ -41,7 +41,8 @@ __all__ = ["PRECISIONS", "Export", "Planned", "Program", "RunResult", "execute",
 def load(source: str | os.PathLike | None = None, *, text: str | None = None, name: str | None = None,
          params: Mapping[str, Any] | None = None, models_dir: str | os.PathLike | Iterable | None = None,
          plugins: Iterable[str | os.PathLike] = (), force: bool = False,
-         base_dir: str | os.PathLike | None = None, expect_exports: bool = True) -> Program:
+         base_dir: str | os.PathLike | None = None, expect_exports: bool = True,
+         defer_missing_models: bool = False) -> Program:
     """Check a recipe, from a file (`source`) or from `text`, without reading any tensor.
 
     params: values for the recipe's `param`s, as `--set` gives them: strings are read by the
@@ -56,6 +57,8 @@ def load(source: str | os.PathLike | None = None, *, text: str | None = None, na
         relative paths start from (default: the working folder).
     expect_exports: warn about a recipe without `export` (off for values built in the REPL or
         from Python).
+    defer_missing_models: a model file that is not found is not an error yet (the Python API
+        checks recipes before it is told the models folder); such a program cannot be planned.
 
     sd-mecha recipes (`version 0.1.0`) are read through the converter into the same program.
     """
@@ -66,7 +69,7 @@ def load(source: str | os.PathLike | None = None, *, text: str | None = None, na
     values, more = _param_texts(params or {})
     diags += more
     ev = Evaluator(Options(models_dirs=_models_dirs(models_dir), sets=values, force=force,
-                           expect_exports=expect_exports))
+                           expect_exports=expect_exports, defer_missing_models=defer_missing_models))
     if text is not None:
         display = name or "<recipe>"
         path = Path(base_dir or Path.cwd()) / display

@@ -131,3 +131,13 @@ class GraphBuilder:
     def nodes(self, op: str | None = None) -> list[Node]:
         """Every node built so far (of one op, if given), in creation order."""
         return [n for n in self._interned.values() if op is None or n.op == op]
+
+
+def structure(node: Node) -> tuple:
+    """The graph under `node` as nested tuples, independent of the builder that made it: two
+    recipes mean the same computation exactly when their structures are equal."""
+    memo: dict[int, tuple] = {}
+    for n in node.walk():
+        memo[n.id] = (n.op, tuple(memo[a.id] for a in n.args), n.hypers, n.space,
+                      getattr(n.arch, "name", n.arch), n.load, n.component)
+    return memo[node.id]
