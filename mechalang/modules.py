@@ -29,9 +29,10 @@ class SourceModule:
 def display_name(path: Path) -> str:
     """A short name for spans: relative to the working folder when below it."""
     try:
-        return os.path.relpath(path)
+        rel = os.path.relpath(path)
     except ValueError:
         return str(path)
+    return rel if not rel.startswith("..") else str(path)
 
 
 class ModuleLoader:

@@ -131,6 +131,7 @@ def test_block_semicolon_separates_a_parenthesised_result():
 
 
 def test_def_body_map_is_not_a_block():
+    assert one("def f(p) { let a = p; a }") == one("def f(p) = { let a = p; a }")
     d = one("def f(p) = {default: p}")
     assert d.body == ast.HyperMap((ast.MapEntry(ast.SelDefault(), N("p")),))
 

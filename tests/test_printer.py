@@ -201,7 +201,9 @@ def test_blank_lines_between_entries_kept_when_broken():
 
 def test_block_layout_and_semicolons():
     assert fmt("def f(p) = { let a = p * 2; let b = a + 1; b }") == (
-        "def f(p) = {\n    let a = p * 2\n    let b = a + 1\n    b\n}\n")
+        "def f(p) {\n    let a = p * 2\n    let b = a + 1\n    b\n}\n")
+    # the form without `=` reads the same and prints the same
+    assert fmt("def f(p) { let a = p * 2; let b = a + 1; b }") == fmt("def f(p) = { let a = p * 2; let b = a + 1; b }")
     # A result that would continue the last `let` keeps its `;`.
     for result in ("(a + 1) * 2", "[a]", "-a", ".5"):
         out = assert_stable(f"def f(p) = {{ let a = p; {result} }}")
@@ -267,7 +269,7 @@ let y = a + b  # j
 def f(
     p,  # l
     q,  # m
-) = {
+) {
     let a = 1;  # o
     # n
     -a  # p

@@ -480,8 +480,9 @@ class _Printer:
             lo = hi = None  # nothing to place comments between
         r = self.rows(d.params, self.def_param, lo, hi, opener, inner_after=False, tail_hi=body_start)
         params = self.container("(", ")", r)
-        body = self.block(d.body) if isinstance(d.body, ast.Block) else self.expr(d.body)
-        return _cat("def ", d.name, params, " = ", body)
+        if isinstance(d.body, ast.Block):
+            return _cat("def ", d.name, params, " ", self.block(d.body))
+        return _cat("def ", d.name, params, " = ", self.expr(d.body))
 
     def def_param(self, p: ast.DefParam):
         if p.type is not None:
