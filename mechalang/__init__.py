@@ -12,7 +12,7 @@ imports torch); every registered merge method is a function of this module.
 import importlib
 import os
 
-from ._version import __version__
+from ._version import __version__ as __version__
 
 _METHOD_API = ("merge_method", "Weight", "Delta", "Same", "Float", "Int", "Bool", "Choice", "KeyName")
 

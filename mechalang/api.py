@@ -368,7 +368,6 @@ def blocks(arch: str, rules: Mapping[str, Any] | None = None, /, **more: Any) ->
     a = get_arch(arch) if isinstance(arch, str) else None
     if a is None:
         from .archs.info import closest_arch_name
-
         from .diagnostics import codes, error
 
         sugg = closest_arch_name(str(arch))

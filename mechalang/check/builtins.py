@@ -8,6 +8,7 @@ from typing import Any
 
 from ..archs import registry as arch_registry
 from ..diagnostics import Span, codes, did_you_mean, error, warning
+from ..dtypes import SUPPORTED_DTYPES
 from ..graph.nodes import HyperRule, KeyMeta, LoadInfo
 from ..syntax import ast
 from .values import (
@@ -127,6 +128,15 @@ def load_model(ev, path: str, span: Span | None, *, arch=None, sha256: str | Non
         header = read_header(str(found))
     except HeaderError as exc:
         return ev.err(codes.MODEL_UNREADABLE, f"cannot read `{path}`: {exc.message}", span, label="this file")
+    unsupported = [(k, m.dtype) for k, m in header.tensors.items() if m.dtype not in SUPPORTED_DTYPES]
+    if unsupported:
+        kinds = sorted({d for _, d in unsupported})
+        shown = ", ".join(f"`{k}` ({d})" for k, d in unsupported[:3])
+        more = f" and {len(unsupported) - 3} more" if len(unsupported) > 3 else ""
+        return ev.err(codes.UNSUPPORTED_DTYPE,
+                      f"`{path}` has {len(unsupported)} tensor{'s' if len(unsupported) != 1 else ''} of a dtype "
+                      f"mechalang cannot compute with ({', '.join(kinds)}): {shown}{more}", span,
+                      label="this file", help="supported: " + ", ".join(sorted(SUPPORTED_DTYPES)))
     if arch is None:
         det = detect(header)
         best = det.best
