@@ -62,9 +62,36 @@ def small_models(tmp_path_factory) -> Path:
     return write_small_models(tmp_path_factory.mktemp("models"))
 
 
+ROOT = Path(__file__).parent.parent
+EXAMPLES = ROOT / "examples"
+
+
 @pytest.fixture(scope="session")
-def golden_models() -> Path:
-    return write_small_models(GOLDEN / "models")
+def golden_workspace(tmp_path_factory) -> Path:
+    """A copy of tests/golden (recipes and libraries) with the small models in `models/`: the
+    golden cases run from here, so tests never write into the repository."""
+    import shutil
+
+    ws = tmp_path_factory.mktemp("golden")
+    for sub in ("check", "syntax", "sdmecha"):
+        shutil.copytree(GOLDEN / sub, ws / sub, ignore=shutil.ignore_patterns("*.out"))
+    write_small_models(ws / "models")
+    return ws
+
+
+@pytest.fixture(scope="session")
+def example_workspace(tmp_path_factory) -> Path:
+    """A copy of examples/ with its generated models in examples/models (the folder the recipes
+    name), so example runs and fuzzing never write into the repository."""
+    import shutil
+    import subprocess
+    import sys
+
+    dest = tmp_path_factory.mktemp("examples") / "examples"
+    shutil.copytree(EXAMPLES, dest, ignore=shutil.ignore_patterns("models", "out", "*.safetensors", "__pycache__"))
+    subprocess.run([sys.executable, str(dest / "make_models.py"), "--out", str(dest / "models")],
+                   check=True, capture_output=True)
+    return dest
 
 
 @pytest.fixture(autouse=True)
@@ -81,3 +108,40 @@ def isolated_method_registry():
     REGISTRY._methods.update(methods)
     plugins._loaded_files.clear()
     plugins._loaded_files.update(loaded)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tests write only under their temporary folders: the repository's examples/ and tests/golden/ are
+# compared before and after the session (goldens are rewritten on purpose with MECHA_UPDATE_GOLDEN=1).
+
+_WATCHED = (EXAMPLES, GOLDEN)
+
+
+def _snapshot() -> dict[str, tuple[int, int]]:
+    out = {}
+    for root in _WATCHED:
+        for p in root.rglob("*"):
+            if "__pycache__" in p.parts or not p.is_file():
+                continue
+            st = p.stat()
+            out[str(p)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def pytest_sessionstart(session):
+    session.config._repo_snapshot = _snapshot()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import os
+
+    before = getattr(session.config, "_repo_snapshot", None)
+    if before is None or os.environ.get("MECHA_UPDATE_GOLDEN") == "1":
+        return
+    after = _snapshot()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+        session.config.get_terminal_writer().line(
+            "tests wrote into the repository (they must write only under tmp_path):\n  " + "\n  ".join(changed),
+            red=True)
+        session.exitstatus = 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,22 +43,14 @@ def mutate(text: str, ops: list[tuple[int, int, int]]) -> str:
     return " ".join(toks)
 
 
-@pytest.fixture(scope="module")
-def example_models():
-    import subprocess
-    import sys
-
-    subprocess.run([sys.executable, str(ROOT / "examples" / "make_models.py")], check=True, capture_output=True)
-
-
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(example=st.sampled_from(EXAMPLES),
        ops=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 10_000), st.integers(0, 100)), min_size=1, max_size=4))
-def test_mutated_examples_never_crash(example_models, tmp_path_factory, capsys, example, ops):
+def test_mutated_examples_never_crash(example_workspace, tmp_path_factory, capsys, example, ops):
     tmp = tmp_path_factory.mktemp("fuzz")
     # run from the examples' folder semantics: copy the recipe next to its models and libraries
     text = mutate(example.read_text(), ops)
-    path = ROOT / "examples" / f".fuzz-{tmp.name}.mecha"
+    path = example_workspace / f".fuzz-{tmp.name}.mecha"
     path.write_text(text)
     try:
         code = check_command(str(path))

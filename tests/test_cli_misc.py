@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,16 +12,13 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from mechalang.cli import app
-from mechalang.methods import plugins, registry
+from mechalang.methods import registry
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def example_models():
-    subprocess.run([sys.executable, str(EXAMPLES / "make_models.py")], check=True, capture_output=True)
 
 
 def test_hash_records_sha256_and_a1111_fields(small_models, tmp_path, monkeypatch):
@@ -82,15 +77,15 @@ def test_info_lists_every_architecture_and_describes_one():
     ("add_difference.mecha", "cond_stage_model.transformer.text_model.final_layer_norm.weight"),
     ("sdxl_presets.mecha", "model.diffusion_model.middle_block.1.proj_in.weight"),
 ])
-def test_explain_works_on_the_examples(example_models, recipe, key):
-    res = runner.invoke(app, ["explain", str(EXAMPLES / recipe), key])
+def test_explain_works_on_the_examples(example_workspace, recipe, key):
+    res = runner.invoke(app, ["explain", str(example_workspace / recipe), key])
     assert res.exit_code == 0, res.output
     assert key in res.output and "block" in res.output
 
 
-def test_explain_names_the_rule_that_set_a_value(example_models):
+def test_explain_names_the_rule_that_set_a_value(example_workspace):
     key = "model.diffusion_model.output_blocks.4.1.transformer_blocks.0.attn2.to_q.weight"
-    res = runner.invoke(app, ["explain", str(EXAMPLES / "block_weighted.mecha"), key])
+    res = runner.invoke(app, ["explain", str(example_workspace / "block_weighted.mecha"), key])
     assert 'alpha = 0.9' in res.output
     assert 'set by `"OUT*" & attn2: 0.9`' in res.output
 
@@ -114,11 +109,11 @@ def test_entry_point_plugins_are_loaded(monkeypatch):
     registry.REGISTRY._methods.pop("entry_point_method")
 
 
-def test_convert_prints_mechalang_that_checks(example_models):
-    res = runner.invoke(app, ["convert", str(EXAMPLES / "sdmecha" / "block_weighted_xl.mecha")])
+def test_convert_prints_mechalang_that_checks(example_workspace):
+    res = runner.invoke(app, ["convert", str(example_workspace / "sdmecha" / "block_weighted_xl.mecha")])
     assert res.exit_code == 0, res.output
     assert "weighted_sum(xl_base, xl_tuned, alpha=alpha_1)" in res.output
-    res = runner.invoke(app, ["check", str(EXAMPLES / "sdmecha" / "block_weighted_xl.mecha")])
+    res = runner.invoke(app, ["check", str(example_workspace / "sdmecha" / "block_weighted_xl.mecha")])
     assert res.exit_code == 0, res.output
 
 

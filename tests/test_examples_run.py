@@ -3,9 +3,6 @@ canonical form."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,12 +20,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def example_copy(tmp_path_factory) -> Path:
+def example_copy(example_workspace) -> Path:
     """The examples folder copied aside (outputs land next to the recipes), with its models."""
-    subprocess.run([sys.executable, str(EXAMPLES / "make_models.py")], check=True, capture_output=True)
-    dest = tmp_path_factory.mktemp("examples") / "examples"
-    shutil.copytree(EXAMPLES, dest, ignore=shutil.ignore_patterns("out", "*_merged.safetensors"))
-    return dest
+    return example_workspace
 
 
 @pytest.mark.parametrize("name", RECIPES)

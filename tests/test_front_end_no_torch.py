@@ -31,8 +31,8 @@ def test_import_cli_does_not_import_torch():
     assert r.stdout.strip() == "False"
 
 
-def test_check_info_fmt_do_not_import_torch(golden_models, tmp_path):
-    golden = ROOT / "tests" / "golden"
+def test_check_info_fmt_do_not_import_torch(golden_workspace, tmp_path):
+    golden = golden_workspace
     assert probe("check", "check/ok_weighted_sum.mecha", "--models-dir", "models", cwd=golden) == "NO-TORCH 0"
     assert probe("check", "check/ok_task_arithmetic.mecha", "--models-dir", "models", cwd=golden) == "NO-TORCH 0"
     assert probe("info") == "NO-TORCH 0"
