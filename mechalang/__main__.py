@@ -1,0 +1,5 @@
+"""`python -m mechalang` is `mecha`."""
+
+from .cli import main
+
+main()
