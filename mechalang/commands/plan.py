@@ -126,9 +126,11 @@ def explain_command(file: str, key: str, *, sets: Iterable[str] = (), models_dir
     planned = pipeline.plan(load(file, sets, models_dir, plugins), trace=True)
     if not planned.ok:
         return fail(planned.diagnostics, planned.sources, format, file)
+    if not filter_keys(planned.plan, key):
+        return fail(planned.diagnostics + [_no_key(planned, key)], planned.sources, format)
     emit(planned.diagnostics, planned.sources, format)
     print(explain_text(planned, key), end="")
-    return 0 if filter_keys(planned.plan, key) else 1
+    return 0
 
 
 def explain_text(planned: pipeline.Planned, key: str) -> str:
