@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SHARED = HERE.parent.parent / "shared" / "architectures"
+INVENTORIES = HERE.parent / "mechalang" / "stdlib" / "architectures"  # the bundled reference inventories
 SIZES = {"float32": 4, "float16": 2, "int64": 8}
 ST = {"float32": "F32", "float16": "F16", "int64": "I64"}
 
@@ -55,7 +55,7 @@ print("ok")
 
 
 def inventory_sd1() -> dict:
-    inv = json.loads((SHARED / "sd1.json").read_text())
+    inv = json.loads((INVENTORIES / "sd1.json").read_text())
     keys = {}
     for comp in inv["components"].values():
         for k, spec in comp.items():
