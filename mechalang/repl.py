@@ -120,7 +120,7 @@ class Session:
         return err if err else describe(value)
 
     def cmd_keys(self, rest: str) -> str:
-        from .check.values import ModelValue, type_name
+        from .check.values import ModelValue, a_type
 
         expr, glob = _split_last(rest)
         if not glob or "*" not in glob:
@@ -129,7 +129,7 @@ class Session:
         if err:
             return err
         if not isinstance(value, ModelValue):
-            return f"a {type_name(value)} has no keys"
+            return f"{a_type(value)} has no keys"
         keys = [k for k in value.node.keys if fnmatch.fnmatchcase(k, glob)]
         shown = [f"  {k}  {value.node.keys[k].dtype} {list(value.node.keys[k].shape)}" for k in keys[:40]]
         more = [f"  ... {len(keys) - 40} more"] if len(keys) > 40 else []

@@ -3,7 +3,8 @@
 Top to bottom (DESIGN: front ends → pipeline → check → graph → runtime; sources, kinds, archs,
 methods, syntax and diagnostics below them):
 
-    entry points           mechalang (the package), __main__, cli
+    entry points           mechalang (the package), __main__
+    the command line       cli
     front ends and tools   repl, api, tui, ui, synth
     commands               commands (what the CLI runs, and the text other front ends show)
     pipeline               pipeline
@@ -28,7 +29,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).parent.parent / "mechalang"
 
 LAYERS: list[set[str]] = [
-    {"mechalang", "mechalang.__main__", "mechalang.cli"},
+    {"mechalang", "mechalang.__main__"},
+    {"mechalang.cli"},
     {"mechalang.repl", "mechalang.api", "mechalang.tui", "mechalang.ui", "mechalang.synth"},
     {"mechalang.commands"},
     {"mechalang.pipeline"},

@@ -84,24 +84,34 @@ def _mismatch(ev, t: ast.TypeExpr, v: Any) -> str | None:
             return None
         if not isinstance(v, HyperValue):
             return actual
-        if t.args and v.arch_names and t.args[0].name not in v.arch_names:
-            return actual
+        if t.args:
+            want = _arch_named(ev, t.args[0])
+            if want is None:
+                return ""
+            if v.arch_names and want.name not in v.arch_names:
+                return actual
         return None
     return actual  # pragma: no cover
 
 
-def _arch_mismatch(ev, t: ast.TypeExpr, arch_name: str, actual: str) -> str | None:
-    if not t.args or arch_name == UNRESOLVED.name:
-        return None
+def _arch_named(ev, t: ast.TypeExpr):
+    """The architecture an annotation's argument names (aliases too), or None (reported)."""
     from .builtins import get_arch
 
-    want = t.args[0].name
-    arch = get_arch(want)
+    arch = get_arch(t.name)
     if arch is None:
         from ..archs.registry import all_selector_names
 
-        sugg = did_you_mean(want, all_selector_names())
-        ev.err(codes.UNKNOWN_ARCH, f"unknown architecture `{want}`", t.args[0].span,
+        sugg = did_you_mean(t.name, all_selector_names())
+        ev.err(codes.UNKNOWN_ARCH, f"unknown architecture `{t.name}`", t.span,
                help=f"did you mean `{sugg}`?" if sugg else "see `mecha info`")
+    return arch
+
+
+def _arch_mismatch(ev, t: ast.TypeExpr, arch_name: str, actual: str) -> str | None:
+    if not t.args:
+        return None
+    arch = _arch_named(ev, t.args[0])
+    if arch is None:
         return ""
-    return None if arch.name == arch_name else actual
+    return None if arch.name == arch_name or arch_name == UNRESOLVED.name else actual

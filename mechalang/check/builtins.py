@@ -179,6 +179,8 @@ def _mbw_builtin(ev, e: ast.Call, args, kwargs) -> Any:
     (av, aspan), (sv, sspan) = args
     if av is POISON or sv is POISON:
         return POISON
+    if isinstance(av, str) and get_arch(av) is not None:  # mbw("sd1", ...), as model(arch="sd1")
+        av = ArchValue(get_arch(av))
     if not isinstance(av, ArchValue):
         return ev.err(codes.WRONG_ARGUMENT_TYPE, f"the first argument of `mbw` must be an architecture, found {type_name(av)}", aspan)
     if not isinstance(sv, str):

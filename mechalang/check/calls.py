@@ -57,7 +57,9 @@ def call_method(ev, spec: MethodSpec, e: ast.Call, args: list[tuple[Any, Span | 
             continue
         if not isinstance(v, ModelValue):
             ev.err(codes.WRONG_ARGUMENT_TYPE, f"`{p.name}` of `{spec.name}` must be a model, found {type_name(v)}", s,
-                   help="hyperparameters are passed by name: `alpha=0.5`" if is_number(v) or isinstance(v, HyperValue) else None)
+                   help=(f"hyperparameters are passed by name: `{spec.hypers[0].name}=...`" if spec.hypers
+                         else f"`{spec.name}` takes no hyperparameters")
+                   if is_number(v) or isinstance(v, HyperValue) else None)
             poisoned = True
             continue
         space = v.node.space

@@ -31,6 +31,7 @@ from .values import (
     MethodValue,
     ModelValue,
     Namespace,
+    a_type,
     is_number,
     type_name,
 )
@@ -143,8 +144,14 @@ class Evaluator:
         self.param_values.append(param_values or {})
         saved_stack, self.call_stack = self.call_stack, []
         try:
+            # Templates may be called above their `def` (the name checker allows it, and checks
+            # that what they use is bound by then), so they are bound first.
             for stmt in mod.tree.statements:
-                self.statement(stmt, env, mod, main, exports)
+                if isinstance(stmt, ast.Def):
+                    self.statement(stmt, env, mod, main, exports)
+            for stmt in mod.tree.statements:
+                if not isinstance(stmt, ast.Def):
+                    self.statement(stmt, env, mod, main, exports)
         finally:
             self.call_stack = saved_stack
             self.param_values.pop()
@@ -237,8 +244,8 @@ class Evaluator:
             else:
                 node = value.node
         elif value is not POISON:
-            self.err(codes.EXPORT_NOT_MODEL, f"cannot export a {type_name(value)}: an output file must be a Model",
-                     stmt.value.span, label=f"this is a {type_name(value)}")
+            self.err(codes.EXPORT_NOT_MODEL, f"cannot export {a_type(value)}: an output file must be a Model",
+                     stmt.value.span, label=f"this is {a_type(value)}")
         out_path = None
         if isinstance(path_v, str):
             if not path_v:
@@ -316,7 +323,7 @@ class Evaluator:
             return self.module_member(base.env, e.attr, base.name, e.span)
         if isinstance(base, ModelValue):
             return self.builtins.select_component(self, base, e.attr, e.span)
-        return self.err(codes.NO_MEMBER, f"a {type_name(base)} has no member `{e.attr}`", e.span)
+        return self.err(codes.NO_MEMBER, f"{a_type(base)} has no member `{e.attr}`", e.span)
 
     def e_Index(self, e: ast.Index, env: Env) -> Any:
         base = self.eval(e.value, env)
@@ -324,7 +331,7 @@ class Evaluator:
         if base is POISON or idx is POISON:
             return POISON
         if not isinstance(base, ListValue):
-            return self.err(codes.BAD_INDEX, f"cannot index a {type_name(base)}", e.value.span,
+            return self.err(codes.BAD_INDEX, f"cannot index {a_type(base)}", e.value.span,
                             help="only lists can be indexed: `models[0]`")
         if not isinstance(idx, int) or isinstance(idx, bool):
             return self.err(codes.BAD_INDEX, f"a list index must be an int, found {type_name(idx)}", e.index.span)
@@ -441,7 +448,7 @@ class Evaluator:
             return func.impl(self, e, args, kwargs)
         if isinstance(func, Closure):
             return self.call_template(func, e, args, kwargs)
-        return self.err(codes.NOT_CALLABLE, f"a {type_name(func)} cannot be called", e.func.span)
+        return self.err(codes.NOT_CALLABLE, f"{a_type(func)} cannot be called", e.func.span)
 
     def call_template(self, fn: Closure, e: ast.Call, args, kwargs) -> Any:
         d = fn.definition

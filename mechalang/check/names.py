@@ -77,9 +77,12 @@ class NameChecker:
             if isinstance(stmt, ast.Def):
                 defs.setdefault(stmt.name, stmt)
         top = set(first)
+        uses = self.template_uses(defs, top)
         for i, stmt in enumerate(module.statements):
             # Templates may refer to each other in any order; other names must come first.
             visible = {n for n in top if order[n] < i or n in defs}
+            if not isinstance(stmt, ast.Def):
+                self.early_calls(stmt, i, defs, uses, order)
             if isinstance(stmt, ast.Param):
                 if stmt.default is not None:
                     self.expr(stmt.default, visible, top, order)
@@ -142,6 +145,47 @@ class NameChecker:
                 for child in sub_expressions(node):
                     stack.append((child, sc))
 
+    @staticmethod
+    def template_uses(defs: dict[str, ast.Def], top: set[str]) -> dict[str, set[str]]:
+        """For each template, the top-level names other than templates its body uses, through
+        the templates it calls too."""
+        direct: dict[str, set[str]] = {}
+        for name, d in defs.items():
+            locals_ = {p.name for p in d.params} | ({l.name for l in d.body.lets} if isinstance(d.body, ast.Block) else set())
+            bodies = [d.body.result, *[l.value for l in d.body.lets]] if isinstance(d.body, ast.Block) else [d.body]
+            bodies += [p.default for p in d.params if p.default is not None]
+            direct[name] = {n for b in bodies for n in free_names(b) if n in top and n not in locals_}
+        out: dict[str, set[str]] = {}
+        for name in defs:
+            seen, stack, found = {name}, [name], set()
+            while stack:
+                for n in direct[stack.pop()]:
+                    if n in defs:
+                        if n not in seen:
+                            seen.add(n)
+                            stack.append(n)
+                    else:
+                        found.add(n)
+            out[name] = found
+        return out
+
+    def early_calls(self, stmt: ast.Stmt, index: int, defs: dict[str, ast.Def], uses: dict[str, set[str]],
+                    order: dict[str, int]) -> None:
+        """A template used by statement `index` must find every name it uses already bound."""
+        exprs = {ast.Let: lambda s: [s.value], ast.Export: lambda s: [s.value, s.path],
+                 ast.Param: lambda s: [s.default] if s.default is not None else []}.get(type(stmt), lambda s: [])
+        for e in exprs(stmt):
+            for node in _names_in(e):
+                if node.id not in defs:
+                    continue
+                late = sorted((n for n in uses[node.id] if order.get(n, -1) >= index), key=lambda n: order[n])
+                if late:
+                    self.diags.append(error(
+                        codes.USED_BEFORE_BOUND,
+                        f"`{node.id}` is used before `{late[0]}`, which it uses, is bound", node.span,
+                        label="used here", help=f"move this statement below the `let` (or `param`, `import`) "
+                                                f"of `{late[0]}`"))
+
     def recursion(self, defs: dict[str, ast.Def]) -> None:
         calls: dict[str, set[str]] = {}
         for name, d in defs.items():
@@ -193,3 +237,16 @@ def free_names(e) -> set[str]:
             for c in sub_expressions(node):
                 stack.append((c, bound))
     return out
+
+
+def _names_in(e):
+    """Every `Name` node under an expression (comprehension variables included)."""
+    stack = [e]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Name):
+            yield node
+        elif isinstance(node, ast.ListComp):
+            stack.extend((node.iterable, node.element))
+        else:
+            stack.extend(sub_expressions(node))

@@ -18,7 +18,7 @@ from ..graph.keys import node_keys, shape_conflicts
 from ..graph.nodes import BoundHyper, HyperRule
 from ..methods.registry import Float
 from ..syntax import ast
-from .values import POISON, HyperValue, ListValue, ModelValue, is_number, type_name
+from .values import POISON, HyperValue, ListValue, ModelValue, a_type, is_number, type_name
 
 _NUM_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 _OP_WORDS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "|": "combine with `|`"}
@@ -36,7 +36,7 @@ def negate(ev, v: Any, e: ast.UnaryOp) -> Any:
     if isinstance(v, ModelValue):
         return ev.err(codes.CANNOT_NEGATE, f"cannot negate a {v.node.type_name}", e.span,
                       help="negate a difference instead: `-(a - b)`")
-    return ev.err(codes.CANNOT_NEGATE, f"cannot negate a {type_name(v)}", e.span)
+    return ev.err(codes.CANNOT_NEGATE, f"cannot negate {a_type(v)}", e.span)
 
 
 def binary(ev, e: ast.BinOp, left: Any, right: Any) -> Any:
@@ -77,9 +77,9 @@ def binary(ev, e: ast.BinOp, left: Any, right: Any) -> Any:
             if not ev.check_number(other, e.right.span, "the divisor"):
                 return POISON
             return scale(ev, model, BoundHyper(scalar=1.0 / other, span=other_span), e.span)
-        return ev.err(codes.BAD_OPERANDS, f"a Delta can be divided by a number, not by a {type_name(other)}", e.right.span)
+        return ev.err(codes.BAD_OPERANDS, f"a Delta can be divided by a number, not by {a_type(other)}", e.right.span)
     if op in "*/" and model.node.space == "weight":
-        return ev.err(codes.SCALED_MODEL, f"cannot {_OP_WORDS[op]} a {model.node.type_name} by a {type_name(other)}",
+        return ev.err(codes.SCALED_MODEL, f"cannot {_OP_WORDS[op]} a {model.node.type_name} by {a_type(other)}",
                       e.span, help="scale a difference instead: `base + 0.5 * (tuned - base)`, "
                                    "or use `weighted_sum(a, b, alpha=0.5)`")
     return _mismatch(ev, e, left, right)
@@ -131,23 +131,33 @@ def _map_arith(ev, m: HyperValue, f, span: Span | None) -> Any:
 
 
 def hyper_fallback(left: HyperValue, right: HyperValue, span: Span | None) -> HyperValue:
-    """`a | b` on maps: a where a has a rule, else b. Per architecture; different architectures
-    simply sit side by side (that is how presets serve SD1 and SDXL with one name)."""
-    out: dict[str | None, tuple[HyperRule, ...]] = {}
-    order: list[str | None] = []
-    for arch, rules in right.variants:
-        out[arch] = rules
-        order.append(arch)
-    for arch, rules in left.variants:
-        if arch in out:
-            below = tuple(r for r in out[arch] if not isinstance(r.selector, ast.SelDefault))
-            has_default = any(isinstance(r.selector, ast.SelDefault) for r in rules)
-            defaults = () if has_default else tuple(r for r in out[arch] if isinstance(r.selector, ast.SelDefault))
-            out[arch] = defaults + below + rules
-        else:
-            out[arch] = rules
-            order.insert(0, arch)
-    return HyperValue(tuple((a, out[a]) for a in order), span)
+    """`a | b` on maps: a where a has a rule, else b. Per architecture: a map written for any
+    architecture applies to each of the other side's (that is how `{M00: 0.1} | GRAD_V` overrides a
+    preset that serves SD1 and SDXL with one name); maps of different architectures sit side by
+    side."""
+    archs: list[str | None] = []
+    for a, _ in (*left.variants, *right.variants):
+        if a not in archs:
+            archs.append(a)
+    out = []
+    for arch in archs:
+        rules = _fallback_rules(left.for_arch(arch) if arch is not None else _generic(left),
+                                right.for_arch(arch) if arch is not None else _generic(right))
+        out.append((arch, rules))
+    return HyperValue(tuple(out), span)
+
+
+def _generic(m: HyperValue) -> tuple[HyperRule, ...] | None:
+    return next((rules for a, rules in m.variants if a is None), None)
+
+
+def _fallback_rules(left: tuple[HyperRule, ...] | None, right: tuple[HyperRule, ...] | None) -> tuple[HyperRule, ...]:
+    if left is None or right is None:
+        return left if right is None else right  # type: ignore[return-value]
+    below = tuple(r for r in right if not isinstance(r.selector, ast.SelDefault))
+    has_default = any(isinstance(r.selector, ast.SelDefault) for r in left)
+    defaults = () if has_default else tuple(r for r in right if isinstance(r.selector, ast.SelDefault))
+    return defaults + below + left
 
 
 def _scale_hyper(ev, v: Any, span: Span | None, model: ModelValue) -> BoundHyper | None:

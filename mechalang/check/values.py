@@ -160,6 +160,12 @@ def type_name(v: Any) -> str:
     return type(v).__name__
 
 
+def a_type(v: Any) -> str:
+    """The type of `v` with its article, for messages: `an int`, `a Model[sd1]`."""
+    name = type_name(v)
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
 def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 

@@ -44,11 +44,18 @@ class Coverage:
 
 
 def summarize_keys(keys: list[str], limit: int = 3) -> str:
-    """A short description of a key list: common prefixes as globs."""
-    groups: dict[str, int] = defaultdict(int)
-    for k in keys:
-        parts = k.split(".")
-        groups[".".join(parts[:2]) + (".*" if len(parts) > 2 else "")] += 1
+    """A short description of a key list: common prefixes as globs (two name segments deep, or
+    one when that gives too many groups, as for `model_ema.diffusion_modelinput_blocks00...`)."""
+    def grouped(depth: int) -> dict[str, int]:
+        groups: dict[str, int] = defaultdict(int)
+        for k in keys:
+            parts = k.split(".")
+            groups[".".join(parts[:depth]) + (".*" if len(parts) > depth else "")] += 1
+        return groups
+
+    groups = grouped(2)
+    if len(groups) > 4 * limit:
+        groups = grouped(1)
     items = sorted(groups.items(), key=lambda kv: -kv[1])
     shown = ", ".join(g for g, _ in items[:limit])
     rest = len(items) - limit
