@@ -21,10 +21,9 @@ T0 = time.perf_counter()
 
 
 def build_plan(method: str, inputs: list[str], output: str, alpha: float | None):
+    from mechalang.archs.header import read_header
     from mechalang.dtypes import FLOAT_DTYPES
     from mechalang.runtime.plan import InputFile, Op, OutputPlan, Plan, Read, layout
-
-    from mechalang.archs.header import read_header
 
     heads = [read_header(p) for p in inputs]
     files = tuple(InputFile(p, h.data_start, h.size, os.path.basename(p)) for p, h in zip(inputs, heads))

@@ -6,16 +6,7 @@ from typing import Any
 
 from ..diagnostics import Span, codes, did_you_mean
 from ..syntax import ast
-from .values import (
-    POISON,
-    UNRESOLVED,
-    ArchValue,
-    HyperValue,
-    ListValue,
-    ModelValue,
-    is_number,
-    type_name,
-)
+from .values import POISON, UNRESOLVED, ArchValue, HyperValue, ListValue, ModelValue, is_number, type_name
 
 TYPE_NAMES = ("float", "int", "bool", "str", "Arch", "Model", "Delta", "Hyper", "list")
 

@@ -3,17 +3,7 @@ of each code (`explanations`), and the renderers (`render`)."""
 
 from . import codes
 from .codes import Code
-from .core import (
-                   Diagnostic,
-                   DiagnosticError,
-                   Label,
-                   Severity,
-                   Span,
-                   count_summary,
-                   did_you_mean,
-                   error,
-                   warning,
-)
+from .core import Diagnostic, DiagnosticError, Label, Severity, Span, count_summary, did_you_mean, error, warning
 from .render import SourceMap, render_json, render_one, render_text
 
 __all__ = ["Code", "Diagnostic", "DiagnosticError", "Label", "Severity", "SourceMap", "Span", "codes",

@@ -37,17 +37,7 @@ from functools import reduce
 
 from . import _random
 from ._lazy import torch
-from .registry import (
-    Bool,
-    Choice,
-    Delta,
-    Float,
-    Int,
-    KeyName,
-    Same,
-    Weight,
-    merge_method,
-)
+from .registry import Bool, Choice, Delta, Float, Int, KeyName, Same, Weight, merge_method
 
 _DENSITY = Float(0.0, 1.0, lo_open=True)
 _CONSENSUS = Choice("sum", "count")

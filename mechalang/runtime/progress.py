@@ -109,13 +109,7 @@ class RichProgress(Progress):
     def __init__(self, total_keys: int, total_bytes: int, stream: TextIO, description: str):
         super().__init__(total_keys, total_bytes)
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
+        from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
         from rich.progress import Progress as Bar
 
         self._bar = Bar(TextColumn("{task.description}"), BarColumn(),

@@ -10,16 +10,7 @@ from pathlib import Path, PureWindowsPath
 from ...diagnostics import Diagnostic, Label, Span, codes, did_you_mean, error, warning
 from ...syntax import ast
 from .lines import _IDENT, Arg, Instr, Value, _Reader
-from .tables import (
-    _TEXT_LAYERS,
-    ARCHES,
-    COMPONENTS,
-    METHOD_SIGNATURES,
-    METHODS,
-    MODEL_SUFFIXES,
-    RESERVED,
-    MethodMap,
-)
+from .tables import _TEXT_LAYERS, ARCHES, COMPONENTS, METHOD_SIGNATURES, METHODS, MODEL_SUFFIXES, RESERVED, MethodMap
 
 # ------------------------------------------------------------------------------------------------
 # From instructions to a mechalang module
