@@ -42,11 +42,27 @@ class QuickDtype(str, Enum):
 FormatOpt = typer.Option(Format.text, "--format", help="Diagnostics as rustc-style text or as JSON.")
 SetOpt = typer.Option(None, "--set", metavar="NAME=VALUE",
                       help="Give a `param` of the recipe a value (repeatable).")
-ModelsDirOpt = typer.Option(None, "--models-dir", envvar="MECHA_MODELS_DIR",
-                            help="Folder to find models in (after the recipe's own folder).")
+# MECHA_MODELS_DIR (a list of folders) is read by mechalang.paths, after --models-dir.
+ModelsDirOpt = typer.Option(None, "--models-dir",
+                            help="Folder to find models in, after the recipe's own folder and before "
+                                 "those on MECHA_MODELS_DIR.")
 PluginOpt = typer.Option(None, "--plugin", metavar="FILE.py",
                          help="A Python file of merge methods to register first (repeatable).")
 StrictOpt = typer.Option(False, "--strict", help="Keys missing from some inputs of a merge are errors.")
+
+
+def _version(show: bool) -> None:
+    if show:
+        from ._version import __version__
+
+        print(f"mecha {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """mechalang: typed recipes for merging neural-network checkpoints."""
 
 
 @app.command()

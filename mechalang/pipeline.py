@@ -13,6 +13,7 @@ and whose `ok` says whether it can go on. Torch is imported only by `execute`/`r
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 PRECISIONS = ("fp32", "fp64")
 Progress = Callable[[int, int], None]  # progress(tensors, nbytes): increments, as they are written
 
-__all__ = ["PRECISIONS", "Export", "Planned", "Program", "RunResult", "execute", "load", "plan",
+__all__ = ["PRECISIONS", "Export", "Planned", "Program", "RunResult", "execute", "load", "plan", "preflight",
            "run", "scalar_text"]
 
 
@@ -65,7 +66,7 @@ def load(source: str | os.PathLike | None = None, *, text: str | None = None, na
     from .check.evaluate import Evaluator, Options
     from .compat.sdmecha import convert_text, is_sdmecha
 
-    diags = load_plugins(plugins)
+    diags = load_plugins(plugins) + architecture_problems()
     values, more = _param_texts(params or {})
     diags += more
     ev = Evaluator(Options(models_dirs=_models_dirs(models_dir), sets=values, force=force,
@@ -119,6 +120,17 @@ def _param_texts(params: Mapping[str, Any]) -> tuple[dict[str, str], list[Diagno
             continue
         out[k] = scalar_text(v)
     return out, diags
+
+
+def architecture_problems() -> list[Diagnostic]:
+    """Architecture files (on MECHA_PATH) that could not be loaded: a warning each (the file is
+    left out; recipes that do not need it still check)."""
+    from .archs.registry import load_problems
+    from .diagnostics import warning
+
+    return [warning(codes.ARCH_FILE_INVALID, f"architecture file left out: {p}", None,
+                    help="fix the file (see `mecha explain-code W0229`), or take it off MECHA_PATH")
+            for p in load_problems()]
 
 
 def load_plugins(plugins: Iterable[str | os.PathLike]) -> list[Diagnostic]:
@@ -212,7 +224,7 @@ def plan(program: Program, *, output: str | os.PathLike | None = None, precision
             return Planned(program, None, diags, hashes)
     recorded = hashes if hash_inputs else None
     lowerer = Lowerer(program, precision=precision, output_paths=outs, trace=trace,
-                      metadata=lambda ex: build_metadata(program, ex, hashes=recorded))
+                      metadata=lambda ex, path: build_metadata(program, ex, path, hashes=recorded))
     lowered = lowerer.lower()
     diags += lowered.diagnostics
     if strict:
@@ -274,30 +286,10 @@ def execute(planned: Planned, *, device: str = "cpu", threads: int | None = None
         `planned.total_keys` and `planned.total_bytes`.
     cancel: set it from another thread to stop the run; nothing is written.
     """
-    diags = list(planned.diagnostics)
-    if not planned.ok:
+    problems = preflight(planned, overwrite=overwrite, threads=threads, device=device)
+    diags = list(planned.diagnostics) + problems
+    if problems or not planned.ok:
         return RunResult(planned, diags)
-    if not planned.plan.outputs:
-        diags.append(error(codes.NOTHING_TO_RUN, "the recipe has no `export`: there is nothing to run",
-                           None, help='add `export VALUE to "out.safetensors"`'))
-        return RunResult(planned, diags)
-    if threads is not None and threads < 1:
-        diags.append(error(codes.INVALID_OPTION, f"threads must be at least 1, not {threads}", None))
-        return RunResult(planned, diags)
-    existing = [o.path for o in planned.plan.outputs if os.path.exists(o.path)]
-    if existing and not overwrite:
-        for p in existing:
-            diags.append(error(codes.OUTPUT_EXISTS, f"the output `{_shown(p)}` exists", None,
-                               help="pass --overwrite (overwrite=True) to replace it"))
-        return RunResult(planned, diags)
-    for o in planned.plan.outputs:
-        folder = os.path.dirname(o.path)
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as exc:
-            diags.append(error(codes.OUTPUT_FOLDER_FAILED, f"cannot create the output folder `{_shown(folder)}`: "
-                                                           f"{exc.strerror or exc}", None))
-            return RunResult(planned, diags)
     from .runtime.errors import RunCancelled, RuntimeFailure
 
     try:
@@ -318,6 +310,38 @@ def execute(planned: Planned, *, device: str = "cpu", threads: int | None = None
                            notes=["no output was written"]))
         return RunResult(planned, diags)
     return RunResult(planned, diags, stats)
+
+
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
+
+
+def preflight(planned: Planned, *, overwrite: bool = False, threads: int | None = None,
+              device: str = "cpu") -> list[Diagnostic]:
+    """What stops a planned run before it starts (checked without torch): options, existing
+    outputs, output folders (created here)."""
+    if not planned.ok:
+        return []
+    diags: list[Diagnostic] = []
+    if not planned.plan.outputs:
+        return [error(codes.NOTHING_TO_RUN, "the recipe has no `export`: there is nothing to run",
+                      None, help='add `export VALUE to "out.safetensors"`')]
+    if threads is not None and threads < 1:
+        diags.append(error(codes.INVALID_OPTION, f"threads must be at least 1, not {threads}", None))
+    if not _DEVICE.fullmatch(device):
+        diags.append(error(codes.INVALID_OPTION, f"device must be cpu, cuda or cuda:N, not {device!r}", None))
+    for p in (o.path for o in planned.plan.outputs if os.path.exists(o.path) and not overwrite):
+        diags.append(error(codes.OUTPUT_EXISTS, f"the output `{_shown(p)}` exists", None,
+                           help="pass --overwrite (overwrite=True) to replace it"))
+    if diags:
+        return diags
+    for o in planned.plan.outputs:
+        folder = os.path.dirname(o.path)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            return [error(codes.OUTPUT_FOLDER_FAILED, f"cannot create the output folder `{_shown(folder)}`: "
+                                                      f"{exc.strerror or exc}", None)]
+    return []
 
 
 def run(program: Program, *, output: str | os.PathLike | None = None, precision: str = "fp32",

@@ -173,7 +173,9 @@ class Session:
         result = pipeline.execute(planned, overwrite="--overwrite" in flags)
         if not result.ok:
             return render_text([d for d in result.diagnostics if d.is_error], planned.sources).rstrip()
-        return "\n".join(f"wrote {o.path}: {len(o.tensors)} tensors, {format_bytes(o.data_bytes)}"
+        from .commands.output import shown_path
+
+        return "\n".join(f"wrote {shown_path(o.path)}: {len(o.tensors)} tensors, {format_bytes(o.data_bytes)}"
                          for o in planned.plan.outputs)
 
 

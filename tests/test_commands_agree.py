@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from mechalang import pipeline
 from mechalang.cli import app
+from mechalang.methods.registry import REGISTRY, Same, merge_method
 
 runner = CliRunner()
 
@@ -146,3 +147,83 @@ def test_an_architecture_registered_after_first_use_is_a_known_name(small_models
     finally:
         registry._registered[:] = [a for a in registry._registered if a.name != "tinyarch_reg"]
         registry.reload()
+
+
+def test_a_broken_architecture_file_is_a_warning_not_a_crash(small_models, tmp_path, monkeypatch):
+    (tmp_path / "broken.toml").write_text('name = "brk"\n[[blocks]]\nname = "X"\nparetns = ["*"]\n')
+    monkeypatch.setenv("MECHA_PATH", str(tmp_path))
+    res = runner.invoke(app, ["info"])
+    assert res.exit_code == 0 and "warning[W0229]" in res.output and "paretns" in res.output
+    r = tmp_path / "r.mecha"
+    r.write_text(f'export model("{small_models / "a.safetensors"}") to "o.safetensors"\n')
+    res = runner.invoke(app, ["check", str(r)])
+    assert res.exit_code == 0 and "W0229" in res.output
+
+
+def test_quick_merge_writes_into_the_first_models_folder(small_models, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MECHA_MODELS_DIR", f"{small_models}:{tmp_path / 'other'}")
+    res = runner.invoke(app, ["merge", "a.safetensors", "b.safetensors", "--print-recipe"])
+    assert res.exit_code == 0 and f'to "{small_models}/a_b_weighted_sum_0.5.safetensors"' in res.output
+
+
+def test_every_bad_hyperparameter_of_a_call_is_reported(small_models, tmp_path):
+    r = tmp_path / "r.mecha"
+    r.write_text(f'let a = model("{small_models / "a.safetensors"}")\nlet b = model("{small_models / "b.safetensors"}")\n'
+                 'export slerp(a, b, alpha=2, dot_threshold=5) to "o.safetensors"\n')
+    res = runner.invoke(app, ["check", str(r), "--format", "json"])
+    assert [d["code"] for d in json.loads(res.output)] == ["E0222", "E0222"]
+
+
+def test_a_key_name_parameter_cannot_be_given(small_models, tmp_path):
+    r = tmp_path / "r.mecha"
+    r.write_text(f'let a = model("{small_models / "a.safetensors"}")\nlet b = model("{small_models / "b.safetensors"}")\n'
+                 'export a + dare_linear(b - a, key="x") to "o.safetensors"\n')
+    res = runner.invoke(app, ["check", str(r), "--format", "json"])
+    (d,) = json.loads(res.output)
+    assert d["code"] == "E0218" and "mecha passes each tensor's key name there" in d["message"]
+
+
+def test_list_params_from_the_command_line(small_models, tmp_path):
+    r = tmp_path / "r.mecha"
+    r.write_text(f'param ws: list[float] = [0.5, 0.5]\nparam out = "o.safetensors"\n'
+                 f'let a = model("{small_models / "a.safetensors"}")\nlet b = model("{small_models / "b.safetensors"}")\n'
+                 'export weighted_sum(a, b, alpha=ws[1]) to out\n')
+    program = pipeline.load(r, params={"ws": "0.3,0.4", "out": "p.safetensors"})
+    assert program.ok and program.params["ws"].items == (0.3, 0.4)
+    assert program.exports[0].path.name == "p.safetensors"  # an untyped param with a string default is a str
+    res = runner.invoke(app, ["check", str(r), "--set", "ws=0.3,x"])
+    assert res.exit_code == 1 and "--set ws=x: expected a number" in res.output
+
+
+def test_command_line_mistakes_exit_2_and_nothing_starts(small_models, tmp_path):
+    r = tmp_path / "r.mecha"
+    r.write_text(f'export model("{small_models / "a.safetensors"}") to "o.safetensors"\n')
+    assert runner.invoke(app, ["check", str(r), "--set", "no-equals"]).exit_code == 2
+    res = runner.invoke(app, ["run", str(r), "--device", "tpu"])
+    assert res.exit_code == 2 and "E0701" in res.output
+    (tmp_path / "o.safetensors").write_bytes(b"x")
+    res = runner.invoke(app, ["run", str(r)])
+    assert res.exit_code == 1 and "E0604" in res.output and "merging" not in res.output  # no progress line
+
+
+def test_output_option_names_the_model_in_its_metadata(small_models, tmp_path):
+    from safetensors import safe_open
+
+    r = tmp_path / "r.mecha"
+    r.write_text(f'let a = model("{small_models / "a.safetensors"}")\nlet b = model("{small_models / "b.safetensors"}")\n'
+                 'export weighted_sum(a, b) to "recipe_name.safetensors"\n')
+    res = runner.invoke(app, ["run", str(r), "-o", str(tmp_path / "chosen.safetensors")])
+    assert res.exit_code == 0, res.output
+    with safe_open(str(tmp_path / "chosen.safetensors"), "pt") as f:
+        assert f.metadata()["modelspec.title"] == "chosen"
+
+
+def test_version_and_method_sources():
+    assert runner.invoke(app, ["--version"]).output.startswith("mecha 0.")
+    @merge_method
+    def agree_script_method(a: Same, b: Same) -> Same:
+        return a
+
+    assert REGISTRY.get("agree_script_method").source == __name__
+    assert REGISTRY.get("weighted_sum").source == "builtin"

@@ -66,7 +66,8 @@ def _details(a: Arch, verbose: bool) -> str:
     class_n = Counter(c for i in infos for c in i.classes)
 
     def count(c: Counter, name: str) -> str:
-        return f"{c.get(name, 0)} keys" if infos else ""
+        n = c.get(name, 0)
+        return f"{n} key{'s' if n != 1 else ''}" if infos else ""
 
     out.append("")
     out.append("components:")

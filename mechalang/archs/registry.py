@@ -136,12 +136,22 @@ def _load() -> tuple[list[Arch], dict[str, Arch]]:
         return _state["archs"], _state["by_name"]
     archs: list[Arch] = []
     by_name: dict[str, Arch] = {}
+    problems: list[ArchError] = []
     for path in _arch_files():
-        _add(archs, by_name, load_arch_file(path))
+        try:
+            _add(archs, by_name, load_arch_file(path))
+        except ArchError as exc:  # a broken user file: reported by the commands, never a crash
+            problems.append(exc)
     for arch in _registered:
         _add(archs, by_name, arch)
-    _state.update(key=key, archs=archs, by_name=by_name)
+    _state.update(key=key, archs=archs, by_name=by_name, problems=problems)
     return archs, by_name
+
+
+def load_problems() -> list[ArchError]:
+    """The architecture files that could not be loaded (each left out), with why."""
+    _load()
+    return list(_state.get("problems") or [])
 
 
 def _arch_files() -> list[Path]:

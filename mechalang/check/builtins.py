@@ -243,12 +243,33 @@ def param_value(ev, stmt: ast.Param, env, mod, main: bool) -> Any:
     return value
 
 
+def _default_type(default: Any) -> str | None:
+    """The type an untyped param's default literal implies (`param out = "x.safetensors"` is a
+    str: `--set out=y.safetensors` is a path, not a model to load)."""
+    if isinstance(default, ast.String):
+        return "str"
+    if isinstance(default, ast.Bool):
+        return "bool"
+    if isinstance(default, ast.Number) or (isinstance(default, ast.UnaryOp) and isinstance(default.operand, ast.Number)):
+        return "Hyper"  # a number, or a map given by --set's text
+    if isinstance(default, ast.Call) and isinstance(default.func, ast.Name) and default.func.id == "model":
+        return "Model"
+    return None
+
+
 def coerce_set(ev, stmt: ast.Param, raw: str, span: Span | None) -> Any:
-    tname = stmt.type.name if stmt.type is not None else None
+    tname = stmt.type.name if stmt.type is not None else _default_type(stmt.default)
     where = f"--set {stmt.name}={raw}"
 
     def bad(expected: str) -> Any:
         return ev.err(codes.BAD_PARAM_VALUE, f"{where}: expected {expected}", span, label="param declared here")
+
+    if tname == "list":  # --set ws=0.3,0.4 for `param ws: list[float]`
+        from dataclasses import replace
+
+        inner = replace(stmt, type=stmt.type.args[0] if stmt.type.args else None, default=None)
+        items = [coerce_set(ev, inner, s.strip(), span) for s in raw.split(",")] if raw.strip() else []
+        return POISON if any(v is POISON for v in items) else ListValue(tuple(items))
 
     if raw.lower().endswith(".mecha") and tname in (None, "Model", "Delta"):
         return recipe_value(ev, raw, span)

@@ -83,6 +83,9 @@ def call_method(ev, spec: MethodSpec, e: ast.Call, args: list[tuple[Any, Span | 
     for name, (v, s) in kwargs.items():
         if spec.hyper(name) is None:
             if name == spec.key_param:
+                ev.err(codes.NO_SUCH_KEYWORD, f"`{name}` of `{spec.name}` is not given by recipes: mecha "
+                                              "passes each tensor's key name there", s)
+                poisoned = True
                 continue
             sugg = did_you_mean(name, [h.name for h in spec.hypers])
             ev.err(codes.NO_SUCH_KEYWORD, f"`{spec.name}` has no hyperparameter `{name}`", s,
@@ -105,17 +108,20 @@ def call_method(ev, spec: MethodSpec, e: ast.Call, args: list[tuple[Any, Span | 
         return POISON
     keys = node_keys(spec.name, [m.node.space for m, _ in models], [m.node.keys for m, _ in models], drop)
     hypers: list[tuple[str, BoundHyper]] = []
-    for hp in spec.hypers:
+    for hp in spec.hypers:  # every problem is reported, not just the first
         given = kwargs.get(hp.name) or hyper_args.get(hp.name)
         if given is None:
             if hp.required:
                 ev.err(codes.MISSING_HYPERPARAMETER, f"`{spec.name}` needs a value for `{hp.name}` ({hp.kind.describe()})", e.span)
-                return POISON
+                poisoned = True
             continue  # the method's default applies; lowering fills it in
         bound = bind_hyper(ev, hp.kind, given[0], given[1], arch, keys, f"`{hp.name}` of `{spec.name}`")
         if bound is None:
-            return POISON
+            poisoned = True
+            continue
         hypers.append((hp.name, bound))
+    if poisoned:
+        return POISON
     ret = spec.returns
     space = same_space if ret == Same else ("weight" if ret == Weight else "delta")
     node = ev.builder.node(spec.name, tuple(m.node for m, _ in models), space=space or "weight", arch=arch,

@@ -7,7 +7,7 @@ from typing import Iterable
 
 from .. import pipeline
 from ..diagnostics import Diagnostic, codes, count_summary, error, render_json
-from .output import emit, sort_diagnostics, summary_line
+from .output import USAGE_CODES, emit, fail, sort_diagnostics, summary_line
 
 
 def parse_sets(sets: Iterable[str]) -> tuple[dict[str, str], list[Diagnostic]]:
@@ -42,11 +42,10 @@ def check_command(file: str, *, sets: Iterable[str] = (), models_dir: str | None
     diags = planned.diagnostics
     if format == "json":
         sys.stdout.write(render_json(sort_diagnostics(diags)) + "\n")
-        return 0 if planned.ok else 1
-    emit(diags, program.sources, format)
+        return 0 if planned.ok else (2 if all(d.code in USAGE_CODES for d in diags if d.is_error) else 1)
     if not planned.ok:
-        sys.stderr.write(f"{file}: {count_summary(diags)}\n")
-        return 1
+        return fail(diags, program.sources, format, file)
+    emit(diags, program.sources, format)
     print(summary_line(program, file, planned.total_keys)
           + (f"; {count_summary(diags)}" if diags else ""))
     for c in planned.coverage:

@@ -10,7 +10,7 @@ from .. import pipeline
 from ..archs.info import closest_arch_name, info_text
 from ..archs.registry import all_archs
 from ..diagnostics import codes, error
-from .output import fail
+from .output import emit, fail
 
 
 def methods_text() -> str:
@@ -31,6 +31,7 @@ def info_command(arch: str | None = None, *, verbose: bool = False, methods: boo
     problems = pipeline.load_plugins(plugins)
     if problems:
         return fail(problems, None, format)
+    emit(pipeline.architecture_problems(), None, format)
     if methods:
         sys.stdout.write(methods_text())
         return 0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..check.provenance import literal
 from ..diagnostics import codes, did_you_mean, error
+from ..paths import models_dirs
 from ..syntax import ast
 from ..syntax.grammar import RESERVED_WORDS
 from ..syntax.printer import print_module
@@ -72,11 +73,11 @@ def merge_command(models: list[str], *, method: str = "weighted_sum", alpha: flo
         problems.append(error(codes.INVALID_OPTION, f"--dtype must be one of {', '.join(EXPORT_DTYPE_CHOICES)}, "
                                                     f"not {dtype!r}", None))
     if problems:
-        fail(problems, None, format)
-        return 2
+        return fail(problems, None, format)
     stems = [Path(m).stem for m in models]
     out_name = (name or "_".join(stems) + f"_{method}_{alpha:g}").removesuffix(".safetensors") + ".safetensors"
-    out_dir = Path(models_dir).expanduser() if models_dir else Path.cwd()
+    dirs = models_dirs(models_dir)  # the output goes to the models folder, as GUI mergers do
+    out_dir = dirs[0] if dirs else Path.cwd()
     text = merge_recipe(models, method=method, alpha=alpha, output=str(out_dir / out_name), dtype=dtype)
     if print_recipe:
         print(text, end="")

@@ -6,10 +6,15 @@ import os
 import sys
 from typing import Iterable, TextIO
 
-from ..diagnostics import Diagnostic, SourceMap, count_summary, render_json, render_text
+from ..diagnostics import Diagnostic, SourceMap, codes, count_summary, render_json, render_text
 from ..graph.program import Program
 
 FORMATS = ("text", "json")
+
+# Problems with the command line itself (exit code 2, as for a flag Typer rejects).
+USAGE_CODES = frozenset(c.id for c in (codes.BAD_SET, codes.SET_TWICE, codes.INVALID_OPTION,
+                                       codes.UNKNOWN_QUICK_METHOD, codes.QUICK_MERGE_MODEL_COUNT,
+                                       codes.BAD_OUTPUT_NAME))
 
 
 def sort_diagnostics(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
@@ -34,11 +39,13 @@ def emit(diags: list[Diagnostic], sources: SourceMap | None, format: str,
 
 
 def fail(diags: list[Diagnostic], sources: SourceMap | None, format: str, what: str | None = None) -> int:
-    """Show diagnostics and a one-line count (text only); the exit code 1."""
+    """Show diagnostics and a one-line count (text only); the exit code: 2 when every error is
+    about the command line itself, else 1."""
     emit(diags, sources, format)
     if what and format == "text":
         sys.stderr.write(f"{what}: {count_summary(diags)}\n")
-    return 1
+    errors = [d for d in diags if d.is_error]
+    return 2 if errors and all(d.code in USAGE_CODES for d in errors) else 1
 
 
 def shown_path(path: str) -> str:

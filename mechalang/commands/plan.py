@@ -11,7 +11,7 @@ from typing import Any, Iterable
 from .. import pipeline
 from ..diagnostics import codes, did_you_mean, error
 from ..graph.lower import filter_keys
-from ..methods.registry import REGISTRY
+from ..methods.registry import REGISTRY, literal
 from ..runtime.plan import Op, Read
 from ..units import format_bytes
 from .check import load
@@ -37,7 +37,7 @@ def format_expr(e, names: dict[int, str], key: str) -> str:
 def _num(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
-    return repr(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+    return literal(v)
 
 
 def estimate_peak(plan, threads: int) -> int:

@@ -8,7 +8,7 @@ from typing import Iterable
 from .. import pipeline
 from ..units import format_bytes
 from .check import load
-from .output import emit, fail, shown_path, summary_line
+from .output import USAGE_CODES, emit, fail, shown_path, summary_line
 
 
 def run_command(file: str, *, sets: Iterable[str] = (), output: str | None = None,
@@ -37,7 +37,8 @@ def run_command(file: str, *, sets: Iterable[str] = (), output: str | None = Non
     result = execute_with_progress(planned, device=device, threads=threads, overwrite=overwrite,
                                    check_finite=check_finite, format=format)
     if not result.ok:
-        return 130 if result.interrupted else 1
+        return 130 if result.interrupted else (2 if all(d.code in USAGE_CODES for d in result.diagnostics
+                                                        if d.is_error) else 1)
     elapsed = time.perf_counter() - t0
     for o in planned.plan.outputs:
         print(f"wrote {shown_path(o.path)}: {len(o.tensors)} tensors, {format_bytes(o.data_bytes)}")
@@ -54,9 +55,14 @@ def execute_with_progress(planned: pipeline.Planned, *, device: str = "cpu", thr
     from ..runtime.progress import make_progress
 
     emit([d for d in planned.diagnostics if not d.is_error], planned.sources, format)
+    problems = pipeline.preflight(planned, overwrite=overwrite, threads=threads, device=device)
+    if problems:  # before any progress bar: nothing was started
+        emit(problems, planned.sources, format)
+        return pipeline.RunResult(planned, planned.diagnostics + problems)
     with make_progress(planned.total_keys, planned.total_bytes, enabled=format == "text") as bar:
         result = pipeline.execute(planned, device=device, threads=threads, overwrite=overwrite,
                                   check_finite=check_finite, progress=bar.advance)
+        bar.failed = not result.ok
     if not result.ok:
         emit([d for d in result.diagnostics if d.is_error], planned.sources, format)
     return result

@@ -136,6 +136,7 @@ UNKNOWN_ARCH = _d("E0225", "unknown-arch", "an architecture name that does not e
 BAD_SHA256 = _d("E0226", "bad-sha256", "`sha256=` is not 64 hexadecimal digits")
 SHA256_MISMATCH = _d("E0227", "sha256-mismatch", "a model file does not have the expected sha256")
 UNSUPPORTED_DTYPE = _d("E0228", "unsupported-dtype", "a model has tensors of a dtype mechalang cannot compute with")
+ARCH_FILE_INVALID = _d("W0229", "arch-file-invalid", "an architecture file on MECHA_PATH cannot be read (left out)")
 ANNOTATION_MISMATCH = _d("E0230", "annotation-mismatch", "a value does not have its declared type")
 MODEL_PLUS_MODEL = _d("E0231", "model-plus-model", "two models added (a merge needs a method)")
 BAD_OPERANDS = _d("E0232", "bad-operands", "an operator applied to values it does not take")

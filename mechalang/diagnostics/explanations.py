@@ -675,6 +675,20 @@ from quantizers for particular accelerators.
 Merge a version of the model stored in fp16, bf16, fp32 or the common fp8 formats (`F8_E4M3`,
 `F8_E5M2`), or convert the file to one of those first.""",
 
+    "W0229": """\
+An architecture file (a `.toml` in the bundled library or in a folder on `MECHA_PATH`) could not
+be read: it is not valid TOML, it has a field mechalang does not know (often a misspelling such as
+`paterns`), or its patterns, blocks or inventory do not make sense. The message names the file and
+the field. That file is left out, so models that need it fall back to detection among the other
+architectures; every other command still works.
+
+```sh
+MECHA_PATH=my_archs mecha info
+```
+
+Fix the field the message names (`mecha info` lists the architectures once the file loads), or move
+the file off `MECHA_PATH`. The format is described in docs/plugins.md.
+""",
     "E0230": """\
 A value does not have the type its annotation declares (`let x: Model[sdxl] = ...`,
 `param p: float`, a `def` parameter with a type). The label shows the type the value really has;

@@ -82,11 +82,11 @@ class Lowered:
 
 class Lowerer:
     def __init__(self, program, *, precision: str = "fp32", output_paths: list[str] | None = None,
-                 metadata: Callable[[Any], dict[str, str]] | None = None, trace: bool = False):
+                 metadata: Callable[[Any, str], dict[str, str]] | None = None, trace: bool = False):
         self.program = program
         self.precision = precision
         self.output_paths = output_paths
-        self.metadata = metadata or (lambda export: {})
+        self.metadata = metadata or (lambda export, path: {})  # (export, the path written)
         self.inputs: list[InputFile] = []
         self.input_index: dict[int, int] = {}
         self.names: dict[int, str] = {}
@@ -144,7 +144,7 @@ class Lowerer:
             if ex.dtype is not None and dtype in FLOAT_DTYPES:
                 dtype = EXPORT_DTYPES[ex.dtype]
             entries.append((key, expr, dtype, meta.shape))
-        return OutputPlan(path, layout(entries), tuple(sorted(self.metadata(ex).items())))
+        return OutputPlan(path, layout(entries), tuple(sorted(self.metadata(ex, path).items())))
 
     # -------------------------------------------------------------- per key
 

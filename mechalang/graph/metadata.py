@@ -22,7 +22,9 @@ MODELSPEC_ARCH = {
 }
 
 
-def build_metadata(program: Program, export: Export, *, hashes: dict[str, str] | None = None) -> dict[str, str]:
+def build_metadata(program: Program, export: Export, output: str, *,
+                   hashes: dict[str, str] | None = None) -> dict[str, str]:
+    """The metadata of the output `output` (the export's path, or `-o`'s) that `export` writes."""
     loads = [n for n in export.node.walk() if n.op == "load"]
     inputs = []
     for n in loads:
@@ -41,7 +43,7 @@ def build_metadata(program: Program, export: Export, *, hashes: dict[str, str] |
         meta["modelspec.sai_model_spec"] = "1.0.0"
         meta["modelspec.architecture"] = MODELSPEC_ARCH[arch]
         meta["modelspec.implementation"] = "https://github.com/Stability-AI/generative-models" if arch != "flux" else "https://github.com/black-forest-labs/flux"
-        meta["modelspec.title"] = Path(export.path).stem if export.path else "merged"
+        meta["modelspec.title"] = Path(output).stem
     if hashes:
         models = {}
         for n in loads:
@@ -63,7 +65,7 @@ def build_metadata(program: Program, export: Export, *, hashes: dict[str, str] |
             "interp_method": root.op,
             "multiplier": alpha,
             "save_as_half": export.dtype == "fp16",
-            "custom_name": Path(export.path).stem if export.path else None,
+            "custom_name": Path(output).stem,
             "mechalang_version": __version__,
         })
     return meta

@@ -18,7 +18,7 @@ A method is a plain Python function over the tensors of ONE key:
   `lambda`); the engine calls the function with `HyperParam.arg`.
 
 This module never imports torch: the checker reads signatures without loading any tensor code.
-Method modules get torch through `mechalang.methods.lazy_torch`, which imports it on first use.
+Method modules get torch from `mechalang.methods._lazy`, which imports it on first use.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class HyperKind:
 
     def describe(self) -> str:
         if self.type == "str":
-            return "one of " + ", ".join(repr(c) for c in self.choices)
+            return "one of " + ", ".join(literal(c) for c in self.choices)
         if self.lo is None and self.hi is None:
             return self.type
         lo = "-inf" if self.lo is None else _fmt(self.lo)
@@ -78,15 +78,15 @@ class HyperKind:
     def check(self, value: Any) -> str | None:
         """None when `value` is acceptable, else why not (a phrase)."""
         if self.type == "bool":
-            return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
+            return None if isinstance(value, bool) else f"expected true or false, got {literal(value)}"
         if self.type == "str":
             if not isinstance(value, str):
-                return f"expected a string, got {value!r}"
+                return f"expected a string, got {literal(value)}"
             return None if not self.choices or value in self.choices else f"expected {self.describe()}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"expected a number, got {value!r}"
+            return f"expected a number, got {literal(value)}"
         if self.type == "int" and not (isinstance(value, int) or float(value).is_integer()):
-            return f"expected a whole number, got {value!r}"
+            return f"expected a whole number, got {literal(value)}"
         if isinstance(value, float) and math.isnan(value):
             return "expected a number, got nan"
         if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
@@ -94,6 +94,15 @@ class HyperKind:
         if self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)):
             return f"{_fmt(value)} is outside {self.describe()}"
         return None
+
+
+def literal(v: Any) -> str:
+    """A value as recipes write it: `true`, `"magnitude"`, `0.5`."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)
 
 
 def _fmt(x: float) -> str:
@@ -177,7 +186,7 @@ class MethodSpec:
         if self.variadic:
             parts.append(f"*{self.variadic.name}: {self.variadic.space.name}")
         for h in self.hypers:
-            default = "" if h.required else f" = {h.default!r}"
+            default = "" if h.required else f" = {literal(h.default)}"
             parts.append(f"{h.name}: {h.kind.describe()}{default}")
         return f"{self.name}({', '.join(parts)}) -> {self.returns.name}"
 
@@ -276,7 +285,16 @@ def build_spec(f: Callable, *, name: str | None = None, formula: str = "", famil
     doc = inspect.cleandoc(f.__doc__ or "")
     elementwise = elementwise or bool(getattr(f, "elementwise", False))
     return MethodSpec(mname, f, tuple(models), variadic, lo, hi, tuple(hypers), ret, key_param,
-                      formula, family, doc, _current_source[0], elementwise)
+                      formula, family, doc, _source_of(f), elementwise)
+
+
+def _source_of(f: Callable) -> str:
+    """Where a method comes from: the plugin or entry point being loaded, `builtin` for
+    mechalang's own modules, else the module that defined it (a script, a notebook)."""
+    if _current_source[0] != "builtin":
+        return _current_source[0]
+    module = getattr(f, "__module__", "") or ""
+    return "builtin" if module.startswith("mechalang.methods.") else (module or "python")
 
 
 # ------------------------------------------------------------------------------------------------

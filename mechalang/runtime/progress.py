@@ -41,6 +41,7 @@ class Progress:
         self.total_bytes = total_bytes
         self.keys = 0
         self.bytes = 0
+        self.failed = False  # set by the caller when the run failed: no "done" line then
         self.started = time.perf_counter()
         self._lock = threading.Lock()
 
@@ -98,7 +99,7 @@ class LogProgress(Progress):
             pass
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
+        if exc_type is None and not self.failed:
             elapsed = max(time.perf_counter() - self.started, 1e-9)
             self._write(f"mecha: {self.description}: done, {self.keys} keys, "
                         f"{format_bytes(self.bytes)} in {_duration(elapsed)} "

@@ -30,7 +30,7 @@ ALL_SHAPES = SHAPES + EMPTY_SHAPES
     ("sum_twice", "sum_twice(a: same, b: same, c: same, alpha: float = 0.5, beta: float = 0.5) -> same"),
     ("n_average", "n_average(*models: same) -> same"),
     ("task_arithmetic", "task_arithmetic(base: weight, *deltas: delta, lambda: float = 1.0, "
-                        "normalize: bool = False) -> weight"),
+                        "normalize: bool = false) -> weight"),
     ("copy", "copy(a: same) -> same"),
     ("clamp", "clamp(a: same, *bounds: same, stiffness: float in [0, 1] = 0.0) -> same"),
     ("max_abs", "max_abs(*models: same) -> same"),

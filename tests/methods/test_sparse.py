@@ -129,25 +129,25 @@ def ref_della(x, shape, density, eps, rescale, seed, key, i):
 
 @pytest.mark.parametrize("name, expected", [
     ("ties", "ties(*deltas: delta, density: float in (0, 1] = 0.2, lambda: float = 1.0, "
-             "consensus: one of 'sum', 'count' = 'sum', normalize: bool = True) -> delta"),
+             "consensus: one of \"sum\", \"count\" = \"sum\", normalize: bool = true) -> delta"),
     ("dare_linear", "dare_linear(*deltas: delta, density: float in (0, 1] = 0.5, lambda: float = 1.0, "
-                    "rescale: bool = True, normalize: bool = False, seed: int in [0, inf] = 0) -> delta"),
+                    "rescale: bool = true, normalize: bool = false, seed: int in [0, inf] = 0) -> delta"),
     ("dare_ties", "dare_ties(*deltas: delta, density: float in (0, 1] = 0.5, lambda: float = 1.0, "
-                  "rescale: bool = True, normalize: bool = False, consensus: one of 'sum', 'count' = 'sum', "
+                  "rescale: bool = true, normalize: bool = false, consensus: one of \"sum\", \"count\" = \"sum\", "
                   "seed: int in [0, inf] = 0) -> delta"),
     ("della", "della(*deltas: delta, density: float in (0, 1] = 0.5, epsilon: float in [0, 0.5] = 0.15, "
-              "lambda: float = 1.0, rescale: bool = True, normalize: bool = True, "
-              "consensus: one of 'sum', 'count' = 'sum', seed: int in [0, inf] = 0) -> delta"),
+              "lambda: float = 1.0, rescale: bool = true, normalize: bool = true, "
+              "consensus: one of \"sum\", \"count\" = \"sum\", seed: int in [0, inf] = 0) -> delta"),
     ("della_linear", "della_linear(*deltas: delta, density: float in (0, 1] = 0.5, "
-                     "epsilon: float in [0, 0.5] = 0.15, lambda: float = 1.0, rescale: bool = True, "
-                     "normalize: bool = False, seed: int in [0, inf] = 0) -> delta"),
+                     "epsilon: float in [0, 0.5] = 0.15, lambda: float = 1.0, rescale: bool = true, "
+                     "normalize: bool = false, seed: int in [0, inf] = 0) -> delta"),
     ("breadcrumbs", "breadcrumbs(*deltas: delta, density: float in (0, 1] = 0.9, gamma: float in [0, 1) = 0.01, "
-                    "lambda: float = 1.0, normalize: bool = False) -> delta"),
+                    "lambda: float = 1.0, normalize: bool = false) -> delta"),
     ("breadcrumbs_ties", "breadcrumbs_ties(*deltas: delta, density: float in (0, 1] = 0.9, "
-                         "gamma: float in [0, 1) = 0.01, lambda: float = 1.0, normalize: bool = False, "
-                         "consensus: one of 'sum', 'count' = 'sum') -> delta"),
+                         "gamma: float in [0, 1) = 0.01, lambda: float = 1.0, normalize: bool = false, "
+                         "consensus: one of \"sum\", \"count\" = \"sum\") -> delta"),
     ("sce", "sce(*deltas: delta, select_topk: float in (0, 1] = 1.0, lambda: float = 1.0) -> delta"),
-    ("model_stock", "model_stock(base: weight, *models: weight, filter_wise: bool = False) -> weight"),
+    ("model_stock", "model_stock(base: weight, *models: weight, filter_wise: bool = false) -> weight"),
     ("geometric_median", "geometric_median(*models: same, eps: float in (0, inf] = 1e-06, "
                          "max_iter: int in [0, inf] = 100, ftol: float in [0, inf] = 1e-10) -> same"),
 ])

@@ -21,9 +21,9 @@ ALL_SHAPES = SHAPES + EMPTY_SHAPES
     ("slerp", "slerp(a: same, b: same, alpha: float in [0, 1] = 0.5, epsilon: float in (0, inf] = 1e-08, "
               "dot_threshold: float in [0, 1] = 0.9995) -> same"),
     ("nuslerp", "nuslerp(a: same, b: same, weight_a: float = 1.0, weight_b: float = 1.0, "
-                "flatten: bool = True, row_wise: bool = False, epsilon: float in (0, inf] = 1e-08) -> same"),
+                "flatten: bool = true, row_wise: bool = false, epsilon: float in (0, inf] = 1e-08) -> same"),
     ("multislerp", "multislerp(*models: same, weights: comma-separated numbers, one per model "
-                   "(empty: equal weights) = '', normalize_weights: bool = True, "
+                   "(empty: equal weights) = \"\", normalize_weights: bool = true, "
                    "epsilon: float in (0, inf] = 1e-08) -> same"),
     ("karcher_mean", "karcher_mean(*models: same, max_iter: int in [1, inf] = 10, "
                      "tol: float in (0, inf] = 1e-05) -> same"),
