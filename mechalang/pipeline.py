@@ -135,10 +135,10 @@ def architecture_problems() -> list[Diagnostic]:
 
 def load_plugins(plugins: Iterable[str | os.PathLike]) -> list[Diagnostic]:
     """Register the merge methods of plugin files; a diagnostic for each that fails."""
-    from .methods.plugins import load_plugin_file
-
     diags = []
     for p in plugins:
+        from .methods.plugins import load_plugin_file
+
         problem = load_plugin_file(os.fspath(p))
         if problem:
             diags.append(error(codes.PLUGIN_FAILED, f"plugin `{os.fspath(p)}`: {problem}", None))

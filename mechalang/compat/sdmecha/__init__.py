@@ -47,8 +47,7 @@ from __future__ import annotations
 
 from ...diagnostics import Diagnostic, codes, error
 from ...syntax import ast
-from .build import _Builder, _output_default
-from .lines import _Reader, is_sdmecha
+from .detect import is_sdmecha
 from .tables import FORMAT_VERSION
 
 __all__ = ["FORMAT_VERSION", "convert_text", "is_sdmecha", "read_sdmecha"]
@@ -61,6 +60,9 @@ __all__ = ["FORMAT_VERSION", "convert_text", "is_sdmecha", "read_sdmecha"]
 def read_sdmecha(text: str, file: str) -> tuple[ast.Module | None, list[Diagnostic]]:
     """The mechalang module equivalent to the sd-mecha recipe `text` (read from `file`), and the
     diagnostics; the module is None when there is any error."""
+    from .build import _Builder, _output_default  # the reader is imported only for sd-mecha files
+    from .lines import _Reader
+
     reader = _Reader(text, file)
     reader.read()
     builder = _Builder(reader)
