@@ -24,15 +24,16 @@ from .graph.program import Export, Program
 from .paths import models_dirs as _models_dirs
 
 if TYPE_CHECKING:
-    from .graph.lower import Coverage, Lowered
+    from .graph.coverage import Analysis, Coverage
+    from .graph.lower import Lowered
     from .runtime.executor import RunStats
     from .runtime.plan import Plan
 
 PRECISIONS = ("fp32", "fp64")
 Progress = Callable[[int, int], None]  # progress(tensors, nbytes): increments, as they are written
 
-__all__ = ["PRECISIONS", "Export", "Planned", "Program", "RunResult", "execute", "load", "plan", "preflight",
-           "run", "scalar_text"]
+__all__ = ["PRECISIONS", "Checked", "Export", "Planned", "Program", "RunResult", "check", "execute", "load", "plan",
+           "preflight", "run", "scalar_text"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -150,6 +151,52 @@ def load_plugins(plugins: Iterable[str | os.PathLike]) -> list[Diagnostic]:
 
 
 @dataclass
+class Checked:
+    """A program analysed key by key without lowering it: what `mecha check` reports. The
+    coverage notes (keys kept from a first input, keys left out) and the maps that give no value
+    for a key are found from the key sets, so this is fast for any recipe size."""
+
+    program: Program
+    diagnostics: list[Diagnostic]
+    analysis: Analysis | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.analysis is not None and not any(d.is_error for d in self.diagnostics)
+
+    @property
+    def sources(self) -> SourceMap:
+        return self.program.sources
+
+    @property
+    def coverage(self) -> list[Coverage]:
+        return self.analysis.coverage if self.analysis is not None else []
+
+    @property
+    def total_keys(self) -> int:
+        return self.analysis.total_keys if self.analysis is not None else 0
+
+
+def check(program: Program, *, strict: bool = False) -> Checked:
+    """Everything `plan` finds wrong, without building the per-key plan.
+
+    strict: keys that not every input of a merge has are errors, not notes."""
+    from .graph.coverage import analyze
+
+    diags = list(program.diagnostics)
+    if any(d.is_error for d in diags):
+        return Checked(program, diags)
+    analysis = analyze(program)
+    diags += analysis.diagnostics
+    if strict:
+        for c in analysis.coverage:
+            diags.append(error(codes.KEYS_NOT_IN_EVERY_INPUT, c.describe(), c.origin,
+                               label="keys not in every input",
+                               help="without --strict these keys are kept/left out and reported"))
+    return Checked(program, diags, analysis)
+
+
+@dataclass
 class Planned:
     """A checked program lowered to the key plan (`lowered` is None when it could not be)."""
 
@@ -157,6 +204,7 @@ class Planned:
     lowered: Lowered | None
     diagnostics: list[Diagnostic]
     hashes: dict[str, str] = field(default_factory=dict)  # input path -> sha256, when computed
+    checked: Checked | None = None
 
     @property
     def ok(self) -> bool:
@@ -173,7 +221,7 @@ class Planned:
 
     @property
     def coverage(self) -> list[Coverage]:
-        return self.lowered.coverage if self.lowered is not None else []
+        return self.checked.coverage if self.checked is not None else []
 
     @property
     def total_keys(self) -> int:
@@ -197,42 +245,36 @@ def plan(program: Program, *, output: str | os.PathLike | None = None, precision
     from .graph.lower import Lowerer
     from .graph.metadata import build_metadata
 
-    diags = list(program.diagnostics)
+    checked = check(program, strict=strict)
+    diags = list(checked.diagnostics)
     if precision not in PRECISIONS:
         diags.append(error(codes.INVALID_OPTION, f"precision must be one of {', '.join(PRECISIONS)}, "
                                                  f"not {precision!r}", None))
     if any(d.is_error for d in diags):
-        return Planned(program, None, diags)
+        return Planned(program, None, diags, checked=checked)
     exports = program.runnable_exports
     outs = None
     if output is not None:
         if len(exports) != 1:
             diags.append(error(codes.OUTPUT_NEEDS_ONE_EXPORT, f"-o needs a recipe with one export; this one "
                                                               f"has {len(exports)}", None))
-            return Planned(program, None, diags)
+            return Planned(program, None, diags, checked=checked)
         target = Path(output).expanduser().resolve()
         if any(Path(n.load.path) == target for n in exports[0].node.walk() if n.op == "load"):
             diags.append(error(codes.OUTPUT_IS_INPUT, f"the output `{output}` is one of the recipe's inputs",
                                None, help="write to another file"))
-            return Planned(program, None, diags)
+            return Planned(program, None, diags, checked=checked)
         outs = [str(target)]
     hashes: dict[str, str] = {}
     if hash_inputs or any(n.load.sha256 for n in program.builder.nodes("load")):
         hashes, bad = _hash_inputs(program)
         diags += bad
         if bad:
-            return Planned(program, None, diags, hashes)
+            return Planned(program, None, diags, hashes, checked)
     recorded = hashes if hash_inputs else None
     lowerer = Lowerer(program, precision=precision, output_paths=outs, trace=trace,
                       metadata=lambda ex, path: build_metadata(program, ex, path, hashes=recorded))
-    lowered = lowerer.lower()
-    diags += lowered.diagnostics
-    if strict:
-        for c in lowered.coverage:
-            diags.append(error(codes.KEYS_NOT_IN_EVERY_INPUT, c.describe(), c.origin,
-                               label="keys not in every input",
-                               help="without --strict these keys are kept/left out and reported"))
-    return Planned(program, lowered, diags, hashes)
+    return Planned(program, lowerer.lower(), diags, hashes, checked)
 
 
 def _hash_inputs(program: Program) -> tuple[dict[str, str], list[Diagnostic]]:

@@ -123,7 +123,8 @@ class Evaluator:
         if env is not None:
             program.names = dict(env.values)
         if mod is not None and mod.tree is not None and program.ok:
-            program.recipe_text = resolved_recipe_text(mod.tree, self.params)
+            tree, params = mod.tree, dict(self.params)
+            program.recipe_printer = lambda: resolved_recipe_text(tree, params)
         return program
 
     def eval_module(self, mod: SourceModule, *, main: bool, exports: list[Export] | None = None,

@@ -55,6 +55,31 @@ def sub_expressions(e) -> Iterator:
         yield e.overrides
 
 
+class _Visible:
+    """The names an expression may use: its local names (template parameters, block `let`s,
+    comprehension variables), and the module's top-level names bound before statement `index`
+    (templates always; inside a template, every top-level name). Computed on demand, so checking
+    a module of n statements is linear, not quadratic."""
+
+    __slots__ = ("order", "defs", "index", "local")
+
+    def __init__(self, order: dict[str, int], defs: dict, index: int | None, local: frozenset[str] = frozenset()):
+        self.order, self.defs, self.index, self.local = order, defs, index, local
+
+    def __contains__(self, name: str) -> bool:
+        if name in self.local:
+            return True
+        i = self.order.get(name)
+        return i is not None and (self.index is None or i < self.index or name in self.defs)
+
+    def __or__(self, names) -> "_Visible":
+        return _Visible(self.order, self.defs, self.index, self.local | frozenset(names))
+
+    def __iter__(self):
+        yield from self.local
+        yield from (n for n in self.order if n in self and n not in self.local)
+
+
 class NameChecker:
     def __init__(self, builtins: Iterable[str]):
         self.builtins = set(builtins)
@@ -80,7 +105,7 @@ class NameChecker:
         uses = self.template_uses(defs, top)
         for i, stmt in enumerate(module.statements):
             # Templates may refer to each other in any order; other names must come first.
-            visible = {n for n in top if order[n] < i or n in defs}
+            visible = _Visible(order, defs, i)
             if not isinstance(stmt, ast.Def):
                 self.early_calls(stmt, i, defs, uses, order)
             if isinstance(stmt, ast.Param):
@@ -89,16 +114,16 @@ class NameChecker:
             elif isinstance(stmt, ast.Let):
                 self.expr(stmt.value, visible, top, order)
             elif isinstance(stmt, ast.Def):
-                self.definition(stmt, top | self.builtins, top, order)
+                self.definition(stmt, _Visible(order, defs, None), top, order)
             elif isinstance(stmt, ast.Export):
                 self.expr(stmt.value, visible, top, order)
                 self.expr(stmt.path, visible, top, order)
         self.recursion(defs)
         return self.diags
 
-    def definition(self, d: ast.Def, visible: set[str], top: set[str], order: dict[str, int]) -> None:
+    def definition(self, d: ast.Def, visible: _Visible, top: set[str], order: dict[str, int]) -> None:
         seen: dict[str, Span | None] = {}
-        scope = set(visible)
+        scope = visible
         for p in d.params:
             if p.name in seen:
                 self.diags.append(error(codes.DUPLICATE_PARAMETER, f"template `{d.name}` has two parameters named `{p.name}`",
@@ -107,7 +132,7 @@ class NameChecker:
             seen[p.name] = p.span
             if p.default is not None:
                 self.expr(p.default, visible, top, order)
-            scope.add(p.name)
+            scope = scope | {p.name}
         if isinstance(d.body, ast.Block):
             local: dict[str, Span | None] = {}
             for let in d.body.lets:
@@ -123,7 +148,7 @@ class NameChecker:
         else:
             self.expr(d.body, scope, top, order)
 
-    def expr(self, e, scope: set[str], top: set[str], order: dict[str, int]) -> None:
+    def expr(self, e, scope: _Visible, top: set[str], order: dict[str, int]) -> None:
         stack = [(e, scope)]
         while stack:
             node, sc = stack.pop()

@@ -197,9 +197,22 @@ def fallback(ev, e: ast.BinOp, left: ModelValue, right: ModelValue) -> Any:
                                       arch=arch, keys=keys, origin=e.span))
 
 
+def _conflicts(ev, key_sets: list[dict]) -> list:
+    """`shape_conflicts`, remembered per combination of key sets: a chain of 10,000 merges of one
+    model with another compares the same two key sets each time."""
+    if all(ks is key_sets[0] for ks in key_sets):
+        return []
+    cache = ev.__dict__.setdefault("_shape_conflicts", {})
+    ident = tuple(id(ks) for ks in key_sets)
+    hit = cache.get(ident)
+    if hit is None:
+        hit = cache[ident] = (key_sets, shape_conflicts(key_sets))  # the sets are kept: ids stay unique
+    return hit[1]
+
+
 def shape_check(ev, values: list[tuple[ModelValue, Span | None]], span: Span | None) -> set[str] | None:
     """Keys whose shapes differ between inputs: an error, or (with --force) keys to leave out."""
-    conflicts = shape_conflicts([v.node.keys for v, _ in values])
+    conflicts = _conflicts(ev, [v.node.keys for v, _ in values])
     if not conflicts:
         return set()
     if ev.options.force:

@@ -38,7 +38,7 @@ def load(file: str, sets: Iterable[str], models_dir: str | None, plugins: Iterab
 def check_command(file: str, *, sets: Iterable[str] = (), models_dir: str | None = None,
                   strict: bool = False, plugins: Iterable[str] = (), format: str = "text") -> int:
     program = load(file, sets, models_dir, plugins)
-    planned = pipeline.plan(program, strict=strict)
+    planned = pipeline.check(program, strict=strict)
     diags = planned.diagnostics
     if format == "json":
         sys.stdout.write(render_json(sort_diagnostics(diags)) + "\n")

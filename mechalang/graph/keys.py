@@ -38,7 +38,7 @@ class KeySource:
 COMPUTE = KeySource(True)
 
 
-def _is_union(op: str, spaces: Sequence[str]) -> bool:
+def is_union(op: str, spaces: Sequence[str]) -> bool:
     return op == "fallback" or (op == "add" and "weight" not in spaces)
 
 
@@ -61,7 +61,7 @@ def key_source(op: str, spaces: Sequence[str], present: Sequence[bool]) -> KeySo
         return COMPUTE
     if op == "sub":
         return COMPUTE if all(present) else None
-    if _is_union(op, spaces):  # delta + delta
+    if is_union(op, spaces):  # delta + delta
         return COMPUTE if all(present) else KeySource(False, present.index(True))
     first = primary(op, spaces)
     if not present[first]:
@@ -78,14 +78,18 @@ def node_keys(op: str, spaces: Sequence[str], inputs: Sequence[dict[str, KeyMeta
     if not inputs:
         return {}
     first = primary(op, spaces)
-    order = [first] + ([i for i in range(len(inputs)) if i != first] if _is_union(op, spaces) else [])
+    base = inputs[first]
+    if op == "sub":  # the keys every input has
+        others = [ks for i, ks in enumerate(inputs) if i != first and ks is not base]
+        return {k: m for k, m in base.items() if k not in drop and all(k in ks for ks in others)}
+    if not is_union(op, spaces):  # a method, or model + delta: the primary input's keys, all of them
+        if not drop:
+            return base  # shared, never changed: key sets are built once and only read
+        return {k: m for k, m in base.items() if k not in drop}
     out: dict[str, KeyMeta] = {}
-    for i in order:
+    for i in [first] + [i for i in range(len(inputs)) if i != first]:
         for k, meta in inputs[i].items():
-            if k in out or k in drop:
-                continue
-            src = key_source(op, spaces, [k in ks for ks in inputs])
-            if src is not None:
+            if k not in out and k not in drop:
                 out[k] = meta
     return out
 
@@ -93,7 +97,7 @@ def node_keys(op: str, spaces: Sequence[str], inputs: Sequence[dict[str, KeyMeta
 def left_out(op: str, spaces: Sequence[str], inputs: Sequence[dict[str, KeyMeta]],
              result: dict[str, KeyMeta]) -> list[tuple[int, str]]:
     """(input index, key) for each key of a non-primary input that the result does not have."""
-    if op in ("load", "select", "scale") or _is_union(op, spaces):
+    if op in ("load", "select", "scale") or is_union(op, spaces):
         return []
     first = primary(op, spaces)
     return [(i, k) for i, ks in enumerate(inputs) if i != first for k in ks if k not in result]

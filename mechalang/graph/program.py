@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..diagnostics import Diagnostic, SourceMap, Span
 from ..modules import SourceModule
@@ -33,12 +33,21 @@ class Program:
     params: dict[str, Any]  # the main module's params and the (checked) values they have
     builder: GraphBuilder
     model_names: dict[str, str]  # load path -> the name the recipe gives the model
-    # The main recipe as canonical text with each param's default replaced by the value used: the
-    # provenance written into outputs, and what `--from` re-runs.
-    recipe_text: str = ""
     # The main module's top-level names and their checked values (the REPL and the Python API
     # read values from here).
     names: dict[str, Any] = field(default_factory=dict)
+    # Prints the main recipe with each param's default replaced by the value used (the checker
+    # sets it; printing waits until a run needs the text for its provenance).
+    recipe_printer: Callable[[], str] | None = field(default=None, repr=False)
+    _recipe_text: str | None = field(default=None, repr=False)
+
+    @property
+    def recipe_text(self) -> str:
+        """The main recipe as canonical text, params resolved: the provenance written into
+        outputs."""
+        if self._recipe_text is None:
+            self._recipe_text = self.recipe_printer() if self.recipe_printer is not None else ""
+        return self._recipe_text
 
     @property
     def ok(self) -> bool:
