@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
+from .deep import call_deep
 from .diagnostics import Diagnostic, SourceMap, codes, error
 from .graph.program import Export, Program
 from .paths import models_dirs as _models_dirs
@@ -90,7 +91,7 @@ def load(source: str | os.PathLike | None = None, *, text: str | None = None, na
                 return Program(None, [], diags, ev.sources, {}, ev.builder, {})
             display = f"{display} (converted)"
         path = path.resolve() if path.exists() else path
-    program = ev.run_main(path, text=text, display=display if text is not None else None)
+    program = call_deep(ev.run_main, path, text=text, display=display if text is not None else None)
     program.diagnostics[:0] = diags
     return program
 

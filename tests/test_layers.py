@@ -15,7 +15,7 @@ methods, syntax and diagnostics below them):
     data and methods       archs, methods
     syntax                 syntax
     diagnostics            diagnostics
-    shared facts           dtypes, units, paths, _version
+    shared facts           dtypes, units, paths, deep, _version
 
 A module may import its own unit (the same subpackage) and anything in a lower layer; never a
 unit of its own layer or of a higher one.
@@ -41,7 +41,7 @@ LAYERS: list[set[str]] = [
     {"mechalang.archs", "mechalang.methods"},
     {"mechalang.syntax"},
     {"mechalang.diagnostics"},
-    {"mechalang.dtypes", "mechalang.units", "mechalang.paths", "mechalang._version"},
+    {"mechalang.dtypes", "mechalang.units", "mechalang.paths", "mechalang.deep", "mechalang._version"},
 ]
 
 

@@ -50,6 +50,14 @@ class Options:
     expect_exports: bool = True
 
 
+# Limits on what evaluation builds, each reported as a diagnostic when exceeded.
+MAX_ITEMS = 100_000  # elements of a list, rules of a map
+MAX_STRING = 1_000_000  # characters of a string built with `+`
+MAX_TEMPLATE_DEPTH = 10_000  # templates calling templates
+MAX_TEMPLATE_CALLS = 100_000  # template calls in all
+MAX_NODES = 1_000_000  # distinct nodes of the recipe graph
+
+
 class Evaluator:
     def __init__(self, options: Options | None = None, loader: ModuleLoader | None = None):
         self.options = options or Options()
@@ -63,6 +71,8 @@ class Evaluator:
         self.loading: list[Path] = []
         self.current_module: list[Path | None] = []
         self.param_values: list[dict[str, tuple[Any, Span | None]]] = []  # `recipe(path, p=...)`
+        self.template_calls = 0  # evaluation budget (MAX_TEMPLATE_CALLS)
+        self.budget_spent = False
         self.model_names: dict[str, str] = {}
         self.params: dict[str, Any] = {}
         self._groups = 0
@@ -83,7 +93,12 @@ class Evaluator:
         self._seen_diags.add(key)
         self.diags.append(d)
 
-    def err(self, code: str, message: str, span: Span | None, **kw) -> Any:
+    def too_large(self, what: str, span: Span | None) -> Any:
+        return self.err(codes.VALUE_TOO_LARGE, f"{what}: larger than the checker builds", span,
+                        help="a value that doubles on every line grows past any limit; build it "
+                             "from what it needs")
+
+    def err(self, code, message: str, span: Span | None, **kw) -> Any:
         self.report(error(code, message, span, **kw))
         return POISON
 
@@ -351,6 +366,8 @@ class Evaluator:
                     self.err(codes.EXPECTED_LIST, f"`*` needs a list, found {type_name(v)}", it.span)
             else:
                 items.append(self.eval(it, env))
+            if len(items) > MAX_ITEMS:
+                return self.too_large(f"a list of more than {MAX_ITEMS:,} items", e.span)
         return ListValue(tuple(items))
 
     def e_ListComp(self, e: ast.ListComp, env: Env) -> Any:
@@ -415,6 +432,8 @@ class Evaluator:
             return self.err(codes.WITH_NEEDS_MAP, f"`with` adds rules to a hyperparameter map, found {type_name(base)}",
                             e.base.span)
         extra = over.variants[0][1]
+        if sum(len(rules) + len(extra) for _, rules in base.variants) > MAX_ITEMS:
+            return self.too_large(f"a hyperparameter map of more than {MAX_ITEMS:,} rules", e.span)
         return HyperValue(tuple((a, rules + extra) for a, rules in base.variants), e.span)
 
     # ------------------------------------------------------------------ calls
@@ -454,7 +473,21 @@ class Evaluator:
     def call_template(self, fn: Closure, e: ast.Call, args, kwargs) -> Any:
         d = fn.definition
         if any(active is d for active in self.active_defs):
-            return POISON  # recursion: reported by the name checker (E0105)
+            return POISON  # recursion: reported by the name checker (E0405)
+        if len(self.active_defs) >= MAX_TEMPLATE_DEPTH:
+            return self.err(codes.TEMPLATES_TOO_DEEP, f"templates call templates more than "
+                                                      f"{MAX_TEMPLATE_DEPTH:,} levels deep here", e.span,
+                            help="write a long chain with `let`s, which have no depth limit")
+        self.template_calls += 1
+        if self.template_calls > MAX_TEMPLATE_CALLS or len(self.builder) > MAX_NODES:
+            if not self.budget_spent:
+                self.budget_spent = True
+                self.err(codes.EVALUATION_TOO_LONG,
+                         f"evaluating the recipe takes more than {MAX_TEMPLATE_CALLS:,} template calls "
+                         f"(or {MAX_NODES:,} graph nodes): it stops here", e.span,
+                         help="a template that calls another twice per level doubles the work at each "
+                              "level: bind the inner call once with `let`")
+            return POISON
         self.active_defs.append(d)
         try:
             return self._call_template(fn, e, args, kwargs)

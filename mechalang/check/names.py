@@ -173,25 +173,26 @@ class NameChecker:
     @staticmethod
     def template_uses(defs: dict[str, ast.Def], top: set[str]) -> dict[str, set[str]]:
         """For each template, the top-level names other than templates its body uses, through
-        the templates it calls too."""
+        the templates it calls too (computed once per group of templates that call each other,
+        callees first, so a chain of thousands of templates costs linear time)."""
         direct: dict[str, set[str]] = {}
+        calls: dict[str, set[str]] = {}
         for name, d in defs.items():
             locals_ = {p.name for p in d.params} | ({l.name for l in d.body.lets} if isinstance(d.body, ast.Block) else set())
             bodies = [d.body.result, *[l.value for l in d.body.lets]] if isinstance(d.body, ast.Block) else [d.body]
             bodies += [p.default for p in d.params if p.default is not None]
-            direct[name] = {n for b in bodies for n in free_names(b) if n in top and n not in locals_}
+            used = {n for b in bodies for n in free_names(b) if n in top and n not in locals_}
+            calls[name] = {n for n in used if n in defs}
+            direct[name] = used - calls[name]
         out: dict[str, set[str]] = {}
-        for name in defs:
-            seen, stack, found = {name}, [name], set()
-            while stack:
-                for n in direct[stack.pop()]:
-                    if n in defs:
-                        if n not in seen:
-                            seen.add(n)
-                            stack.append(n)
-                    else:
-                        found.add(n)
-            out[name] = found
+        for scc in strongly_connected(calls):  # callees' groups come first
+            names = set(direct[scc[0]]) if len(scc) == 1 else set().union(*(direct[n] for n in scc))
+            for n in scc:
+                for callee in calls[n]:
+                    if callee not in scc:
+                        names |= out[callee]
+            for n in scc:
+                out[n] = names
         return out
 
     def early_calls(self, stmt: ast.Stmt, index: int, defs: dict[str, ast.Def], uses: dict[str, set[str]],
@@ -222,7 +223,9 @@ class NameChecker:
                 refs |= {n for n in free_names(b) if n in defs and n not in locals_}
             calls[name] = refs
         reported: set[frozenset] = set()
-        for start in defs:
+        cyclic = {n for scc in strongly_connected(calls) for n in scc
+                  if len(scc) > 1 or scc[0] in calls.get(scc[0], ())}
+        for start in (d for d in defs if d in cyclic):  # only these can be on a cycle
             path = self._cycle_from(start, calls)
             if path and frozenset(path) not in reported:
                 reported.add(frozenset(path))
@@ -275,3 +278,54 @@ def _names_in(e):
             stack.extend((node.iterable, node.element))
         else:
             stack.extend(sub_expressions(node))
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of a call graph (Tarjan's algorithm, iteratively), each
+    listed after every component it calls into."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    out: list[list[str]] = []
+    counter = 0
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, ()))))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            advanced = False
+            for child in children:
+                if child not in graph:
+                    continue
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                    advanced = True
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index[child])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    component.append(w)
+                    if w == node:
+                        break
+                out.append(component)
+    return out

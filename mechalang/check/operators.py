@@ -98,12 +98,21 @@ def _plain(ev, e: ast.BinOp, left: Any, right: Any) -> Any:
             return _NUM_OPS[op](left, right)
         except OverflowError:
             return ev.err(codes.NUMBER_TOO_LARGE, "number too large", e.span)
+    from .evaluate import MAX_ITEMS, MAX_STRING
+
     if op == "+" and isinstance(left, str) and isinstance(right, str):
+        if len(left) + len(right) > MAX_STRING:
+            return ev.too_large(f"a string of more than {MAX_STRING:,} characters", e.span)
         return left + right
     if op == "+" and isinstance(left, ListValue) and isinstance(right, ListValue):
+        if len(left.items) + len(right.items) > MAX_ITEMS:
+            return ev.too_large(f"a list of more than {MAX_ITEMS:,} items", e.span)
         return ListValue(left.items + right.items)
     if op == "|" and isinstance(left, HyperValue) and isinstance(right, HyperValue):
-        return hyper_fallback(left, right, e.span)
+        joined = hyper_fallback(left, right, e.span)
+        if sum(len(rules) for _, rules in joined.variants) > MAX_ITEMS:
+            return ev.too_large(f"a hyperparameter map of more than {MAX_ITEMS:,} rules", e.span)
+        return joined
     if op in _NUM_OPS and isinstance(left, HyperValue) and is_number(right):
         f = _NUM_OPS[op]
         if op == "/" and right == 0:

@@ -159,6 +159,8 @@ DIVISION_BY_ZERO = _d("E0253", "division-by-zero", "a division by zero")
 NUMBER_TOO_LARGE = _d("E0254", "number-too-large", "arithmetic whose result is too large")
 MAP_ARITHMETIC = _d("E0255", "map-arithmetic", "arithmetic on a map without a `default`")
 NUMBER_NOT_REPRESENTABLE = _d("E0256", "number-not-representable", "a number literal that cannot be represented")
+VALUE_TOO_LARGE = _d("E0257", "value-too-large", "a list, map or string larger than the checker builds")
+EVALUATION_TOO_LONG = _d("E0258", "evaluation-too-long", "a recipe that expands to more work than the checker does")
 KEY_OUTSIDE_MAP = _d("E0260", "key-outside-map", "`key(...)` used outside a map")
 FEW_KNOWN_KEYS = _d("W0204", "few-known-keys", "most of a model's keys are unknown to its architecture")
 
@@ -187,6 +189,7 @@ ALREADY_BOUND = _d("E0402", "already-bound", "a name bound twice")
 USED_BEFORE_BOUND = _d("E0403", "used-before-bound", "a name used above the line that binds it")
 DUPLICATE_PARAMETER = _d("E0404", "duplicate-parameter", "a template with two parameters of one name")
 RECURSIVE_TEMPLATE = _d("E0405", "recursive-template", "a template that calls itself")
+TEMPLATES_TOO_DEEP = _d("E0406", "templates-too-deep", "templates calling templates too many levels deep")
 
 # ------------------------------------------------------------------------------------------------
 # E05xx: modules and params

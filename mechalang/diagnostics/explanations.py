@@ -971,6 +971,46 @@ number got past those checks: most likely a bug in mechalang.
 Rewrite the number in ordinary notation (`0.5`, `1e-3`); if the recipe looks right, please report
 it with the recipe.""",
 
+    "E0257": """\
+A value the recipe builds is larger than the checker will build: a list of more than 100,000
+items, a hyperparameter map of more than 100,000 rules, or a string of more than 1,000,000
+characters. Recipes do not need values this large; they arise from a mistake that doubles a value
+on every line, such as `let v2 = [*v1, *v1]` repeated, or `let w2 = w1 | w1`.
+
+```mecha
+let v0 = [1, 2, 3, 4, 5, 6, 7, 8]
+let v1 = [*v0, *v0]
+let v2 = [*v1, *v1]
+let v3 = [*v2, *v2]
+let v4 = [*v3, *v3]
+let v5 = [*v4, *v4]
+let v6 = [*v5, *v5]
+let v7 = [*v6, *v6]
+let v8 = [*v7, *v7]
+let v9 = [*v8, *v8]
+let v10 = [*v9, *v9]
+let v11 = [*v10, *v10]
+let v12 = [*v11, *v11]
+let v13 = [*v12, *v12]
+let v14 = [*v13, *v13]
+```
+
+The diagnostic points at the line that crossed the limit. Build the value from what it needs
+instead of doubling it.
+""",
+    "E0258": """\
+Evaluating the recipe would take more work than the checker does: more than 100,000 template
+calls, or more than 1,000,000 distinct nodes in the recipe graph. This happens when templates
+call other templates twice at each level, so the work doubles per level (`def f2(x) =
+weighted_sum(f1(x), f1(x))`, and so on): the result is small, but computing it is exponential.
+
+```sh
+mecha check exponential.mecha
+```
+
+Bind the repeated value once (`def f2(x) { let y = f1(x); weighted_sum(y, y) }`), so each level
+evaluates its inner template once.
+""",
     "E0260": """\
 `key("...")` is used as a value. It is a selector: it matches tensor keys by name, on the left of
 a map entry, and means nothing elsewhere.
@@ -1244,6 +1284,16 @@ models (`n_average(*models)`, `ties(*[m - base for m in models])`).""",
     # --------------------------------------------------------------------------------------------
     # E05xx: modules and params
 
+    "E0406": """\
+Templates call templates more than 10,000 levels deep. Recursion is refused outright (E0405), so
+this happens only with a long generated chain of templates (`def f2(x) = f1(x)`, `def f3(x) =
+f2(x)`, ...). Such a chain is better written with `let`s, which have no depth limit: a recipe of
+10,000 chained `let` merges checks in seconds.
+
+```sh
+mecha check generated.mecha
+```
+""",
     "E0501": """\
 An `import` or `from ... import` names a module that cannot be found. A path is looked up next to
 the importing file, then in the bundled library for `std/...` paths, then in each folder on
