@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .diagnostics import Diagnostic, Label, SourceMap, Span, codes, error
-from .paths import mecha_path
+from .paths import is_file, mecha_path, path_problem
 from .syntax import ast
 
 STDLIB_DIR = Path(__file__).parent / "stdlib"
@@ -54,9 +54,12 @@ class ModuleLoader:
         return out
 
     def resolve(self, spec: str, importer: Path | None, span: Span | None) -> tuple[Path | None, list[Diagnostic]]:
+        problem = path_problem(spec)
+        if problem:
+            return None, [error(codes.MODULE_NOT_FOUND, f"the module path {problem}", span, label="imported here")]
         tried = self.candidates(spec, importer)
         for p in tried:
-            if p.is_file():
+            if is_file(p):
                 return p.resolve(), []
         looked = ", ".join(display_name(p) for p in tried) or "nowhere"
         return None, [error(codes.MODULE_NOT_FOUND, f"cannot find module `{spec}`", span, label="imported here",

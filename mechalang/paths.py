@@ -41,3 +41,47 @@ def models_dirs(given: str | os.PathLike | Iterable[str | os.PathLike] | None = 
         if d not in dirs:
             dirs.append(d)
     return dirs
+
+
+NAME_MAX = 255  # bytes in one path component (Linux, macOS, Windows)
+PATH_MAX = 4096  # bytes in a whole path (Linux)
+
+
+def path_problem(text: str) -> str | None:
+    """Why `text` cannot be a file path on this system, or None: checked before any file
+    function sees it, so the user reads a sentence, not `embedded null byte` or `ENAMETOOLONG`."""
+    if "\0" in text:
+        return "contains a NUL character"
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:
+        return "is not valid Unicode"
+    if len(raw) > PATH_MAX:
+        return f"is longer than {PATH_MAX} bytes"
+    for part in raw.split(os.sep.encode()):
+        if len(part) > NAME_MAX:
+            shown = part[:40].decode(errors="replace")
+            return f"has a name longer than {NAME_MAX} bytes (`{shown}...`, {len(part)} bytes)"
+    return None
+
+
+def exists(path: Path) -> bool:
+    """`path.exists()` that answers False instead of raising for paths the system refuses."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False

@@ -142,11 +142,16 @@ def _parse(path: str, f, size: int, mtime_ns: int) -> Header:
     if not isinstance(doc, dict):
         raise HeaderError(path, f"header is not a JSON object (it is {_json_kind(doc)})")
 
+    for name in doc:  # JSON allows lone surrogates (`\ud800`); tensor names are Unicode text
+        _check_text(path, name, "a tensor name")
     metadata: dict[str, str] = {}
     raw_meta = doc.get("__metadata__")
     if raw_meta is not None:
         if not isinstance(raw_meta, dict) or not all(isinstance(v, str) for v in raw_meta.values()):
             raise HeaderError(path, "header `__metadata__` is not a map of strings")
+        for k, v in raw_meta.items():
+            _check_text(path, k, "a metadata key")
+            _check_text(path, v, f"the metadata value of `{k}`")
         metadata = dict(raw_meta)
 
     entries: list[tuple[str, TensorMeta]] = []
@@ -155,17 +160,35 @@ def _parse(path: str, f, size: int, mtime_ns: int) -> Header:
             continue
         entries.append((name, _tensor(path, name, info, data_len)))
 
-    # File order; zero-length tensors sort before a tensor starting at the same offset.
+    # The tensors must tile the data section exactly, as the safetensors library requires: in
+    # file order (zero-length tensors before a tensor starting at the same offset), each starts
+    # where the previous one ended, and the last ends where the file does.
     entries.sort(key=lambda e: (e[1].begin, e[1].end))
-    prev_name, prev_end = None, 0
+    prev_name, pos = None, 0
     for name, t in entries:
-        if t.end > t.begin and t.begin < prev_end:
+        if t.begin < pos:
             raise HeaderError(path, f"tensor `{name}`: data offsets [{t.begin}, {t.end}] overlap "
                                     f"`{prev_name}`")
-        if t.end > prev_end:
-            prev_name, prev_end = name, t.end
+        if t.begin > pos:
+            after = f"after `{prev_name}`" if prev_name is not None else "at the start of the data"
+            raise HeaderError(path, f"tensor `{name}`: data offsets [{t.begin}, {t.end}] leave "
+                                    f"{t.begin - pos} bytes {after} that no tensor covers")
+        prev_name, pos = name, t.end
+    if pos != data_len:
+        what = "the header lists no tensor" if not entries else f"its tensors end at byte {pos}"
+        raise HeaderError(path, f"the data section has {data_len - pos} bytes no tensor covers: "
+                                f"{what} but the data is {data_len} bytes long (extra bytes at the end?)")
 
     return Header(path, size, mtime_ns, data_start, dict(entries), metadata)
+
+
+def _check_text(path: str, text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        shown = text.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+        raise HeaderError(path, f"{what} (`{shown}`) is not valid Unicode: it holds a lone surrogate "
+                                f"U+{ord(text[e.start]):04X}") from None
 
 
 def _json_kind(v) -> str:

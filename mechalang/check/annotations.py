@@ -9,6 +9,8 @@ from ..syntax import ast
 from .values import POISON, UNRESOLVED, ArchValue, HyperValue, ListValue, ModelValue, is_number, type_name
 
 TYPE_NAMES = ("float", "int", "bool", "str", "Arch", "Model", "Delta", "Hyper", "list")
+# How many arguments each type takes in brackets: `list[float]`, `Model[sd1]`; `float[int]` is no type.
+TYPE_ARITY = {"float": 0, "int": 0, "bool": 0, "str": 0, "Arch": 0, "Model": 1, "Delta": 1, "Hyper": 1, "list": 1}
 
 
 def show_type(t: ast.TypeExpr) -> str:
@@ -45,6 +47,13 @@ def _mismatch(ev, t: ast.TypeExpr, v: Any) -> str | None:
         sugg = did_you_mean(name, TYPE_NAMES)
         ev.err(codes.UNKNOWN_TYPE, f"unknown type `{name}`", t.span, help=f"did you mean `{sugg}`?" if sugg else
                f"types are: {', '.join(TYPE_NAMES)}")
+        return ""
+    allowed = TYPE_ARITY[name]
+    if len(t.args) > allowed:
+        what = "no type arguments" if allowed == 0 else "one type argument"
+        example = {"list": "list[float]", "Model": "Model[sd1]", "Delta": "Delta[sd1]", "Hyper": "Hyper[sd1]"}
+        ev.err(codes.UNKNOWN_TYPE, f"`{name}` takes {what}", t.span,
+               help=f"write `{example[name]}`" if name in example else f"write `{name}`")
         return ""
     actual = type_name(v)
     if name == "float":

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .. import paths
 from ..archs import registry as arch_registry
 from ..diagnostics import Span, codes, did_you_mean, error, warning
 from ..dtypes import SUPPORTED_DTYPES
@@ -103,7 +104,7 @@ def find_model_file(ev, path: str, base: Path) -> tuple[Path | None, list[Path]]
     p = Path(path).expanduser()
     tried = [p] if p.is_absolute() else [base / p] + [Path(d) / p for d in ev.options.models_dirs]
     for c in tried:
-        if c.exists():
+        if paths.exists(c):
             return c, tried
     return None, tried
 
@@ -114,6 +115,9 @@ def load_model(ev, path: str, span: Span | None, *, arch=None, sha256: str | Non
     from ..archs.header import HeaderError, read_header
     from ..modules import display_name
 
+    problem = paths.path_problem(path)
+    if problem:
+        return ev.err(codes.MODEL_NOT_FOUND, f"the model path {problem}", span, label="not a usable path")
     found, tried = find_model_file(ev, path, base or Path.cwd())
     if found is None and ev.options.defer_missing_models:
         info = LoadInfo(path, Path(path).stem, None, (), sha256, deferred=True)
@@ -323,8 +327,11 @@ def _recipe_builtin(ev, e: ast.Call, args, kwargs) -> Any:
 def recipe_value(ev, raw: str, span: Span | None, params: dict[str, tuple[Any, Span | None]] | None = None) -> Any:
     """A recipe file as a value: its one export, evaluated with `params` (name -> (value, span))
     set, the other params at their defaults."""
+    problem = paths.path_problem(raw)
+    if problem:
+        return ev.err(codes.RECIPE_VALUE_NOT_FOUND, f"the recipe path {problem}", span)
     path = Path(raw)
-    if not path.is_file():
+    if not paths.is_file(path):
         return ev.err(codes.RECIPE_VALUE_NOT_FOUND, f"no such recipe `{raw}`", span)
     resolved = path.resolve()
     if resolved in ev.loading:

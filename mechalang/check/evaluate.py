@@ -9,6 +9,7 @@ error of a recipe. Errors inside a template carry the call site as a secondary l
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from ..diagnostics import Diagnostic, Label, Span, codes, did_you_mean, error, w
 from ..graph.nodes import GraphBuilder, HyperRule, Node
 from ..graph.program import Export, Program
 from ..modules import ModuleLoader, SourceModule
+from ..paths import is_dir, path_problem
 from ..syntax import ast
 from .names import NameChecker
 from .provenance import resolved_recipe_text
@@ -267,8 +269,7 @@ class Evaluator:
             if not path_v:
                 self.err(codes.BAD_OUTPUT_PATH, "the output path is empty", stmt.path.span)
             else:
-                p = Path(path_v).expanduser()
-                out_path = (p if p.is_absolute() else mod.path.parent / p).resolve()
+                out_path = self.output_path(path_v, mod, stmt.path.span)
         elif path_v is not POISON:
             self.err(codes.BAD_OUTPUT_PATH, f"an output path must be a string, found {type_name(path_v)}", stmt.path.span)
         dtype = stmt.dtype
@@ -279,6 +280,22 @@ class Evaluator:
             dtype = None
         if exports is not None:
             exports.append(Export(node, out_path, dtype, stmt.span, stmt.path.span))
+
+    def output_path(self, text: str, mod: SourceModule, span: Span | None) -> Path | None:
+        """An export's file, absolute (relative paths start at the recipe's folder), or None
+        (reported) when it cannot be a file to write: everything `mecha run` would refuse about a
+        path is refused here, before any tensor is read."""
+        problem = path_problem(text)
+        if problem:
+            self.err(codes.BAD_OUTPUT_PATH, f"the output path {problem}", span)
+            return None
+        p = Path(text).expanduser()
+        out = (p if p.is_absolute() else mod.path.parent / p).resolve()
+        if text.endswith(("/", os.sep)) or is_dir(out):
+            self.err(codes.BAD_OUTPUT_PATH, f"the output path `{text}` is a folder: an output is a file", span,
+                     help=f'name the file: "{text.rstrip("/" + os.sep) or "."}/merged.safetensors"')
+            return None
+        return out
 
     def _check_exports(self, exports: list[Export]) -> None:
         seen: dict[Path, Export] = {}
@@ -566,9 +583,14 @@ class Evaluator:
         if self.options.force:
             return values[0][0].node.arch
         names = list(archs)
+        files = {}  # each architecture, and a file that has it (the first model read as it)
+        for v, _ in values:
+            load = next((n.load for n in v.node.walk() if n.op == "load"), None)
+            if load is not None:
+                files.setdefault(v.node.arch.name, Path(load.path).name)
         self.report(error(
             codes.ARCH_MISMATCH, f"models of different architectures in one {what}: "
-                     + ", ".join(f"`{n}`" for n in names),
+                     + ", ".join(f"`{files[n]}` is {n}" if n in files else f"`{n}`" for n in names),
             span, label=f"mixes {' and '.join(names)}",
             secondary=[Label(s, f"this is {n}") for n, (_, s) in archs.items() if s is not None],
             help="a merge needs models of one architecture; check the files, or pass arch= to model() "
