@@ -285,6 +285,8 @@ def coerce_set(ev, stmt: ast.Param, raw: str, span: Span | None) -> Any:
             return float(num) if tname == "float" else num
         except ValueError:
             pass
+        except OverflowError:
+            return bad("a number a float can hold")
         try:
             if tname == "int":
                 return bad("a whole number")

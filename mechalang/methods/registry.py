@@ -85,6 +85,13 @@ class HyperKind:
             return None if not self.choices or value in self.choices else f"expected {self.describe()}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"expected a number, got {literal(value)}"
+        if isinstance(value, int) and self.type == "float":
+            try:
+                float(value)
+            except OverflowError:
+                return f"{_short(value)} is too large for a float"
+        if self.type == "int" and isinstance(value, int) and not -(2 ** 63) <= value < 2 ** 63:
+            return f"{_short(value)} does not fit in 64 bits"
         if self.type == "int" and not (isinstance(value, int) or float(value).is_integer()):
             return f"expected a whole number, got {literal(value)}"
         if isinstance(value, float) and math.isnan(value):
@@ -94,6 +101,11 @@ class HyperKind:
         if self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)):
             return f"{_fmt(value)} is outside {self.describe()}"
         return None
+
+
+def _short(v: int) -> str:
+    text = str(v)
+    return text if len(text) <= 24 else f"{text[:10]}…{text[-4:]} ({len(text.lstrip('-'))} digits)"
 
 
 def literal(v: Any) -> str:
