@@ -90,34 +90,60 @@ def orthogonal_procrustes(U, S, Vh, *, proper: bool = False):
     return R
 
 
+_CLUSTER = 1e-3  # eigenvalues of S closer than this are refined together
+
+
+def _rotation_planes(S, K):
+    """An orthonormal basis in which each vector lies in one rotation plane of R = S + K.
+
+    The eigenvectors of S separate planes by cos θ; near a half turn cos θ ≈ −1 + sin²θ/2, so the
+    planes of several angles near π have eigenvalues too close for their eigenvectors to be told
+    apart. Within each cluster of close eigenvalues, the vectors are refined by the
+    eigendecomposition of KᵀK restricted to the cluster (eigenvalues sin²θ, well separated
+    relative to that small block)."""
+    c, W = torch.linalg.eigh(S)
+    gaps = (c[1:] - c[:-1]) > _CLUSTER
+    bounds = [0, *(i + 1 for i in torch.nonzero(gaps).flatten().tolist()), c.shape[0]]
+    parts = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        Wc = W[:, lo:hi]
+        if hi - lo > 1:
+            Kc = Wc.mT @ K @ Wc
+            _, U = torch.linalg.eigh(Kc.mT @ Kc)
+            Wc = Wc @ U
+        parts.append(Wc)
+    return torch.cat(parts, 1)
+
+
 def rotation_power(R, t: float, X=None):
-    """R^t for an orthogonal R (or X·R^t, without forming R^t, when X is given): the principal
-    power, each rotation angle θ ∈ [0, π] scaled by t.
+    """R^t for an orthogonal R (or X·R^t when X is given): the principal power, each rotation
+    angle θ ∈ [0, π] scaled by t.
 
     Integer t: a matrix power. Fractional t (R a rotation, det R = +1): with S = (R + Rᵀ)/2 and
     K = (R − Rᵀ)/2, which commute, R acts on each eigenspace of S (eigenvalue cos θ) as
-    cos θ·I + K, so R^t = cos(t·θ)(S) + (sin(t·θ)/sin θ)(S)·K — one symmetric eigendecomposition
-    (`eigh`, real and stable) instead of a general complex one. A half turn (θ = π) has no preferred
-    direction: it becomes cos(t·π)·I on its plane, the real part of the principal power.
+    cos θ·I + K, so R^t = cos(t·θ)(S) + (sin(t·θ)/sin θ)(S)·K. Computed in float64 (R is small: a
+    features × features matrix), in a basis of vectors each in one rotation plane
+    (`_rotation_planes`), with θ = atan2(sin θ, cos θ) where sin θ = ‖K·w‖: unlike arccos(cos θ),
+    that stays accurate as θ nears π, also for several planes near π at once. A half turn
+    (θ = π) has no preferred direction: it becomes cos(t·π)·I on its plane, the real part of the
+    principal power.
     """
     t = float(t)
     if t == round(t):
         T = R if t == 1 else torch.linalg.matrix_power(R, int(round(t)))
         return T if X is None else X @ T
-    S = (R + R.mT) / 2
-    K = (R - R.mT) / 2
-    c, W = torch.linalg.eigh(S)
-    theta = torch.arccos(c.clamp(-1, 1))
-    s = torch.sin(theta)
-    small = s < 1e-6
-    g = torch.where(small, torch.where(theta < 1.5, t, 0.0), torch.sin(t * theta) / torch.where(small, 1, s))
+    R64 = R.to(torch.float64)
+    S = (R64 + R64.mT) / 2
+    K = (R64 - R64.mT) / 2
+    W = _rotation_planes(S, K)
+    s = torch.linalg.vector_norm(K @ W, dim=0)  # |sin θ| per basis vector, accurate to rounding
+    c = torch.sum(W * (S @ W), dim=0)  # cos θ
+    theta = torch.atan2(s, c)
+    half_turn = s < 1e-12
+    g = torch.where(half_turn, torch.where(theta < 1.5, t, 0.0), torch.sin(t * theta) / torch.where(half_turn, 1, s))
     f = torch.cos(t * theta)
-    if X is None:
-        return (W * f) @ W.mT + ((W * g) @ W.mT) @ K
-    XW = X @ W
-    m = XW.shape[0]
-    FG = torch.cat([XW * f, XW * g], 0) @ W.mT  # X·f(S) and X·g(S) in one product
-    return FG[:m] + FG[m:] @ K
+    T = ((W * f) @ W.mT + ((W * g) @ W.mT) @ K).to(R.dtype)
+    return T if X is None else X @ T
 
 
 def _neuron_shape(shape):
@@ -167,7 +193,10 @@ def rotate(a: Same, b: Same, *, alpha: Float() = 1.0, beta: Float() = 0.0) -> Sa
     else:
         Q, Ak, Bk = None, A, B
     fractional = alpha != round(alpha)
-    R = orthogonal_procrustes(*svd_of_product(Ak, Bk), proper=fractional)
+    if fractional:  # R^α is sensitive near half turns: find R (and its power) in float64
+        R = orthogonal_procrustes(*svd_of_product(Ak.double(), Bk.double()), proper=True).to(Ak.dtype)
+    else:
+        R = orthogonal_procrustes(*svd_of_product(Ak, Bk))
     if Ak.shape[0] >= Ak.shape[1]:
         # many neurons, few features: form R^α (k×k, cheap) and make one pass over the rows
         T = rotation_power(R, alpha)

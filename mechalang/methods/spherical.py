@@ -12,6 +12,7 @@ so it accepts deltas and returns a delta).
 import math
 
 from ._lazy import torch
+from ._reduce import dot64, norm64, rows_dot64, rows_norm64
 from .linear import _down, _up
 from .registry import Bool, Float, HyperKind, Int, Same, merge_method
 
@@ -84,10 +85,9 @@ def slerp(a: Same, b: Same, *, alpha: Float(0.0, 1.0) = 0.5,
     if a.numel() == 0:
         return _down(torch.lerp(a_w, b_w, t), dtype)
     eps = float(epsilon)
-    na, nb = torch.linalg.vector_norm(a_w), torch.linalg.vector_norm(b_w)
-    ua = a_w / na if na.item() > eps else a_w
-    ub = b_w / nb if nb.item() > eps else b_w
-    dot = float(torch.sum(ua * ub).clamp(-1.0, 1.0))
+    na, nb = float(norm64(a_w)), float(norm64(b_w))  # whole-tensor reductions in float64
+    dot = float(dot64(a_w, b_w)) / ((na if na > eps else 1.0) * (nb if nb > eps else 1.0))
+    dot = min(1.0, max(-1.0, dot))
     if abs(dot) > float(dot_threshold):
         return _down(torch.lerp(a_w, b_w, t), dtype)
     omega = math.acos(dot)
@@ -98,11 +98,17 @@ def slerp(a: Same, b: Same, *, alpha: Float(0.0, 1.0) = 0.5,
 
 
 def _nuslerp_vectors(t: float, v0, v1, eps: float):
-    """Slerp each row (last dimension) of v0 to the same row of v1."""
+    """Slerp each row (last dimension) of v0 to the same row of v1 (one whole vector when they
+    are 1-d: then the norms and the dot product are accumulated in float64)."""
     def unit(x):
         return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(min=1e-7)
 
-    cos = torch.sum(unit(v0) * unit(v1), dim=-1, keepdim=True).clamp(-1.0, 1.0)
+    if v0.dim() == 1:
+        n0, n1 = float(norm64(v0)), float(norm64(v1))
+        c = float(dot64(v0, v1)) / (max(n0, 1e-7) * max(n1, 1e-7))
+        cos = torch.tensor([min(1.0, max(-1.0, c))], dtype=v0.dtype, device=v0.device)
+    else:
+        cos = torch.sum(unit(v0) * unit(v1), dim=-1, keepdim=True).clamp(-1.0, 1.0)
     theta = torch.acos(cos)
     # sin(acos(c)) as sqrt(1 − c²): exactly 0 for (anti)parallel vectors, where float32's
     # sin(acos(−1)) = sin(π) ≈ −8.7e-8 would not count as colinear and blow the result up
@@ -176,18 +182,19 @@ def multislerp(*models: Same, weights: WeightList = "", normalize_weights: Bool(
     eps = float(epsilon)
     if flat.shape[1] == 0:
         return _down((wt[:, None] * flat).sum(0).reshape(shape), dtype)
-    norms = torch.linalg.vector_norm(flat, dim=1, keepdim=True)
+    norms64 = rows_norm64(flat)  # whole-tensor reductions in float64
+    norms = norms64.to(flat.dtype)[:, None]
     units = flat / (norms + eps)
     mean = (units * wt[:, None]).sum(0)
-    mean_norm = torch.linalg.vector_norm(mean)
-    if float(mean_norm) < eps:
+    mean_norm = float(norm64(mean))
+    if mean_norm < eps:
         return _down((wt[:, None] * flat).sum(0).reshape(shape), dtype)
     mean = mean / mean_norm
-    tangents = units - (units @ mean)[:, None] * mean
+    tangents = units - rows_dot64(units, mean).to(flat.dtype)[:, None] * mean
     tangent = (tangents * wt[:, None]).sum(0)
-    tangent_norm = torch.linalg.vector_norm(tangent) + eps
-    res = mean * torch.cos(tangent_norm) + tangent * (torch.sin(tangent_norm) / tangent_norm)
-    res = res * (norms[:, 0] * wt).sum()
+    tangent_norm = float(norm64(tangent)) + eps
+    res = mean * math.cos(tangent_norm) + tangent * (math.sin(tangent_norm) / tangent_norm)
+    res = res * float((norms64 * wt.to(torch.float64)).sum())
     return _down(res.reshape(shape), dtype)
 
 
@@ -211,28 +218,30 @@ def karcher_mean(*models: Same, max_iter: Int(1, None) = 10,
     n = len(models)
     flat = torch.stack([m.reshape(-1) for m in stacked])
     tol_f = float(tol)
-    norms = torch.linalg.vector_norm(flat, dim=1)
+    # Norms, dot products and step lengths reduce whole tensors: accumulated in float64 (the
+    # per-model scalars stay float64; the vectors stay in the working dtype).
+    norms = rows_norm64(flat)
     valid = norms > tol_f
     if flat.shape[1] == 0 or not bool(valid.any()):
         return _down(torch.zeros_like(stacked[0]), dtype)
-    units = flat[valid] / norms[valid][:, None]
+    units = flat[valid] / norms[valid].to(flat.dtype)[:, None]
     k = units.shape[0]
     mean = units.sum(0) / k
-    mean_norm = float(torch.linalg.vector_norm(mean))
+    mean_norm = float(norm64(mean))
     mean = units[0].clone() if mean_norm < tol_f else mean / mean_norm
     for _ in range(int(max_iter)):
-        cos = (units @ mean).clamp(-1.0, 1.0)
+        cos = rows_dot64(units, mean).clamp(-1.0, 1.0)
         theta = torch.acos(cos)
         use = theta >= tol_f
         factor = torch.where(use, theta / torch.where(use, torch.sin(theta), torch.ones_like(theta)),
                              torch.zeros_like(theta)) / k
-        tangent = (factor[:, None] * (units - cos[:, None] * mean)).sum(0)
-        step = torch.linalg.vector_norm(tangent)
-        if float(step) < tol_f:
+        tangent = (factor.to(units.dtype)[:, None] * (units - cos.to(units.dtype)[:, None] * mean)).sum(0)
+        step = float(norm64(tangent))
+        if step < tol_f:
             break
-        mean = torch.cos(step) * mean + torch.sin(step) * (tangent / step)
-        mean_norm = torch.linalg.vector_norm(mean)
-        if float(mean_norm) > tol_f:
+        mean = math.cos(step) * mean + math.sin(step) * (tangent / step)
+        mean_norm = float(norm64(mean))
+        if mean_norm > tol_f:
             mean = mean / mean_norm
-    scale = norms.sum() / n
+    scale = float(norms.sum()) / n
     return _down((scale * mean).reshape(shape), dtype)

@@ -253,3 +253,54 @@ def test_sd_sized_tensors_finish_in_seconds():
     t0 = time.perf_counter()
     out = L.truncate_rank(conv, rank=128)
     assert time.perf_counter() - t0 < 60 and out.shape == conv.shape
+
+
+def rotation_with_angles(angles, n, seed):
+    """An n×n rotation turning by each angle in its own plane of a random orthonormal basis."""
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    D = np.eye(n)
+    for i, th in enumerate(angles):
+        c, s = np.cos(th), np.sin(th)
+        D[2 * i:2 * i + 2, 2 * i:2 * i + 2] = [[c, -s], [s, c]]
+    return Q @ D @ Q.T
+
+
+HALF_TURNS = {  # angles near π (and ordinary ones), as close as each precision can resolve
+    torch.float64: ([np.pi - 1e-3, np.pi - 1e-5, np.pi - 3e-7, 0.3, 1.0, 2.5, 1e-4], 1e-8),
+    torch.float32: ([np.pi - 1e-2, np.pi - 1e-3, np.pi - 3e-4, 0.3, 1.0, 2.5, 1e-3], 2e-4),
+}
+
+
+@pytest.mark.parametrize("t", [0.3, 0.5, 0.77, 1.5])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fractional_rotation_power_near_a_half_turn(t, dtype):
+    angles, atol = HALF_TURNS[dtype]
+    R = rotation_with_angles(angles, 16, seed=int(t * 100))
+    Rt = torch.from_numpy(R).to(dtype)
+    want = scipy.linalg.fractional_matrix_power(Rt.to(torch.float64).numpy(), t).real
+    got = L.rotation_power(Rt, t)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got.to(torch.float64).numpy(), want, atol=atol, rtol=0)
+    X = torch.from_numpy(np.random.default_rng(1).standard_normal((5, 16))).to(dtype)
+    np.testing.assert_allclose((L.rotation_power(Rt, t, X)).to(torch.float64).numpy(),
+                               X.to(torch.float64).numpy() @ want, atol=10 * atol, rtol=0)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.25])
+def test_rotate_with_a_fractional_alpha_near_a_half_turn(alpha):
+    # b is a turned copy of a, by angles up to almost a half turn; rotate(a, b, alpha) turns a by
+    # the fraction alpha of that: compared with scipy's principal power of the Procrustes rotation
+    rng = np.random.default_rng(4)
+    A = rng.standard_normal((64, 12))
+    Rtrue = rotation_with_angles([np.pi - 1e-3, np.pi - 2e-3, 0.7, 2.0], 12, seed=5)
+    B = A @ Rtrue + 0.01 * rng.standard_normal((64, 12))
+    a = torch.from_numpy(A).float()
+    b = torch.from_numpy(B).float()
+    got = L.rotate(a, b, alpha=alpha).double().numpy()
+    Ad, Bd = a.double().numpy(), b.double().numpy()
+    Ac, Bc = Ad - Ad.mean(0), Bd - Bd.mean(0)
+    R, _ = scipy.linalg.orthogonal_procrustes(Ac, Bc)
+    assert np.linalg.det(R) > 0
+    want = Ac @ scipy.linalg.fractional_matrix_power(R, alpha).real + (1 - alpha) * Ad.mean(0) + alpha * Bd.mean(0)
+    np.testing.assert_allclose(got, want, atol=2e-4, rtol=0)
