@@ -13,7 +13,11 @@ from ..diagnostics import codes, error
 from .output import emit, fail
 
 
-def methods_text() -> str:
+def methods_text(verbose: bool = False) -> str:
+    """Every method: signature, formula, how it differs from the peers' (and with -v, its whole
+    documentation)."""
+    import textwrap
+
     from ..methods.registry import REGISTRY
 
     out = []
@@ -23,6 +27,10 @@ def methods_text() -> str:
             out.append(f"    {spec.formula}" + ("   (element-wise)" if spec.elementwise else ""))
         if spec.source != "builtin":
             out.append(f"    (from {spec.source})")
+        if verbose and spec.doc:
+            out.extend(textwrap.indent(spec.doc, "    ").splitlines())
+        elif spec.peer_notes:
+            out.extend(textwrap.wrap(spec.peer_notes, 96, initial_indent="    ", subsequent_indent="    "))
     return "\n".join(out) + "\n"
 
 
@@ -33,7 +41,7 @@ def info_command(arch: str | None = None, *, verbose: bool = False, methods: boo
         return fail(problems, None, format)
     emit(pipeline.architecture_problems(), None, format)
     if methods:
-        sys.stdout.write(methods_text())
+        sys.stdout.write(methods_text(verbose))
         return 0
     text = info_text(arch, verbose)
     if text is None:

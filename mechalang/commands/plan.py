@@ -167,6 +167,11 @@ def _explain_node(node, key: str, planned: pipeline.Planned, indent: str, seen: 
     formula = f"  {spec.formula}" if spec and spec.formula else ""
     out.append(f"{indent}{lowerer.node_name(node) if node.op not in ('add', 'sub', 'scale') else node.op}"
                f"{where}{formula}")
+    if spec is not None and spec.peer_notes:
+        import textwrap
+
+        out.extend(textwrap.wrap(spec.peer_notes, 96, initial_indent=indent + "  ",
+                                 subsequent_indent=indent + "  "))
     for tr in lowerer.traces.get((node.id, key), []):
         src = ""
         if tr.span is not None:

@@ -193,6 +193,15 @@ class MethodSpec:
     def hyper(self, name: str) -> HyperParam | None:
         return next((h for h in self.hypers if h.name == name), None)
 
+    @property
+    def peer_notes(self) -> str:
+        """The docstring's "Compared with peers:" paragraph (how this differs from mergekit's or
+        sd-mecha's method of the same name, and what to write to get theirs), or ""."""
+        for para in self.doc.split("\n\n"):
+            if para.startswith("Compared with peers:"):
+                return " ".join(para.split())
+        return ""
+
     def signature(self) -> str:
         parts = [f"{m.name}: {m.space.name}" for m in self.models]
         if self.variadic:

@@ -37,10 +37,14 @@ from functools import reduce
 
 from . import _random
 from ._lazy import torch
+from ._reduce import norm64
 from .registry import Bool, Choice, Delta, Float, Int, KeyName, Same, Weight, merge_method
 
 _DENSITY = Float(0.0, 1.0, lo_open=True)
 _CONSENSUS = Choice("sum", "count")
+# How dropped task vectors are rescaled: survivors ÷ their keep probability (the papers'), or the
+# whole vector scaled back to its norm before the drop (mergekit's `rescale`, which matches L1).
+_RESCALE_NORM = Choice("probability", "l1", "l2", "linf")
 
 # ------------------------------------------------------------------------------------------------
 # Helpers
@@ -145,21 +149,43 @@ def _trim_magnitude_(D, density: float, gamma: float = 0.0):
     return D
 
 
-def _dare_(D, density: float, rescale: bool, seed: int, key: str):
+def _norm_of(x, norm: str):
+    """The L1, L2 or L∞ norm of a whole (flattened) task vector, accumulated in float64."""
+    if norm == "l1":
+        return float(torch.sum(x.abs(), dtype=torch.float64))
+    if norm == "l2":
+        return float(norm64(x))
+    return float(x.abs().max()) if x.numel() else 0.0
+
+
+def _rescale_to_(row, before: float, norm: str) -> None:
+    """In place: scale a dropped task vector back to the norm it had before the drop (mergekit's
+    rescaling; left as is when either norm is below 1e-7, as there)."""
+    after = _norm_of(row, norm)
+    if before >= 1e-7 and after >= 1e-7:
+        row.mul_(before / after)
+
+
+def _dare_(D, density: float, rescale: bool, seed: int, key: str, rescale_norm: str = "probability"):
     """In place: keep each entry of task vector i with probability `density`, drawn from the
-    stream (seed, key, i); with rescale, divide the survivors by `density` (DARE's 1/(1 − p))."""
+    stream (seed, key, i); with rescale, divide the survivors by `density` (DARE's 1/(1 − p)), or
+    scale the vector back to its `rescale_norm` norm."""
     n, N = D.shape
     if density >= 1 or N == 0:
         return D
     for i in range(n):
         row = D[i]
+        before = _norm_of(row, rescale_norm) if rescale and rescale_norm != "probability" else 0.0
         row.mul_(_random.keep_mask((N,), density, seed, key, i, device=D.device, dtype=D.dtype))
-        if rescale:
+        if rescale and rescale_norm == "probability":
             row.div_(density)
+        elif rescale:
+            _rescale_to_(row, before, rescale_norm)
     return D
 
 
-def _della_(D, shape, density: float, epsilon: float, rescale: bool, seed: int, key: str):
+def _della_(D, shape, density: float, epsilon: float, rescale: bool, seed: int, key: str,
+            rescale_norm: str = "probability"):
     """In place: DELLA's MAGPRUNE on each task vector (see `della`)."""
     n, N = D.shape
     if density >= 1 or N == 0:
@@ -185,7 +211,13 @@ def _della_(D, shape, density: float, epsilon: float, rescale: bool, seed: int, 
         u = _random.uniform((N,), seed, key, i, device=D.device).view(rows, cols)
         keep = u < p
         del u
-        x.copy_(torch.where(keep, x / p, 0) if rescale else x * keep)
+        if rescale and rescale_norm == "probability":
+            x.copy_(torch.where(keep, x / p, 0))
+        else:
+            before = _norm_of(x, rescale_norm) if rescale else 0.0
+            x.mul_(keep)
+            if rescale:
+                _rescale_to_(x, before, rescale_norm)
     return D
 
 
@@ -241,8 +273,15 @@ def ties(*deltas: Delta, density: _DENSITY = 0.2, lambda_: Float() = 1.0, consen
        with sgn Σᵢ sgn δ̂ᵢ, mergekit's `count`); a tie elects +.
     3. Disjoint merge: the mean of the entries whose sign is γ (normalize=false: their sum).
 
-    mergekit's `ties` (normalize = true by default); sd-mecha's `ties_sum` elects sgn 0 on a tie.
     `lambda` scales the result (the paper's λ).
+
+    Compared with peers: mergekit's `ties` has normalize = true too, but its density defaults to 1
+    (nothing trimmed): write density=1 for that. mergekit keeps exactly ⌊density·N⌋ entries, choosing
+    among equal magnitudes by sort order; here every entry tied with the smallest kept magnitude is
+    kept, so on bf16 deltas, where many magnitudes are equal, a little more than `density` survives
+    (about 51 % at density 0.5). sd-mecha's `ties_sum` votes with the sum (its vote_sgn = false,
+    consensus="sum" here; vote_sgn = true is consensus="count") and elects no sign on a tie, where
+    mergekit and this elect +; `mecha convert` writes sd-mecha's defaults out.
     """
     return _gta(deltas, lambda D: _trim_magnitude_(D, float(density)), consensus=consensus,
                 normalize=normalize, lambda_=lambda_)
@@ -255,7 +294,8 @@ def ties(*deltas: Delta, density: _DENSITY = 0.2, lambda_: Float() = 1.0, consen
 @merge_method(formula="λ · Σᵢ mᵢ ⊙ δᵢ / density,  mᵢ ~ Bernoulli(density)   (÷ n when normalize)",
               family="sparse")
 def dare_linear(*deltas: Delta, density: _DENSITY = 0.5, lambda_: Float() = 1.0, rescale: Bool() = True,
-                normalize: Bool() = False, seed: Int(0) = 0, key: KeyName) -> Delta:
+                normalize: Bool() = False, seed: Int(0) = 0, rescale_norm: _RESCALE_NORM = "probability",
+                key: KeyName) -> Delta:
     """DARE (Yu et al. 2024, "Language Models are Super Mario"): Drop And REscale, then sum.
 
     Each entry of each task vector is kept with probability `density` (DARE's 1 − p, named as in
@@ -263,26 +303,31 @@ def dare_linear(*deltas: Delta, density: _DENSITY = 0.5, lambda_: Float() = 1.0,
     task vector unchanged. The masks come from (seed, key name, model index). The dropped vectors
     are summed (normalize=true: averaged) and scaled by λ.
 
-    mergekit's `dare_linear` (rescale = true, normalize = false by default). Recent mergekit
-    releases rescale by matching the L1 norm instead of dividing by density; this follows the
-    paper's 1/(1 − p).
+    Compared with peers: mergekit's `dare_linear` (rescale = true, normalize = false as here)
+    rescales by scaling each dropped vector back to its L1 norm instead of dividing by density:
+    write rescale_norm="l1" for that (the paper's 1/(1 − p) is rescale_norm="probability", the
+    default). mergekit's density defaults to 1 (nothing dropped); its random masks differ from
+    these, which come from `seed`.
     """
-    return _gta(deltas, lambda D: _dare_(D, float(density), bool(rescale), int(seed), key), consensus=None,
-                normalize=normalize, lambda_=lambda_)
+    return _gta(deltas, lambda D: _dare_(D, float(density), bool(rescale), int(seed), key, str(rescale_norm)),
+                consensus=None, normalize=normalize, lambda_=lambda_)
 
 
 @merge_method(formula="λ · Σᵢ[sgn δ̃ᵢ = γ]·δ̃ᵢ,  δ̃ᵢ = mᵢ ⊙ δᵢ / density,  γ = sgn Σᵢ δ̃ᵢ",
               family="sparse")
 def dare_ties(*deltas: Delta, density: _DENSITY = 0.5, lambda_: Float() = 1.0, rescale: Bool() = True,
               normalize: Bool() = False, consensus: _CONSENSUS = "sum", seed: Int(0) = 0,
-              key: KeyName) -> Delta:
+              rescale_norm: _RESCALE_NORM = "probability", key: KeyName) -> Delta:
     """DARE's random drop and rescale, then TIES' sign election and disjoint merge.
 
     As `dare_linear` for the drop (keep probability `density`, survivors ÷ density), as `ties` for
     the election and merge. mergekit's `dare_ties` defaults: rescale = true, normalize = false (the
     agreeing entries are summed; normalize=true averages them).
+
+    Compared with peers: as `dare_linear`, write rescale_norm="l1" for mergekit's rescaling and
+    density=1 for its default density.
     """
-    return _gta(deltas, lambda D: _dare_(D, float(density), bool(rescale), int(seed), key),
+    return _gta(deltas, lambda D: _dare_(D, float(density), bool(rescale), int(seed), key, str(rescale_norm)),
                 consensus=consensus, normalize=normalize, lambda_=lambda_)
 
 
@@ -290,9 +335,10 @@ def dare_ties(*deltas: Delta, density: _DENSITY = 0.5, lambda_: Float() = 1.0, r
 # DELLA
 
 
-def _della_trim(deltas, density, epsilon, rescale, seed, key):
+def _della_trim(deltas, density, epsilon, rescale, seed, key, rescale_norm):
     shape = tuple(deltas[0].shape)
-    return lambda D: _della_(D, shape, float(density), float(epsilon), bool(rescale), int(seed), key)
+    return lambda D: _della_(D, shape, float(density), float(epsilon), bool(rescale), int(seed), key,
+                             str(rescale_norm))
 
 
 @merge_method(formula="λ · Σᵢ[sgn δ̃ᵢ = γ]·δ̃ᵢ / Σᵢ[sgn δ̃ᵢ = γ],  δ̃ᵢ = mᵢ ⊙ δᵢ / pᵢ,  "
@@ -300,7 +346,7 @@ def _della_trim(deltas, density, epsilon, rescale, seed, key):
               family="sparse")
 def della(*deltas: Delta, density: _DENSITY = 0.5, epsilon: Float(0.0, 0.5) = 0.15, lambda_: Float() = 1.0,
           rescale: Bool() = True, normalize: Bool() = True, consensus: _CONSENSUS = "sum", seed: Int(0) = 0,
-          key: KeyName) -> Delta:
+          rescale_norm: _RESCALE_NORM = "probability", key: KeyName) -> Delta:
     """DELLA-Merging (Deep et al. 2024): MAGPRUNE, sign election, disjoint merge, scale by λ.
 
     MAGPRUNE: within each row (the tensor as (shape[0], −1); a vector is one row), entries are
@@ -310,23 +356,28 @@ def della(*deltas: Delta, density: _DENSITY = 0.5, epsilon: Float(0.0, 0.5) = 0.
     (rescale=true, the paper's 1/(1 − pᵢ) with pᵢ the drop probability). Then TIES' election and
     disjoint mean, and λ (mergekit's `lambda`).
 
-    mergekit's `della` (normalize = rescale = true). mergekit ranks along dim 1 of the raw tensor
-    (the input channels of a conv kernel); this ranks along the flattened rows. Needs
-    density − ε ≥ 0 and density + ε ≤ 1; density = 1 keeps everything.
+    Needs density − ε ≥ 0 and density + ε ≤ 1; density = 1 keeps everything.
+
+    Compared with peers: mergekit's `della` (normalize = rescale = true as here) does not divide
+    each survivor by its keep probability: it scales each pruned task vector back to its L1 norm;
+    write rescale_norm="l1" for that. mergekit ranks along dim 1 of the raw tensor (the input
+    channels of a conv kernel); this ranks along the flattened rows. Its density defaults to 1.
     """
-    return _gta(deltas, _della_trim(deltas, density, epsilon, rescale, seed, key), consensus=consensus,
-                normalize=normalize, lambda_=lambda_)
+    return _gta(deltas, _della_trim(deltas, density, epsilon, rescale, seed, key, rescale_norm),
+                consensus=consensus, normalize=normalize, lambda_=lambda_)
 
 
 @merge_method(formula="λ · Σᵢ mᵢ ⊙ δᵢ / pᵢ,  pᵢ = density − ε + 2ε·rank(|δᵢ|)/(cols − 1)   (÷ n when normalize)",
               family="sparse")
 def della_linear(*deltas: Delta, density: _DENSITY = 0.5, epsilon: Float(0.0, 0.5) = 0.15,
                  lambda_: Float() = 1.0, rescale: Bool() = True, normalize: Bool() = False, seed: Int(0) = 0,
-                 key: KeyName) -> Delta:
+                 rescale_norm: _RESCALE_NORM = "probability", key: KeyName) -> Delta:
     """DELLA's MAGPRUNE (see `della`) without sign election: the pruned task vectors are summed
-    (normalize=true: averaged) and scaled by λ. mergekit's `della_linear` defaults."""
-    return _gta(deltas, _della_trim(deltas, density, epsilon, rescale, seed, key), consensus=None,
-                normalize=normalize, lambda_=lambda_)
+    (normalize=true: averaged) and scaled by λ. mergekit's `della_linear` defaults.
+
+    Compared with peers: as `della`, write rescale_norm="l1" for mergekit's rescaling."""
+    return _gta(deltas, _della_trim(deltas, density, epsilon, rescale, seed, key, rescale_norm),
+                consensus=None, normalize=normalize, lambda_=lambda_)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -425,12 +476,13 @@ def model_stock(base: Weight, *models: Weight, filter_wise: Bool() = False) -> W
     Needs the base and at least two fine-tuned models. filter_wise=true takes one angle (and one
     t) per output row (the tensor as (shape[0], −1)); otherwise one for the whole tensor.
 
-    mergekit's `model_stock` (mean of pairwise cosines for N > 2, as it guesses from the paper;
-    filter_wise there groups the last dimension), with two differences: cos θ is clamped at 0 from
-    below, so t stays in [0, 1] (the paper's geometry assumes acute angles, and the formula has a
-    pole at cos θ = −1/(N − 1): deltas that point apart give the base, not a huge extrapolation);
-    and a zero delta has cosine 0 with everything (mergekit clamps the norm product at 1e-6, which
-    also shrinks the cosine of small but non-zero deltas).
+    Compared with peers: mergekit's `model_stock` takes the mean of pairwise cosines for N > 2 too
+    (its filter_wise groups the last dimension), with two differences: cos θ is clamped at 0 from
+    below here, so t stays in [0, 1] (the paper's geometry assumes acute angles, and the formula
+    has a pole at cos θ = −1/(N − 1): deltas that point apart give the base, not a huge
+    extrapolation); and a zero delta has cosine 0 with everything (mergekit clamps the norm
+    product at 1e-6, which also shrinks the cosine of small but non-zero deltas). Neither can be
+    switched off: on acute angles and non-zero deltas the results agree.
     """
     dtype = _work_dtype(base, *models)
     shape = base.shape

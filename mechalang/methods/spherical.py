@@ -162,10 +162,12 @@ def multislerp(*models: Same, weights: WeightList = "", normalize_weights: Bool(
     exponential map, and scaled by the weighted mean norm Σ wᵢ|mᵢ|.
 
     `weights` lists one weight per model ("1, 2, 1"; empty: equal), normalized to sum 1 when
-    `normalize_weights` (mergekit's names). When the weighted mean direction vanishes (antipodal
-    inputs with balanced weights) the result is the weighted sum Σ wᵢmᵢ; mergekit does that for
-    two models and raises an error for more. A base model (mergekit's `base_model`) is written
+    `normalize_weights` (mergekit's names). A base model (mergekit's `base_model`) is written
     `base + multislerp(a - base, b - base, ...)`.
+
+    Compared with peers: when the weighted mean direction vanishes (antipodal inputs with balanced
+    weights) the result is the weighted sum Σ wᵢmᵢ; mergekit does that for two models and raises an
+    error for more.
     """
     w = _model_weights(weights, len(models))
     if len(models) == 1:

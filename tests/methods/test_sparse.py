@@ -131,16 +131,16 @@ def ref_della(x, shape, density, eps, rescale, seed, key, i):
     ("ties", "ties(*deltas: delta, density: float in (0, 1] = 0.2, lambda: float = 1.0, "
              "consensus: one of \"sum\", \"count\" = \"sum\", normalize: bool = true) -> delta"),
     ("dare_linear", "dare_linear(*deltas: delta, density: float in (0, 1] = 0.5, lambda: float = 1.0, "
-                    "rescale: bool = true, normalize: bool = false, seed: int in [0, inf] = 0) -> delta"),
+                    "rescale: bool = true, normalize: bool = false, seed: int in [0, inf] = 0, rescale_norm: one of \"probability\", \"l1\", \"l2\", \"linf\" = \"probability\") -> delta"),
     ("dare_ties", "dare_ties(*deltas: delta, density: float in (0, 1] = 0.5, lambda: float = 1.0, "
                   "rescale: bool = true, normalize: bool = false, consensus: one of \"sum\", \"count\" = \"sum\", "
-                  "seed: int in [0, inf] = 0) -> delta"),
+                  "seed: int in [0, inf] = 0, rescale_norm: one of \"probability\", \"l1\", \"l2\", \"linf\" = \"probability\") -> delta"),
     ("della", "della(*deltas: delta, density: float in (0, 1] = 0.5, epsilon: float in [0, 0.5] = 0.15, "
               "lambda: float = 1.0, rescale: bool = true, normalize: bool = true, "
-              "consensus: one of \"sum\", \"count\" = \"sum\", seed: int in [0, inf] = 0) -> delta"),
+              "consensus: one of \"sum\", \"count\" = \"sum\", seed: int in [0, inf] = 0, rescale_norm: one of \"probability\", \"l1\", \"l2\", \"linf\" = \"probability\") -> delta"),
     ("della_linear", "della_linear(*deltas: delta, density: float in (0, 1] = 0.5, "
                      "epsilon: float in [0, 0.5] = 0.15, lambda: float = 1.0, rescale: bool = true, "
-                     "normalize: bool = false, seed: int in [0, inf] = 0) -> delta"),
+                     "normalize: bool = false, seed: int in [0, inf] = 0, rescale_norm: one of \"probability\", \"l1\", \"l2\", \"linf\" = \"probability\") -> delta"),
     ("breadcrumbs", "breadcrumbs(*deltas: delta, density: float in (0, 1] = 0.9, gamma: float in [0, 1) = 0.01, "
                     "lambda: float = 1.0, normalize: bool = false) -> delta"),
     ("breadcrumbs_ties", "breadcrumbs_ties(*deltas: delta, density: float in (0, 1] = 0.9, "
@@ -603,3 +603,32 @@ def test_random_stream_is_stable():
     r2 = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                         env={"PYTHONHASHSEED": "2", "PATH": ""})
     assert r1.stdout == r2.stdout and r1.stdout.strip() == str(_random.derive_seed(12, "x.y", 3))
+
+
+def norm_rescaled(dropped: np.ndarray, original: np.ndarray, norm: str) -> np.ndarray:
+    """mergekit's rescaling: the dropped vector scaled back to the original's norm."""
+    f = {"l1": lambda v: np.abs(v).sum(), "l2": lambda v: np.sqrt((v * v).sum()),
+         "linf": lambda v: np.abs(v).max() if v.size else 0.0}[norm]
+    before, after = f(original), f(dropped)
+    return dropped * (before / after) if before >= 1e-7 and after >= 1e-7 else dropped
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2", "linf"])
+def test_dare_and_della_rescale_to_the_norm_like_mergekit(norm):
+    shape = (6, 10)
+    ds = deltas(2, shape, seed=11)
+    want = []
+    for i, d in enumerate(ds):
+        x = npy(d).reshape(-1)
+        want.append(norm_rescaled(ref_dare(x, 0.4, False, 3, "k", i), x, norm))
+    out = S.dare_linear(*ds, density=0.4, seed=3, key="k", rescale_norm=norm)
+    check(out, ref_combine(want, None, False, 1.0), ds[0])
+    want = []
+    for i, d in enumerate(ds):
+        x = npy(d).reshape(-1)
+        want.append(norm_rescaled(ref_della(x, shape, 0.5, 0.1, False, 4, "k", i).reshape(-1), x, norm))
+    out = S.della(*ds, density=0.5, epsilon=0.1, seed=4, key="k", rescale_norm=norm)
+    check(out, ref_combine(want, "sum", True, 1.0), ds[0])
+    if norm == "l1":  # each dropped vector keeps its L1 norm
+        single = S.dare_linear(ds[0], density=0.3, seed=1, key="k", rescale_norm="l1")
+        assert float(single.abs().sum()) == pytest.approx(float(ds[0].abs().sum()), rel=1e-5)
