@@ -11,6 +11,7 @@ Timed, in alternation, each as a fresh process (interpreter start included):
 Reports medians, the ratio, and whether torch was imported.
 
     python bench/bench_check.py [--rounds 15]
+    python bench/bench_check.py --deep [--rounds 5]    # a chain of 10,000 merges of those files
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--deep", action="store_true",
+                    help="check a recipe of 10,000 chained merges of the same files instead")
     args = ap.parse_args()
     folder = HERE / "models" / "check"
     folder.mkdir(parents=True, exist_ok=True)
@@ -103,6 +106,9 @@ def main() -> None:
         if not p.exists():
             write_sparse(p, keys)
     (folder / "recipe.mecha").write_text(RECIPE)
+    if args.deep:
+        deep(folder, args.rounds)
+        return
     size = (folder / "base.safetensors").stat().st_size
     mecha = [sys.executable, "-m", "mechalang.cli", "check", "recipe.mecha"]
     baseline = [sys.executable, "-c", BASELINE] + [f"{n}.safetensors" for n in ("base", "tuned", "other")]
@@ -119,6 +125,19 @@ def main() -> None:
     print(f"baseline script  median {b * 1000:.0f} ms")
     print(f"ratio            {m / b:.2f}×")
     print(timed(probe, folder)[1].strip().splitlines()[-1])
+
+
+def deep(folder: Path, rounds: int) -> None:
+    """`mecha check` of 10,000 chained merges (one `let` each) of full-size SD1.5 headers."""
+    lines = ['let b = model("tuned.safetensors")', 'let v0 = model("base.safetensors")']
+    lines += [f"let v{i} = weighted_sum(v{i - 1}, b, alpha=0.01)" for i in range(1, 10_001)]
+    lines.append('export v10000 to "deep.safetensors"')
+    (folder / "deep.mecha").write_text("\n".join(lines) + "\n")
+    cmd = [sys.executable, "-m", "mechalang.cli", "check", "deep.mecha"]
+    timed(cmd, folder)
+    times = [timed(cmd, folder)[0] for _ in range(rounds)]
+    print(f"mecha check of 10,000 chained merges (SD1.5 headers): median {statistics.median(times):.2f} s "
+          f"(min {min(times):.2f}, max {max(times):.2f}, {rounds} rounds)")
 
 
 if __name__ == "__main__":
