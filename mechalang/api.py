@@ -20,7 +20,6 @@ there), so recipes can be written before the models folder is known.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import threading
@@ -298,17 +297,6 @@ def _binop(op: str, left: Any, right: Any) -> Recipe:
     return _build(ast.BinOp(op, _expr(left), _expr(right)), [left, right])
 
 
-def _number(v: float | int) -> ast.Expr:
-    if isinstance(v, float) and math.isnan(v):
-        return ast.Number("nan")
-    if isinstance(v, float) and math.isinf(v):
-        return ast.Number("inf") if v > 0 else ast.UnaryOp("-", ast.Number("inf"))
-    text = repr(v)
-    if text.startswith("-"):
-        return ast.UnaryOp("-", ast.Number(text[1:]))
-    return ast.Number(text)
-
-
 def _expr(v: Any) -> ast.Expr:
     """A Python value as an expression of the language."""
     if isinstance(v, Recipe):
@@ -316,7 +304,9 @@ def _expr(v: Any) -> ast.Expr:
     if isinstance(v, bool):
         return ast.Bool(v)
     if isinstance(v, (int, float)):
-        return _number(v)
+        from .check.provenance import literal
+
+        return literal(v)
     if isinstance(v, str):
         return ast.String(v)
     if isinstance(v, os.PathLike):

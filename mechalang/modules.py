@@ -7,12 +7,11 @@ loader; the evaluator caches evaluated modules the same way.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .diagnostics import Diagnostic, Label, SourceMap, Span, codes, error
-from .paths import is_file, mecha_path, path_problem
+from .paths import is_file, mecha_path, path_problem, shown_path
 from .syntax import ast
 
 STDLIB_DIR = Path(__file__).parent / "stdlib"
@@ -28,11 +27,7 @@ class SourceModule:
 
 def display_name(path: Path) -> str:
     """A short name for spans: relative to the working folder when below it."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return str(path)
-    return rel if not rel.startswith("..") else str(path)
+    return shown_path(path)
 
 
 class ModuleLoader:

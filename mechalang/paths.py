@@ -18,6 +18,17 @@ def _path_list(raw: str) -> list[Path]:
     return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
 
 
+def shown_path(path: str | os.PathLike) -> str:
+    """A path as users read it in messages: relative to the working folder when below it, else as
+    it is."""
+    text = os.fspath(path)
+    try:
+        rel = os.path.relpath(text)
+    except ValueError:  # another drive (Windows)
+        return text
+    return text if rel.startswith("..") else rel
+
+
 def mecha_path() -> list[Path]:
     """The folders on `MECHA_PATH`, in order."""
     return _path_list(os.environ.get("MECHA_PATH", ""))

@@ -23,6 +23,7 @@ from .deep import call_deep
 from .diagnostics import Diagnostic, SourceMap, codes, error
 from .graph.program import Export, Program
 from .paths import models_dirs as _models_dirs
+from .paths import shown_path
 
 if TYPE_CHECKING:
     from .graph.coverage import Analysis, Coverage
@@ -373,7 +374,7 @@ def preflight(planned: Planned, *, overwrite: bool = False, threads: int | None 
     if not _DEVICE.fullmatch(device):
         diags.append(error(codes.INVALID_OPTION, f"device must be cpu, cuda or cuda:N, not {device!r}", None))
     for p in (o.path for o in planned.plan.outputs if os.path.exists(o.path) and not overwrite):
-        diags.append(error(codes.OUTPUT_EXISTS, f"the output `{_shown(p)}` exists", None,
+        diags.append(error(codes.OUTPUT_EXISTS, f"the output `{shown_path(p)}` exists", None,
                            help="pass --overwrite (overwrite=True) to replace it"))
     if diags:
         return diags
@@ -382,7 +383,7 @@ def preflight(planned: Planned, *, overwrite: bool = False, threads: int | None 
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
-            return [error(codes.OUTPUT_FOLDER_FAILED, f"cannot create the output folder `{_shown(folder)}`: "
+            return [error(codes.OUTPUT_FOLDER_FAILED, f"cannot create the output folder `{shown_path(folder)}`: "
                                                       f"{exc.strerror or exc}", None)]
     return []
 
@@ -396,10 +397,3 @@ def run(program: Program, *, output: str | os.PathLike | None = None, precision:
     return execute(planned, device=device, threads=threads, overwrite=overwrite,
                    check_finite=check_finite, progress=progress, cancel=cancel)
 
-
-def _shown(path: str) -> str:
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return rel if not rel.startswith("..") else path

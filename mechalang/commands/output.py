@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Iterable, TextIO
 
 from ..diagnostics import Diagnostic, SourceMap, codes, count_summary, render_json, render_text
 from ..graph.program import Program
+from ..paths import shown_path  # noqa: F401 (re-exported for the commands)
 
 FORMATS = ("text", "json")
 
@@ -46,16 +46,6 @@ def fail(diags: list[Diagnostic], sources: SourceMap | None, format: str, what: 
         sys.stderr.write(f"{what}: {count_summary(diags)}\n")
     errors = [d for d in diags if d.is_error]
     return 2 if errors and all(d.code in USAGE_CODES for d in errors) else 1
-
-
-def shown_path(path: str) -> str:
-    """A path as the user most likely wants to read it: relative to the working folder when
-    below it."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
 
 
 def summary_line(program: Program, file: str, keys: int) -> str:
