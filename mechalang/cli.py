@@ -49,6 +49,8 @@ ModelsDirOpt = typer.Option(None, "--models-dir",
 PluginOpt = typer.Option(None, "--plugin", metavar="FILE.py",
                          help="A Python file of merge methods to register first (repeatable).")
 StrictOpt = typer.Option(False, "--strict", help="Keys missing from some inputs of a merge are errors.")
+AllowUnusedOpt = typer.Option(False, "--allow-unused",
+                              help="Leave out adapter tensors that update no key of the base (a warning, not an error).")
 
 
 def _version(show: bool) -> None:
@@ -73,12 +75,13 @@ def check(
     strict: bool = StrictOpt,
     plugin: Optional[List[str]] = PluginOpt,
     format: Format = FormatOpt,
+    allow_unused: bool = AllowUnusedOpt,
 ):
     """Check a recipe against the real files' headers, without reading any tensor."""
     from .commands.check import check_command
 
     raise typer.Exit(check_command(file, sets=set_ or [], models_dir=models_dir, strict=strict,
-                                   plugins=plugin or [], format=format.value))
+                                   plugins=plugin or [], format=format.value, allow_unused=allow_unused))
 
 
 @app.command()
@@ -98,6 +101,7 @@ def run(
     hash_: bool = typer.Option(False, "--hash", help="Record the inputs' sha256 in the output's metadata."),
     plugin: Optional[List[str]] = PluginOpt,
     format: Format = FormatOpt,
+    allow_unused: bool = AllowUnusedOpt,
 ):
     """Check, then execute every export with a progress bar and a summary."""
     from .commands.run import run_command
@@ -106,7 +110,7 @@ def run(
                                  device=device, threads=threads, precision=precision.value,
                                  overwrite=overwrite, strict=strict, dry_run=dry_run,
                                  check_finite=check_finite, hash_inputs=hash_, plugins=plugin or [],
-                                 format=format.value))
+                                 format=format.value, allow_unused=allow_unused))
 
 
 @app.command()
@@ -117,12 +121,13 @@ def plan(
     models_dir: Optional[str] = ModelsDirOpt,
     plugin: Optional[List[str]] = PluginOpt,
     format: Format = FormatOpt,
+    allow_unused: bool = AllowUnusedOpt,
 ):
     """Print the lowered per-key plan and the estimated peak memory."""
     from .commands.plan import plan_command
 
     raise typer.Exit(plan_command(file, sets=set_ or [], key=key, models_dir=models_dir,
-                                  plugins=plugin or [], format=format.value))
+                                  plugins=plugin or [], format=format.value, allow_unused=allow_unused))
 
 
 @app.command()
@@ -133,12 +138,13 @@ def explain(
     models_dir: Optional[str] = ModelsDirOpt,
     plugin: Optional[List[str]] = PluginOpt,
     format: Format = FormatOpt,
+    allow_unused: bool = AllowUnusedOpt,
 ):
     """For one key: the formula, each hyperparameter's value and the rule that set it."""
     from .commands.plan import explain_command
 
     raise typer.Exit(explain_command(file, key, sets=set_ or [], models_dir=models_dir,
-                                     plugins=plugin or [], format=format.value))
+                                     plugins=plugin or [], format=format.value, allow_unused=allow_unused))
 
 
 @app.command("explain-code")

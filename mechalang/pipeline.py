@@ -44,7 +44,7 @@ __all__ = ["PRECISIONS", "Checked", "Export", "Planned", "Program", "RunResult",
 
 def load(source: str | os.PathLike | None = None, *, text: str | None = None, name: str | None = None,
          params: Mapping[str, Any] | None = None, models_dir: str | os.PathLike | Iterable | None = None,
-         plugins: Iterable[str | os.PathLike] = (), force: bool = False,
+         plugins: Iterable[str | os.PathLike] = (), force: bool = False, allow_unused: bool = False,
          base_dir: str | os.PathLike | None = None, expect_exports: bool = True,
          defer_missing_models: bool = False) -> Program:
     """Check a recipe, from a file (`source`) or from `text`, without reading any tensor.
@@ -57,6 +57,8 @@ def load(source: str | os.PathLike | None = None, *, text: str | None = None, na
     plugins: Python files of merge methods to register first (a failure is a diagnostic).
     force: merge models of differing architectures or shapes over their common keys (`mecha merge
         --force`).
+    allow_unused: adapter tensors that update no key of the base are left out with a warning,
+        instead of an error (`--allow-unused`).
     name, base_dir: for `text`, the name diagnostics use (default `<recipe>`) and the folder that
         relative paths start from (default: the working folder).
     expect_exports: warn about a recipe without `export` (off for values built in the REPL or
@@ -73,7 +75,7 @@ def load(source: str | os.PathLike | None = None, *, text: str | None = None, na
     values, more = _param_texts(params or {})
     diags += more
     ev = Evaluator(Options(models_dirs=_models_dirs(models_dir), sets=values, force=force,
-                           expect_exports=expect_exports, defer_missing_models=defer_missing_models))
+                           allow_unused=allow_unused, expect_exports=expect_exports, defer_missing_models=defer_missing_models))
     if text is not None:
         display = name or "<recipe>"
         path = Path(base_dir or Path.cwd()) / display
@@ -191,7 +193,7 @@ def check(program: Program, *, strict: bool = False) -> Checked:
     analysis = analyze(program)
     diags += analysis.diagnostics
     if strict:
-        for c in analysis.coverage:
+        for c in (c for c in analysis.coverage if c.is_gap):
             diags.append(error(codes.KEYS_NOT_IN_EVERY_INPUT, c.describe(), c.origin,
                                label="keys not in every input",
                                help="without --strict these keys are kept/left out and reported"))
@@ -262,13 +264,13 @@ def plan(program: Program, *, output: str | os.PathLike | None = None, precision
                                                               f"has {len(exports)}", None))
             return Planned(program, None, diags, checked=checked)
         target = Path(output).expanduser().resolve()
-        if any(Path(n.load.path) == target for n in exports[0].node.walk() if n.op == "load"):
+        if any(Path(n.load.path) == target for n in exports[0].node.walk() if n.load is not None):
             diags.append(error(codes.OUTPUT_IS_INPUT, f"the output `{output}` is one of the recipe's inputs",
                                None, help="write to another file"))
             return Planned(program, None, diags, checked=checked)
         outs = [str(target)]
     hashes: dict[str, str] = {}
-    if hash_inputs or any(n.load.sha256 for n in program.builder.nodes("load")):
+    if hash_inputs or any(n.load.sha256 for n in program.builder.file_nodes()):
         hashes, bad = _hash_inputs(program)
         diags += bad
         if bad:
@@ -284,7 +286,7 @@ def _hash_inputs(program: Program) -> tuple[dict[str, str], list[Diagnostic]]:
 
     hashes: dict[str, str] = {}
     bad = []
-    for n in program.builder.nodes("load"):
+    for n in program.builder.file_nodes():
         sha = hashes.get(n.load.path) or sha256_file(n.load.path)
         hashes[n.load.path] = sha
         if n.load.sha256 and n.load.sha256 != sha:

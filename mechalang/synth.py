@@ -225,6 +225,48 @@ def _generic(n: int, h: int) -> dict[str, KeySpec]:
 
 
 # ------------------------------------------------------------------------------------------------
+# Adapters
+
+
+def make_lora(base: str | os.PathLike, path: str | os.PathLike, *, rank: int = 4, alpha: float | None = None,
+              dialect: str = "kohya", targets: Iterable[str] = ("*attn*", "*proj*", "*.ff.*", "*mlp*"),
+              dtype: str = "float16", seed: int = 0, scale: float = 0.01) -> dict[str, str]:
+    """Write a kohya-style LoRA (`lora_up`, `lora_down`, `alpha`) for the weights of the model at
+    `base` whose keys match one of `targets` (globs), under `dialect`'s module names (kohya,
+    diffusers, comfy or native; archs/keymap.py). Values are random: a LoRA to bake or merge in
+    tests, examples and benchmarks. Returns {module name: checkpoint key}. The base is read for
+    its header only."""
+    from .archs.detect import detect
+    from .archs.header import read_header
+    from .archs.keymap import module_pieces
+
+    header = read_header(str(base))
+    arch = detect(header).arch
+    shapes = {arch.canonical(k): tuple(m.shape) for k, m in header.tensors.items()}
+    dt = _DTYPE_NAMES[dtype]
+    gen = torch.Generator().manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    modules: dict[str, str] = {}
+    for key, shape in shapes.items():
+        if len(shape) not in (2, 4) or not key.endswith("weight") or not any(fnmatch.fnmatchcase(key, t) for t in targets):
+            continue
+        for module, rows in module_pieces(arch.name, key, dialect, shapes):
+            out = shape[0] if rows is None else rows[1] - rows[0]
+            r = min(rank, out, shape[1])
+            up_shape = (out, r) + ((1, 1) if len(shape) == 4 else ())
+            tensors[module + ".lora_up.weight"] = (torch.randn(up_shape, generator=gen) * scale).to(dt)
+            tensors[module + ".lora_down.weight"] = (torch.randn((r,) + shape[1:], generator=gen) * scale).to(dt)
+            tensors[module + ".alpha"] = torch.tensor(float(alpha if alpha is not None else r)).to(dt)
+            modules[module] = key
+    if not tensors:
+        raise ValueError(f"no weight of {base} matches {list(targets)}")
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata={"ss_network_module": "networks.lora", "ss_network_dim": str(rank)})
+    return modules
+
+
+# ------------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -244,7 +286,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--aliases", action="store_true", help="write keys under their old aliases")
     ap.add_argument("--no-optional", action="store_true",
                     help="leave out optional keys (EMA, scheduler buffers, position_ids)")
+    ap.add_argument("--lora-of", metavar="BASE", help="write a random LoRA for BASE instead (ARCH is its dialect)")
+    ap.add_argument("--rank", type=int, default=4, help="with --lora-of: the LoRA's rank")
     args = ap.parse_args(argv)
+    if args.lora_of:
+        try:
+            modules = make_lora(args.lora_of, args.out, rank=args.rank, dialect=args.arch, dtype=args.dtype,
+                                seed=args.seed)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.out}: a rank-{args.rank} {args.arch} LoRA of {len(modules)} modules")
+        return 0
     try:
         keys = make_model(args.arch, args.out, dim_cap=None if args.full else args.dim_cap,
                           dtype=args.dtype, seed=args.seed, drop=args.drop, scale=args.scale,

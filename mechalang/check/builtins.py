@@ -369,8 +369,15 @@ def recipe_value(ev, raw: str, span: Span | None, params: dict[str, tuple[Any, S
         ev.current_module.pop()
 
 
+def _lora_builtin(ev, e: ast.Call, args, kwargs) -> Any:
+    from .adapters import lora_builtin
+
+    return lora_builtin(ev, e, args, kwargs)
+
+
 # The builtin functions (methods and architectures are looked up in their registries).
 _BUILTINS = {
+    "lora": Builtin("lora", _lora_builtin),
     "model": Builtin("model", _model_builtin),
     "mbw": Builtin("mbw", _mbw_builtin),
     "key": Builtin("key", _key_builtin),

@@ -50,6 +50,8 @@ class Options:
     # A main recipe without an `export` is reported (a warning: it may be a library of `def`s);
     # the REPL and the Python API evaluate values without exports and turn this off.
     expect_exports: bool = True
+    # Adapter tensors that map to no key of the base are a warning instead of an error.
+    allow_unused: bool = False
 
 
 # Limits on what evaluation builds, each reported as a diagnostic when exceeded.
@@ -207,7 +209,7 @@ class Evaluator:
     def bind(self, env: Env, name: str, value: Any) -> None:
         if name not in env.values:  # rebinding is reported by the name checker; the first wins
             env.values[name] = value
-            if isinstance(value, ModelValue) and value.node.op == "load" and value.node.load:
+            if isinstance(value, ModelValue) and value.node.load is not None:
                 self.model_names.setdefault(value.node.load.path, name)
 
     def statement(self, stmt: ast.Stmt, env: Env, mod: SourceModule, main: bool,
@@ -254,14 +256,19 @@ class Evaluator:
         value = self.eval(stmt.value, env)
         path_v = self.eval(stmt.path, env)
         node = None
-        if isinstance(value, ModelValue):
+        fmt = None
+        if stmt.dtype == "lora":
+            from .lora_format import lora_export
+
+            node, fmt = lora_export(self, stmt, value, env)
+        elif isinstance(value, ModelValue):
             if value.node.space != "weight":
                 self.err(codes.EXPORT_NOT_MODEL, f"cannot export a {value.node.type_name}: an output file must be a Model",
                          stmt.value.span, label="this is a difference of models",
                          help="add it to a base model: `base + delta`")
             else:
                 node = value.node
-        elif value is not POISON:
+        elif value is not POISON and fmt is None:
             self.err(codes.EXPORT_NOT_MODEL, f"cannot export {a_type(value)}: an output file must be a Model",
                      stmt.value.span, label=f"this is {a_type(value)}")
         out_path = None
@@ -272,14 +279,14 @@ class Evaluator:
                 out_path = self.output_path(path_v, mod, stmt.path.span)
         elif path_v is not POISON:
             self.err(codes.BAD_OUTPUT_PATH, f"an output path must be a string, found {type_name(path_v)}", stmt.path.span)
-        dtype = stmt.dtype
+        dtype = stmt.dtype if fmt is None else None
         if dtype is not None and dtype not in EXPORT_DTYPES:
             sugg = did_you_mean(dtype, list(EXPORT_DTYPES))
             self.err(codes.UNKNOWN_OUTPUT_DTYPE, f"unknown output dtype `{dtype}`", stmt.span,
                      help=f"did you mean `{sugg}`?" if sugg else f"use one of {', '.join(EXPORT_DTYPES)}")
             dtype = None
         if exports is not None:
-            exports.append(Export(node, out_path, dtype, stmt.span, stmt.path.span))
+            exports.append(Export(node, out_path, dtype, stmt.span, stmt.path.span, fmt))
 
     def output_path(self, text: str, mod: SourceModule, span: Span | None) -> Path | None:
         """An export's file, absolute (relative paths start at the recipe's folder), or None
@@ -314,7 +321,7 @@ class Evaluator:
             seen[e.path] = e
 
     def _all_loads(self) -> list[Node]:
-        return self.builder.nodes("load")
+        return self.builder.file_nodes()
 
     # ------------------------------------------------------------------ expressions
 

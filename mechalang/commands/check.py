@@ -36,8 +36,9 @@ def load(file: str, sets: Iterable[str], models_dir: str | None, plugins: Iterab
 
 
 def check_command(file: str, *, sets: Iterable[str] = (), models_dir: str | None = None,
-                  strict: bool = False, plugins: Iterable[str] = (), format: str = "text") -> int:
-    program = load(file, sets, models_dir, plugins)
+                  strict: bool = False, plugins: Iterable[str] = (), format: str = "text",
+                  allow_unused: bool = False) -> int:
+    program = load(file, sets, models_dir, plugins, allow_unused=allow_unused)
     planned = pipeline.check(program, strict=strict)
     diags = planned.diagnostics
     if format == "json":

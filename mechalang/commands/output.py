@@ -53,7 +53,7 @@ def summary_line(program: Program, file: str, keys: int) -> str:
     loads: dict[str, str] = {}
     for e in exports:
         for n in e.node.walk():
-            if n.op == "load":
+            if n.load is not None:
                 loads[n.load.path] = n.arch.name
     archs = sorted(set(loads.values()))
     return (f"ok: {file}: {len(exports)} export{'s' if len(exports) != 1 else ''}, "

@@ -12,7 +12,7 @@ from .. import pipeline
 from ..diagnostics import codes, did_you_mean, error
 from ..graph.lower import filter_keys
 from ..methods.registry import REGISTRY, literal
-from ..runtime.plan import Op, Read
+from ..runtime.plan import ADAPTER_OP, Op, Read
 from ..units import format_bytes
 from .check import load
 from .output import emit, fail, shown_path
@@ -23,6 +23,15 @@ def format_expr(e, names: dict[int, str], key: str) -> str:
     if isinstance(e, Read):
         base = names.get(e.source, f"input{e.source}")
         return base if e.key == key else f"{base}[{e.key!r}]"
+    if e.op == ADAPTER_OP:  # adapter(FILE: module (kind), …[, base])
+        h = dict(e.hypers)
+        src = names.get(e.args[0].source, f"input{e.args[0].source}") if isinstance(e.args[0], Read) else "?"
+        modules = []
+        for (kind, parts, rows, _shape, _params), first in zip(h["pieces"], _piece_starts(h["pieces"])):
+            module = e.args[first].key.rsplit(".", 1)[0] if isinstance(e.args[first], Read) else "?"
+            modules.append(f"{module} ({kind}{f' rows {rows[0]}:{rows[1]}' if rows else ''})")
+        base = f", base={format_expr(e.args[-1], names, key)}" if h["base"] else ""
+        return f"adapter({src}: {', '.join(modules)}{base})"
     args = [format_expr(a, names, key) for a in e.args]
     if e.op == "add":
         return f"({args[0]} + {args[1]})"
@@ -32,6 +41,15 @@ def format_expr(e, names: dict[int, str], key: str) -> str:
         return f"{_num(dict(e.hypers)['factor'])} * {args[0]}"
     hyp = [f"{k.rstrip('_')}={_num(v)}" for k, v in e.hypers]
     return f"{e.op}({', '.join(args + hyp)})"
+
+
+def _piece_starts(pieces) -> list[int]:
+    """The index of each adapter piece's first tensor among the Op's arguments."""
+    starts, pos = [], 0
+    for p in pieces:
+        starts.append(pos)
+        pos += len(p[1])
+    return starts
 
 
 def _num(v: Any) -> str:
@@ -69,8 +87,9 @@ def estimate_peak(plan, threads: int) -> int:
 
 
 def plan_command(file: str, *, sets: Iterable[str] = (), key: str | None = None,
-                 models_dir: str | None = None, plugins: Iterable[str] = (), format: str = "text") -> int:
-    planned = pipeline.plan(load(file, sets, models_dir, plugins))
+                 models_dir: str | None = None, plugins: Iterable[str] = (), format: str = "text",
+                 allow_unused: bool = False) -> int:
+    planned = pipeline.plan(load(file, sets, models_dir, plugins, allow_unused=allow_unused))
     if not planned.ok:
         return fail(planned.diagnostics, planned.sources, format, file)
     emit(planned.diagnostics, planned.sources, format)
@@ -122,8 +141,8 @@ def _no_key(planned: pipeline.Planned, key: str):
 
 
 def explain_command(file: str, key: str, *, sets: Iterable[str] = (), models_dir: str | None = None,
-                    plugins: Iterable[str] = (), format: str = "text") -> int:
-    planned = pipeline.plan(load(file, sets, models_dir, plugins), trace=True)
+                    plugins: Iterable[str] = (), format: str = "text", allow_unused: bool = False) -> int:
+    planned = pipeline.plan(load(file, sets, models_dir, plugins, allow_unused=allow_unused), trace=True)
     if not planned.ok:
         return fail(planned.diagnostics, planned.sources, format, file)
     if not filter_keys(planned.plan, key):
@@ -157,8 +176,39 @@ def explain_text(planned: pipeline.Planned, key: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _explain_adapter(node, key: str, name: str, indent: str) -> list[str]:
+    """Which adapter tensors make `key`'s delta, by which kind's formula, with which scale."""
+    from ..kinds import KINDS
+
+    amap = node.load.adapter
+    where = f"  ({node.origin.file}:{node.origin.line})" if node.origin else ""
+    lines = [f"{indent}{name}: {amap.dialect} adapter{where}"]
+    for p in amap.pieces(key):
+        spec = KINDS.get(p.kind)
+        rows = f" rows {p.rows[0]}:{p.rows[1]}" if p.rows else ""
+        lines.append(f"{indent}  {p.module} ({p.kind}{', rank ' + str(p.rank) if p.rank else ''}){rows}")
+        lines.append(f"{indent}    {spec.formula if spec else ''}")
+        params = dict(p.params)
+        parts = dict(p.parts)
+        if p.kind in ("lora", "loha", "lokr", "lora_embedding") and p.rank:
+            if "alpha" in parts:
+                alpha = f"α from `{parts['alpha']}`"
+            elif "alpha" in params:
+                alpha = f"α = {_num(params['alpha'])} (adapter_config.json)"
+            else:
+                alpha = "no α: α = r (scale 1)"
+            lines.append(f"{indent}    scale α/{'√' if params.get('rslora') else ''}r, r = {p.rank}, {alpha}")
+        for part, tensor in p.parts:
+            lines.append(f"{indent}    {part} = `{tensor}`")
+    return lines
+
+
 def _explain_node(node, key: str, planned: pipeline.Planned, indent: str, seen: set, out: list[str]) -> None:
     lowerer = planned.lowered.lowerer
+    if node.op == "adapter" and node.id not in seen and key in node.keys:
+        seen.add(node.id)
+        out.extend(_explain_adapter(node, key, lowerer.node_name(node), indent))
+        return
     if node.op == "load" or node.id in seen or key not in node.keys:
         return
     seen.add(node.id)

@@ -16,13 +16,13 @@ def run_command(file: str, *, sets: Iterable[str] = (), output: str | None = Non
                 precision: str = "fp32", overwrite: bool = False, strict: bool = False,
                 dry_run: bool = False, check_finite: bool = False, hash_inputs: bool = False,
                 plugins: Iterable[str] = (), format: str = "text", force: bool = False,
-                text: str | None = None, display: str | None = None) -> int:
+                text: str | None = None, display: str | None = None, allow_unused: bool = False) -> int:
     t0 = time.perf_counter()
     if text is not None:
         program = pipeline.load(text=text, name=display or file, models_dir=models_dir,
-                                plugins=plugins, force=force)
+                                plugins=plugins, force=force, allow_unused=allow_unused)
     else:
-        program = load(file, sets, models_dir, plugins, force=force)
+        program = load(file, sets, models_dir, plugins, force=force, allow_unused=allow_unused)
     planned = pipeline.plan(program, output=output, precision=precision, strict=strict,
                             hash_inputs=hash_inputs and not dry_run)
     if not planned.ok:

@@ -162,6 +162,15 @@ NUMBER_NOT_REPRESENTABLE = _d("E0256", "number-not-representable", "a number lit
 VALUE_TOO_LARGE = _d("E0257", "value-too-large", "a list, map or string larger than the checker builds")
 EVALUATION_TOO_LONG = _d("E0258", "evaluation-too-long", "a recipe that expands to more work than the checker does")
 KEY_OUTSIDE_MAP = _d("E0260", "key-outside-map", "`key(...)` used outside a map")
+ADAPTER_UNUSED_KEYS = _d("E0270", "adapter-unused-keys", "adapter tensors that update no key of the base")
+ADAPTER_UNUSED_ALLOWED = _d("W0270", "adapter-unused-allowed",
+                            "adapter tensors that update no key of the base, left out (--allow-unused)")
+ADAPTER_DOES_NOT_FIT = _d("E0271", "adapter-does-not-fit",
+                          "an adapter's tensors are inconsistent or do not fit the base's shapes")
+ADAPTER_NEEDS_BASE = _d("E0272", "adapter-needs-base", "an adapter kind that needs the base weight, without base=")
+ADAPTER_CONFIG = _d("E0273", "adapter-config", "a PEFT adapter without a readable adapter_config.json")
+NOT_AN_ADAPTER = _d("E0274", "not-an-adapter", "`lora(...)` on a file with no adapter tensors")
+ADAPTER_DEFAULT_ALPHA = _d("W0275", "adapter-default-alpha", "a LoRA without alpha tensors: scale 1, as kohya assumes")
 FEW_KNOWN_KEYS = _d("W0204", "few-known-keys", "most of a model's keys are unknown to its architecture")
 
 # ------------------------------------------------------------------------------------------------

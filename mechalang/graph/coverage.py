@@ -29,14 +29,23 @@ from .program import Export, Program
 class Coverage:
     """Keys a merge could not treat like the others, for the summary and for --strict."""
 
-    kind: str  # "kept" (taken unchanged from the first input) | "left_out" | "mismatched"
+    # "kept" (taken unchanged from the first input) | "left_out" | "mismatched"; "adapter": what an
+    # adapter file updates (information, never an error under --strict)
+    kind: str
     op: str
     origin: Span | None
     source: str  # the input they were kept from / only present in
     keys: list[str] = field(default_factory=list)
 
+    @property
+    def is_gap(self) -> bool:
+        """Keys not every input has (what --strict refuses)."""
+        return self.kind != "adapter"
+
     def describe(self) -> str:
         n = len(self.keys)
+        if self.kind == "adapter":
+            return self.source
         where = f" at {self.origin.file}:{self.origin.line}" if self.origin else ""
         pattern = summarize_keys(self.keys)
         if self.kind == "kept":
@@ -74,7 +83,7 @@ class Analysis:
 
 def node_name(program: Program, n: Node) -> str:
     """How reports name a node: a model by the recipe's name for it, a merge by its line."""
-    if n.op == "load":
+    if n.load is not None:
         return program.model_names.get(n.load.path, n.load.name)
     if n.origin is not None:
         return f"{n.op} at line {n.origin.line}"
@@ -136,6 +145,11 @@ def analyze(program: Program, exports: Iterable[Export] | None = None) -> Analys
     for ex in exports:
         visit(ex.node, sets.floats(ex.node.keys))
     notes: dict[tuple, Coverage] = {}
+    sparse = _sparse_deltas(order)
+    for n in order:
+        if n.op == "adapter":
+            notes[("adapter", n.id, "")] = Coverage("adapter", n.op, n.origin, describe_adapter(program, n),
+                                                     list(n.keys))
 
     def note(kind: str, node: Node, source: str, keys: Iterable[str]) -> None:
         c = notes.get((kind, node.id, source))
@@ -144,7 +158,7 @@ def analyze(program: Program, exports: Iterable[Export] | None = None) -> Analys
         c.keys.extend(keys)
 
     for n in order:  # keys of secondary inputs a node leaves out, in graph order
-        if n.op == "load":
+        if n.load is not None:
             continue
         spaces = [a.space for a in n.args]
         for i, k in left_out(n.op, spaces, [a.keys for a in n.args], n.keys):
@@ -155,7 +169,7 @@ def analyze(program: Program, exports: Iterable[Export] | None = None) -> Analys
     missing: dict[tuple[int, str], tuple[Span | None, list[str]]] = {}
     for n in reversed(order):  # users before their inputs
         got = visited.pop(n.id, None)
-        if got is None or n.op == "load":
+        if got is None or n.load is not None:
             continue
         ks = sets.both(got, sets.floats(n.keys))
         if not ks:
@@ -183,7 +197,10 @@ def analyze(program: Program, exports: Iterable[Export] | None = None) -> Analys
             for i, a in enumerate(args):
                 if i != first:
                     visit(a, computed)
-            if computed is not ks and len(computed) != len(ks):
+            # A sparse delta (an adapter, scaled or summed) updates some keys by design: the others
+            # are not "kept", they are what it does not touch.
+            quiet = n.op == "add" and all(sparse.get(a.id) for i, a in enumerate(args) if i != first)
+            if computed is not ks and len(computed) != len(ks) and not quiet:
                 note("kept", n, node_name(program, args[first]), _in_order(sets.minus(ks, computed), n.keys))
         _check_maps(n, computed, missing)
 
@@ -197,6 +214,34 @@ def analyze(program: Program, exports: Iterable[Export] | None = None) -> Analys
             help="add `default: VALUE` to the map"))
     total = sum(len(ex.node.keys) for ex in exports)
     return Analysis(list(notes.values()), diags, total)
+
+
+def _sparse_deltas(order: list[Node]) -> dict[int, bool]:
+    """Nodes whose value is an adapter's delta (scaled, selected, summed with others, or merged by a
+    delta method whose first input is one): inputs come before users in `order`."""
+    sparse: dict[int, bool] = {}
+    for n in order:
+        if n.op == "adapter":
+            sparse[n.id] = True
+        elif n.space == "delta" and n.args:
+            if n.op in ("add", "fallback"):
+                sparse[n.id] = any(sparse.get(a.id) for a in n.args)
+            else:
+                sparse[n.id] = bool(sparse.get(n.args[0].id))
+    return sparse
+
+
+def describe_adapter(program: Program, n: Node) -> str:
+    """One line on what an adapter file updates: dialect, kinds, ranks, modules and keys."""
+    amap = n.load.adapter
+    kinds = "/".join("LoRA" if k == "lora" else k for k in amap.kinds)
+    ranks = amap.ranks
+    rank = ("rank " + str(ranks[0]) if len(ranks) == 1 else f"ranks {ranks[0]}–{ranks[-1]}") if ranks else ""
+    modules = len({p.module for _, ps in amap.targets for p in ps})
+    keys = [k for k, _ in amap.targets]
+    return (f"`{node_name(program, n)}` is a {amap.dialect} {kinds} adapter{' (' + rank + ')' if rank else ''}: "
+            f"{modules} module{'s' if modules != 1 else ''} update {len(keys)} key{'s' if len(keys) != 1 else ''} "
+            f"of {n.arch.name} ({summarize_keys(keys)})")
 
 
 def _in_order(keys: frozenset[str], order: dict[str, KeyMeta]) -> list[str]:

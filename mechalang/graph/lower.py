@@ -52,6 +52,7 @@ class Lowerer:
         self._file_keys: dict[int, dict[str, str]] = {}
         self.trace = trace
         self.traces: dict[tuple[int, str], list[HyperTrace]] = {}
+        self.left_out_of_lora: dict[int, list[str]] = {}  # export index -> keys with no low-rank form
 
     def node_name(self, n: Node) -> str:
         return node_name(self.program, n)
@@ -63,13 +64,19 @@ class Lowerer:
         exports = self.program.runnable_exports
         for i, ex in enumerate(exports):
             for n in ex.node.walk():
-                if n.op == "load" and n.id not in self.input_index:
+                if n.load is not None and n.id not in self.input_index:
                     h = n.load.header
                     self.input_index[n.id] = len(self.inputs)
                     self.names[len(self.inputs)] = self.node_name(n)
                     self.inputs.append(InputFile(n.load.path, h.data_start, h.size, self.node_name(n)))
             path = self.output_paths[i] if self.output_paths else str(ex.path)
-            outputs.append(self._output(ex, path))
+            if ex.format is not None:
+                from .lora_export import plan_output
+
+                out, self.left_out_of_lora[i] = plan_output(self, ex, path, ex.format)
+                outputs.append(out)
+            else:
+                outputs.append(self._output(ex, path))
         plan = Plan(tuple(self.inputs), tuple(outputs), self.precision)
         return Lowered(plan, self.names, exports, self)
 
@@ -107,7 +114,7 @@ class Lowerer:
     @staticmethod
     def _computed_here(n: Node, key: str) -> bool:
         meta = n.keys.get(key)
-        return meta is not None and n.op != "load" and meta.dtype in FLOAT_DTYPES
+        return meta is not None and n.load is None and meta.dtype in FLOAT_DTYPES
 
     def first_source(self, node: Node, key: str) -> KeyExpr | None:
         """The tensor `key` as the first input that has it holds it (for non-float keys)."""
@@ -129,12 +136,38 @@ class Lowerer:
             return None
         return Read(self.input_index[n.id], file_key, meta.dtype, tuple(meta.shape), meta.begin, meta.end)
 
+    def _adapter(self, n: Node, key: str, memo: dict) -> KeyExpr | None:
+        """An adapter's delta for `key`: its groups' tensors read, turned into a delta by their
+        kinds' formulas (kinds/apply.py), with the base weight as the last argument for kinds that
+        need it."""
+        from ..kinds.apply import OP, plan_hypers
+
+        pieces = n.load.adapter.pieces(key)
+        if not pieces:
+            return None
+        tensors = n.load.header.tensors
+        idx = self.input_index[n.id]
+        args: list[KeyExpr] = []
+        for p in pieces:
+            for _, name in p.parts:
+                m = tensors[name]
+                args.append(Read(idx, name, m.dtype, tuple(m.shape), m.begin, m.end))
+        base = bool(n.args)
+        if base:
+            base_expr = self.expr(n.args[0], key, memo)
+            if base_expr is None:
+                return None
+            args.append(base_expr)
+        return Op(OP, tuple(args), plan_hypers(key, pieces, n.keys[key].shape, base), n.origin)
+
     def _expr(self, node: Node, key: str, memo: dict) -> KeyExpr | None:
         meta = node.keys.get(key)
         if meta is None:
             return None
         if node.op == "load":
             return self._read(node, key)
+        if node.op == "adapter":
+            return self._adapter(node, key, memo)
         if meta.dtype not in FLOAT_DTYPES:
             return self.first_source(node, key)
         args = [memo.get((a.id, key)) for a in node.args]

@@ -25,7 +25,7 @@ MODELSPEC_ARCH = {
 def build_metadata(program: Program, export: Export, output: str, *,
                    hashes: dict[str, str] | None = None) -> dict[str, str]:
     """The metadata of the output `output` (the export's path, or `-o`'s) that `export` writes."""
-    loads = [n for n in export.node.walk() if n.op == "load"]
+    loads = [n for n in export.node.walk() if n.load is not None]
     inputs = []
     for n in loads:
         entry = {"name": program.model_names.get(n.load.path, n.load.name),

@@ -1,6 +1,7 @@
 """The recipe graph: immutable, hash-consed nodes over models.
 
-A node is a model-valued computation: a file (`load`), a built-in operator (`sub`, `add`, `scale`,
+A node is a model-valued computation: a file (`load`; an adapter file is `adapter`, a Delta whose
+keys are the base keys it updates), a built-in operator (`sub`, `add`, `scale`,
 `fallback`, `select`) or a registered merge method. Identical sub-expressions are one node (the
 `GraphBuilder` interns them), so shared work is computed once per key however many times, and in
 however many exports, a recipe uses it. Each node remembers the recipe span that made it.
@@ -57,6 +58,8 @@ class LoadInfo:
     # A file not found when the recipe was built from Python: checked when it is merged, with the
     # models folder given then (`header` is None and the node has no keys until then).
     deferred: bool = False
+    # An adapter file (LoRA, LyCORIS, …): how its tensors map onto the base's keys (kinds.adapter).
+    adapter: Any = None
 
 
 class Node:
@@ -127,6 +130,10 @@ class GraphBuilder:
 
     def __len__(self) -> int:
         return len(self._interned)
+
+    def file_nodes(self) -> list[Node]:
+        """Every node that reads a file (a model, or an adapter)."""
+        return [n for n in self._interned.values() if n.load is not None]
 
     def nodes(self, op: str | None = None) -> list[Node]:
         """Every node built so far (of one op, if given), in creation order."""

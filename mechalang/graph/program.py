@@ -22,6 +22,7 @@ class Export:
     dtype: str | None  # as written after `as` (`fp16`), checked against dtypes.EXPORT_DTYPES
     span: Span | None
     path_span: Span | None
+    format: Any = None  # graph.lora_export.LoraFormat for `as lora(...)`; None: a model file
 
 
 @dataclass

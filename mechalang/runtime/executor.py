@@ -36,7 +36,7 @@ import torch
 
 from ..dtypes import DTYPES, element_size
 from ..methods.registry import REGISTRY, MethodRegistry
-from ..runtime.plan import BUILTIN_OPS, Op, OutTensor, Plan, Read
+from ..runtime.plan import BUILTIN_OPS, ENGINE_OPS, Op, OutTensor, Plan, Read
 from ..units import format_bytes
 from .errors import RunCancelled, RuntimeFailure
 from .ops import Cancelled, Evaluator, KeyProgram, can_slice, compute_dtype, numel
@@ -346,9 +346,9 @@ def _group(plan: Plan) -> list[_Job]:
     jobs: dict[str, _Job] = {}
     for oi, out in enumerate(plan.outputs):
         for t in out.tensors:
-            job = jobs.get(t.key)
+            job = jobs.get(t.group or t.key)
             if job is None:
-                jobs[t.key] = _Job(t.key, [(oi, t)])
+                jobs[t.group or t.key] = _Job(t.group or t.key, [(oi, t)])
             else:
                 job.targets.append((oi, t))
                 job.nbytes += t.nbytes
@@ -404,7 +404,7 @@ def _validate(plan: Plan, registry: MethodRegistry) -> None:
                         raise RuntimeFailure(f"internal error: tensor {e.key!r} lies outside "
                                              f"{inp.path} ({inp.size} bytes)", key=e.key)
                 elif isinstance(e, Op):
-                    if e.op not in BUILTIN_OPS and registry.get(e.op) is None:
+                    if e.op not in BUILTIN_OPS and e.op not in ENGINE_OPS and registry.get(e.op) is None:
                         raise RuntimeFailure(f"unknown merge method `{e.op}` (key {t.key!r})",
                                              key=t.key, origin=e.origin)
                     stack.extend(e.args)

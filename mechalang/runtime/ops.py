@@ -27,7 +27,7 @@ import torch
 
 from ..dtypes import FLOAT_DTYPES, element_size
 from ..methods.registry import REGISTRY, MethodRegistry
-from ..runtime.plan import BUILTIN_OPS, KeyExpr, Op, OutTensor, Read
+from ..runtime.plan import ADAPTER_OP, BUILTIN_OPS, LORA_OPS, KeyExpr, Op, OutTensor, Read
 from .errors import RuntimeFailure
 from .reader import InputReader, torch_dtype, view_as
 
@@ -262,6 +262,14 @@ class Evaluator:
                     raise RuntimeFailure(f"internal error: `scale` takes one tensor and a `factor` "
                                          f"(key {key!r})", key=key, origin=e.origin)
                 result = args[0] * hypers["factor"]
+            elif e.op == ADAPTER_OP:
+                from ..kinds.apply import evaluate
+
+                result = evaluate(args, hypers)
+            elif e.op in LORA_OPS:
+                from ..kinds.export import evaluate as lora_factor
+
+                result = lora_factor(e.op, args, hypers)
             else:
                 spec = self.registry.get(e.op)
                 if spec is None:

@@ -16,6 +16,8 @@ Built-in operators (everything else names a method in `mechalang.methods.REGISTR
     "add"    a + b
     "sub"    a - b
     "scale"  a * factor           (hyper `factor`)
+    "adapter"  an adapter's delta for one key from its tensors (and the base weight, last, for
+             kinds that need it), by the model kinds' formulas (kinds/apply.py)
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from typing import Union
 
 from ..diagnostics import Span
 from ..dtypes import element_size
+from ..kinds.export import OPS as LORA_OPS
 
-BUILTIN_OPS = ("add", "sub", "scale")
+BUILTIN_OPS = ("add", "sub", "scale")  # element-wise
+ADAPTER_OP = "adapter"
+ENGINE_OPS = (ADAPTER_OP,) + LORA_OPS  # adapters in, LoRA factors out (not merge methods)
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,9 @@ class OutTensor:
     shape: tuple[int, ...]
     begin: int  # offsets relative to the output's data section
     end: int
+    # Tensors of one group are computed as one job (a LoRA module's up and down share their SVD);
+    # "" means the key itself.
+    group: str = ""
 
     @property
     def nbytes(self) -> int:
@@ -78,6 +86,9 @@ class OutputPlan:
     path: str
     tensors: tuple[OutTensor, ...]
     metadata: tuple[tuple[str, str], ...] = ()
+    # Small text files written beside the output, just before it appears (a PEFT adapter's
+    # adapter_config.json): (file name, text).
+    sidecars: tuple[tuple[str, str], ...] = ()
 
     def header_bytes(self) -> bytes:
         """The safetensors header (length prefix included), padded to 8 bytes."""
@@ -95,15 +106,15 @@ class Plan:
     precision: str = "fp32"  # "fp32" | "fp64": the dtype arithmetic runs in
 
 
-def layout(entries: list[tuple[str, "KeyExpr", str, tuple[int, ...]]]) -> tuple[OutTensor, ...]:
-    """Assign consecutive offsets to (key, expr, dtype, shape) entries, in the order given."""
+def layout(entries: list[tuple]) -> tuple[OutTensor, ...]:
+    """Assign consecutive offsets to (key, expr, dtype, shape[, group]) entries, in the order given."""
     out = []
     pos = 0
-    for key, expr, dtype, shape in entries:
+    for key, expr, dtype, shape, *group in entries:
         n = element_size(dtype)
         for d in shape:
             n *= d
-        out.append(OutTensor(key, expr, dtype, tuple(shape), pos, pos + n))
+        out.append(OutTensor(key, expr, dtype, tuple(shape), pos, pos + n, group[0] if group else ""))
         pos += n
     return tuple(out)
 

@@ -209,6 +209,11 @@ class OutputWriter:
             if tmp is None:
                 continue
             try:
+                for name, text in out.sidecars:  # before the output: it appears complete
+                    side = os.path.join(os.path.dirname(os.path.abspath(out.path)), name)
+                    with open(side + ".tmp", "w", encoding="utf-8") as f:
+                        f.write(text)
+                    os.replace(side + ".tmp", side)
                 os.replace(tmp, out.path)
             except OSError as e:
                 done = [o.path for j, o in enumerate(self.outputs) if j < i]

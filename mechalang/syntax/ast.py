@@ -285,7 +285,9 @@ class Def(Node):
 class Export(Node):
     value: Expr
     path: Expr
-    dtype: str | None = None  # "fp16", "bf16", "fp32", "fp64", "fp8"
+    dtype: str | None = None  # "fp16", "bf16", "fp32", "fp64", "fp8"; or a format: "lora"
+    # `as lora(rank=32)`: the format's options, as a call of the name after `as`
+    format: "Call | None" = None
 
 
 Stmt = Union[Import, FromImport, Param, Let, Def, Export]

@@ -205,8 +205,15 @@ class _Builder:
         return ast.Block(tuple(lets), result, span=self.span(meta))
 
     def r_export_stmt(self, meta, kids):
-        value, path, dtype = kids
-        return ast.Export(value, path, self.name(dtype) if dtype is not None else None, span=self.span(meta))
+        value, path, dtype, arguments, call = kids
+        name = self.name(dtype) if dtype is not None else None
+        fmt = None
+        if call is not None:  # `as NAME(...)`: a format with options, kept as the call it reads as
+            fmt = self.r_call(meta, [ast.Name(name, span=self.tspan(dtype)), arguments])
+        return ast.Export(value, path, name, fmt, span=self.span(meta))
+
+    def r_export_call(self, meta, kids):
+        return True
 
     def r_type(self, meta, kids):
         name, args = kids

@@ -463,6 +463,8 @@ class _Printer:
             return self.def_(s)
         if isinstance(s, ast.Export):
             dtype = f" as {s.dtype}" if s.dtype is not None else None
+            if s.format is not None:
+                return _cat("export ", self.expr(s.value), " to ", self.expr(s.path), " as ", self.expr(s.format))
             return _cat("export ", self.expr(s.value), " to ", self.expr(s.path), dtype)
         # A bare expression (a REPL input, a block's result).
         return self.expr(s)

@@ -1,0 +1,188 @@
+"""`lora(path, base=, arch=, sha256=)`: an adapter file (LoRA of any dialect, LyCORIS, OFT) as a
+`Delta[A]` whose keys are the keys of the base it updates, checked from headers alone.
+
+The architecture and the target shapes come from `base=` (a model value), else from `arch=`'s key
+inventory, else from the architecture whose names the adapter's module names match best. Every
+problem the header shows is reported against the call: tensors that update nothing (E0270, a
+warning with --allow-unused), groups that do not fit their target (E0271), kinds that need the base
+weight without one (E0272), a PEFT adapter without its config (E0273).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from .. import paths
+from ..archs import registry as arch_registry
+from ..diagnostics import Span, codes, did_you_mean, warning
+from ..graph.nodes import KeyMeta, LoadInfo
+from .builtins import find_model_file, get_arch
+from .values import POISON, ArchValue, ModelValue, type_name
+
+SHOWN = 5  # names listed in one diagnostic
+
+
+def lora_builtin(ev, e, args, kwargs) -> Any:
+    allowed = {"path", "base", "arch", "sha256"}
+    for k, (_, s) in kwargs.items():
+        if k not in allowed:
+            sugg = did_you_mean(k, sorted(allowed))
+            return ev.err(codes.NO_SUCH_KEYWORD, f"`lora` has no argument `{k}`", s,
+                          help=f"did you mean `{sugg}`?" if sugg else "lora(path, base=, arch=, sha256=)")
+    if len(args) > 1:
+        return ev.err(codes.WRONG_ARGUMENT_COUNT, "`lora` takes one path (and base=, arch=, sha256= by name)", e.span)
+    path_v, path_span = args[0] if args else kwargs.get("path", (None, e.span))
+    if path_v is POISON or any(v is POISON for v, _ in kwargs.values()):
+        return POISON
+    if not isinstance(path_v, str):
+        return ev.err(codes.WRONG_ARGUMENT_TYPE, "`lora` needs a file path (a string), found "
+                      + (type_name(path_v) if path_v is not None else "nothing"), path_span)
+    base = None
+    if "base" in kwargs:
+        bv, bspan = kwargs["base"]
+        if not isinstance(bv, ModelValue) or bv.node.space != "weight":
+            return ev.err(codes.WRONG_ARGUMENT_TYPE, f"base= needs a Model, found {type_name(bv)}", bspan,
+                          help='lora("style.safetensors", base=model("base.safetensors"))')
+        base = bv.node
+    arch = None
+    if "arch" in kwargs:
+        av, aspan = kwargs["arch"]
+        if isinstance(av, str):
+            found = get_arch(av)
+            if found is None:
+                sugg = did_you_mean(av, arch_registry.all_selector_names())
+                return ev.err(codes.UNKNOWN_ARCH, f"unknown architecture `{av}`", aspan,
+                              help=f"did you mean `{sugg}`?" if sugg else "see `mecha info`")
+            av = ArchValue(found)
+        if not isinstance(av, ArchValue):
+            return ev.err(codes.UNKNOWN_ARCH, f"arch= needs an architecture such as `sdxl`, found {type_name(av)}",
+                          aspan)
+        arch = av.arch
+    sha = None
+    if "sha256" in kwargs:
+        sv, sspan = kwargs["sha256"]
+        if not isinstance(sv, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sv):
+            return ev.err(codes.BAD_SHA256, "sha256= needs 64 hexadecimal digits", sspan)
+        sha = sv.lower()
+    return load_adapter(ev, path_v, path_span or e.span, base=base, arch=arch, sha256=sha, span=e.span)
+
+
+def load_adapter(ev, path: str, path_span: Span | None, *, base=None, arch=None, sha256: str | None = None,
+                 span: Span | None = None) -> Any:
+    from ..archs.header import HeaderError, read_header
+    from ..modules import display_name
+
+    span = span or path_span
+    problem = paths.path_problem(path)
+    if problem:
+        return ev.err(codes.MODEL_NOT_FOUND, f"the adapter path {problem}", path_span, label="not a usable path")
+    found, tried = find_model_file(ev, path, ev.module_dir())
+    if found is None:
+        return ev.err(codes.MODEL_NOT_FOUND, f"no such adapter file `{path}`", path_span, label="not found",
+                      help="looked in: " + ", ".join(display_name(t) for t in tried)
+                           + "; --models-dir or MECHA_MODELS_DIR add a folder")
+    try:
+        header = read_header(str(found))
+    except HeaderError as exc:
+        return ev.err(codes.MODEL_UNREADABLE, f"cannot read `{path}`: {exc.message}", path_span, label="this file")
+    amap, arch = map_adapter(str(found), header, base, arch)
+    if amap is None:
+        return ev.err(codes.NOT_AN_ADAPTER, f"`{path}` has no adapter tensors (LoRA up/down, LoHa, LoKr, (IA)³, "
+                                            f"diff, OFT)", path_span, label="not an adapter",
+                      help="a full model is merged with model(...), not lora(...)")
+    return _report_and_build(ev, path, found, header, amap, arch, base, sha256, path_span, span)
+
+
+def map_adapter(path: str, header, base, arch):
+    """(AdapterMap, architecture) for an adapter file's header, or (None, None) when the file holds no
+    adapter tensors at all."""
+    from ..archs.keymap import module_names
+    from ..kinds.adapter import build_map
+    from ..kinds.registry import KINDS
+
+    if not any(KINDS.split(name) for name in header.tensors):
+        return None, None
+    if base is not None:
+        targets = {k: m.shape for k, m in base.keys.items()}
+        arch = base.arch
+        return build_map(path, header.tensors, targets, module_names(arch.name, targets)), arch
+    if arch is not None:
+        targets = _inventory_shapes(arch)
+        return build_map(path, header.tensors, targets, module_names(arch.name, targets),
+                         infer_targets=not targets, shapes_from_adapter=True), arch
+    # No base and no arch: the architecture whose module names the adapter's match best.
+    from ..kinds.adapter import _groups, _resolve
+
+    modules = list(_groups(header.tensors)[0])
+    best = None
+    for candidate in arch_registry.all_archs():
+        targets = _inventory_shapes(candidate)
+        if not targets:
+            continue
+        names = module_names(candidate.name, targets)
+        score = sum(1 for m in modules if _resolve(m, names))
+        if score and (best is None or score > best[0]):
+            best = (score, candidate, targets, names)
+    if best is not None:
+        _, arch, targets, names = best
+        return build_map(path, header.tensors, targets, names, shapes_from_adapter=True), arch
+    generic = get_arch("generic")
+    return build_map(path, header.tensors, {}, {}, infer_targets=True), generic
+
+
+def _inventory_shapes(arch) -> dict[str, tuple[int, ...]]:
+    inv = getattr(arch, "inventory", None) or {}
+    return {k: tuple(s.shape) for k, s in inv.items()}
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(f"`{x}`" for x in items[:SHOWN])
+    return shown + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
+
+
+def _report_and_build(ev, path, found: Path, header, amap, arch, base, sha256, path_span, span) -> Any:
+    bad = False
+    for where, problem in amap.problems:
+        code = codes.ADAPTER_CONFIG if where in ("adapter_config.json", found.name) else codes.ADAPTER_DOES_NOT_FIT
+        ev.err(code, f"`{path}`: `{where}` {problem}" if code is codes.ADAPTER_DOES_NOT_FIT else f"`{path}`: {problem}",
+               path_span, label="this adapter")
+        bad = True
+    if amap.unused:
+        target = f"the base's {arch.name} keys" if base is not None else f"any {arch.name} key"
+        message = (f"`{path}`: {len(amap.unused)} adapter tensor{'s' if len(amap.unused) != 1 else ''} "
+                   f"update{'s' if len(amap.unused) == 1 else ''} no key: {_listing(list(amap.unused))}")
+        notes = [f"({amap.dialect} names) nothing in {target} matches them"]
+        if ev.options.allow_unused:
+            ev.report(warning(codes.ADAPTER_UNUSED_ALLOWED, message + " (left out: --allow-unused)", path_span,
+                              notes=notes))
+        else:
+            ev.err(codes.ADAPTER_UNUSED_KEYS, message, path_span, label="this adapter", notes=notes,
+                   help="is it for another architecture, or another base? --allow-unused leaves them out")
+            bad = True
+    if not amap.targets and not bad:
+        ev.err(codes.ADAPTER_UNUSED_KEYS, f"`{path}` updates no key of {arch.name}", path_span, label="this adapter")
+        bad = True
+    if amap.needs_base and base is None:
+        needing = sorted({p.kind + (" (DoRA)" if p.kind != "ia3" and p.kind != "oft" else "")
+                          for _, ps in amap.targets for p in ps if p.needs_base})
+        ev.err(codes.ADAPTER_NEEDS_BASE, f"`{path}` is {', '.join(needing)}: its delta depends on the base "
+                                         f"weights", span, label="needs base=",
+               help=f'lora("{path}", base=model("…"))')
+        bad = True
+    if bad:
+        return POISON
+    for note in amap.notes:
+        ev.report(warning(codes.ADAPTER_DEFAULT_ALPHA, f"`{path}`: {note}", path_span))
+    shapes = dict(amap.shapes)
+    keys: dict[str, KeyMeta] = {}
+    for key, pieces in amap.targets:
+        dtype = header.tensors[next(t for part, t in pieces[0].parts if part != "alpha")].dtype
+        if base is not None and key in base.keys:
+            dtype = base.keys[key].dtype
+        keys[key] = KeyMeta(dtype, tuple(shapes[key]))
+    info = LoadInfo(str(found.resolve()), found.stem, header, (), sha256, adapter=amap)
+    args = (base,) if amap.needs_base else ()
+    node = ev.builder.node("adapter", args, space="delta", arch=arch, keys=keys, load=info, origin=span)
+    return ModelValue(node)

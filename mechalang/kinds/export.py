@@ -1,0 +1,86 @@
+"""Writing deltas as LoRA factors (`export … as lora(…)`): the engine's side.
+
+Two ways, chosen per key by lowering (graph/lora_export.py):
+
+- **concatenation**, exact, when the key's delta is a sum of scaled LoRA groups c_i·(α_i/r_i)·U_i·D_i:
+  U = [c_1·(α_1/r_1)·U_1 | c_2·(α_2/r_2)·U_2 | …], D = [D_1; D_2; …], α = Σ r_i (so the scale is 1);
+- **SVD** of the delta (a row slice of it, for fused keys): U·diag(S) truncated to the rank as up,
+  Vᵀ as down, α = rank. Singular values may be clamped at a quantile of the factors' entries, as
+  kohya's extractor does (`clamp=0.99`).
+
+Each op returns one factor; the up and down of one module are planned as one job (their SVD is one
+shared sub-expression, computed once).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from ..methods._lazy import torch
+
+SVD_OP = "lora_svd"  # (delta) -> [up.flatten(), down.flatten()] concatenated
+PART_OP = "lora_part"  # (svd) -> up or down, reshaped
+CONCAT_OP = "lora_concat"  # (up_1, down_1[, alpha_1], …) -> up or down
+CONST_OP = "lora_const"  # () -> a scalar (the α written)
+OPS = (SVD_OP, PART_OP, CONCAT_OP, CONST_OP)
+
+
+def svd_factors(delta, hypers: dict[str, Any]):
+    """Both factors of a delta's truncated SVD, flattened and concatenated (one tensor, so the up
+    and down outputs share it)."""
+    rows = hypers.get("rows")
+    if rows is not None:
+        delta = delta[rows[0]:rows[1]]
+    out = delta.shape[0]
+    mat = delta.reshape(out, -1)
+    rank = hypers["rank"]
+    u, s, vh = torch.linalg.svd(mat, full_matrices=False)
+    u = u[:, :rank] * s[:rank]
+    vh = vh[:rank]
+    clamp = hypers.get("clamp")
+    if clamp is not None and clamp < 1:
+        values = torch.cat([u.flatten(), vh.flatten()])
+        hi = torch.quantile(values.abs().float()[: 1 << 24], clamp).to(u.dtype)
+        u, vh = u.clamp(-hi, hi), vh.clamp(-hi, hi)
+    return torch.cat([u.flatten(), vh.flatten()])
+
+
+def svd_part(flat, hypers: dict[str, Any]):
+    up_shape, down_shape = tuple(hypers["up_shape"]), tuple(hypers["down_shape"])
+    n_up = math.prod(up_shape)
+    if hypers["part"] == "up":
+        return flat[:n_up].reshape(up_shape)
+    return flat[n_up:].reshape(down_shape)
+
+
+def concat(args: Sequence[Any], hypers: dict[str, Any]):
+    """One factor of the exact concatenation of several LoRA groups."""
+    part = hypers["part"]
+    up_shape, down_shape = tuple(hypers["up_shape"]), tuple(hypers["down_shape"])
+    pieces = []
+    pos = 0
+    for coef, rank, has_alpha, alpha, rslora in hypers["terms"]:
+        up, down = args[pos], args[pos + 1]
+        a = args[pos + 2] if has_alpha else None
+        pos += 3 if has_alpha else 2
+        if part == "down":
+            pieces.append(down.reshape((rank,) + down_shape[1:]))
+            continue
+        if a is not None:
+            alpha = float(a.reshape(-1)[0])
+        if alpha is None or alpha == 0:
+            alpha = float(rank)
+        scale = coef * alpha / (math.sqrt(rank) if rslora else rank)
+        pieces.append(up.reshape((up_shape[0], rank) + up_shape[2:]) * scale)
+    return torch.cat(pieces, dim=0 if part == "down" else 1)
+
+
+def evaluate(op: str, args: Sequence[Any], hypers: dict[str, Any]):
+    if op == SVD_OP:
+        return svd_factors(args[0], hypers)
+    if op == PART_OP:
+        return svd_part(args[0], hypers)
+    if op == CONST_OP:
+        return torch.tensor(hypers["value"])
+    return concat(args, hypers)
