@@ -9,7 +9,7 @@ files instead (2.1 GB each).
 import argparse
 from pathlib import Path
 
-from mechalang.synth import make_model
+from mechalang.synth import make_lora, make_model
 
 HERE = Path(__file__).parent
 MODELS = {
@@ -22,6 +22,13 @@ MODELS = {
     "paint": ("sd1", 6),
     "xl_base": ("sdxl", 7),
     "xl_tuned": ("sdxl", 8),
+}
+# Random kohya LoRAs (`lora_unet_…`, `lora_te_…`): name -> (the model whose names and shapes they
+# follow, rank, seed).
+LORAS = {
+    "style": ("ghostmix", 4, 11),
+    "detail": ("ghostmix", 2, 12),
+    "xl_style": ("xl_base", 4, 13),
 }
 
 
@@ -37,6 +44,12 @@ def main() -> None:
         if path.exists() and not args.full:
             continue
         make_model(arch, path, dim_cap=None if args.full else 8, dtype="float16", seed=seed)
+        print(f"wrote {path}")
+    for name, (base, rank, seed) in LORAS.items():
+        path = out / f"{name}.safetensors"
+        if path.exists() and not args.full:
+            continue
+        make_lora(out / f"{base}.safetensors", path, rank=rank, seed=seed, scale=0.05)
         print(f"wrote {path}")
 
 

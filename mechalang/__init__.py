@@ -15,6 +15,7 @@ import os
 from ._version import __version__ as __version__
 
 _METHOD_API = ("merge_method", "Weight", "Delta", "Same", "Float", "Int", "Bool", "Choice", "KeyName")
+_KIND_API = ("model_kind", "Inferred", "KindContext")
 
 
 def _submodules() -> set[str]:
@@ -27,6 +28,8 @@ def __getattr__(name: str):
         raise AttributeError(name)
     if name in _METHOD_API:  # writing merge methods (plugins)
         return getattr(importlib.import_module(__name__ + ".methods"), name)
+    if name in _KIND_API:  # writing model kinds (plugins)
+        return getattr(importlib.import_module(__name__ + ".kinds"), name)
     api = importlib.import_module(__name__ + ".api")
     if name in api.__all__ and name not in ("method_function", "public_names"):
         return getattr(api, name)
@@ -38,4 +41,4 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     api = importlib.import_module(__name__ + ".api")
-    return sorted({"__version__", *_METHOD_API, *api.public_names()})
+    return sorted({"__version__", *_METHOD_API, *_KIND_API, *api.public_names()})

@@ -32,7 +32,7 @@ from .diagnostics import Diagnostic, SourceMap, render_text
 from .syntax import ast
 from .syntax.printer import print_module
 
-__all__ = ["MechaError", "Recipe", "blocks", "load", "mbw", "merge", "model", "param", "preset",
+__all__ = ["MechaError", "Recipe", "blocks", "load", "lora", "mbw", "merge", "model", "param", "preset",
            "method_function", "public_names"]
 
 DISPLAY = "<python>"
@@ -57,7 +57,7 @@ class MechaError(Exception):
 class _Binding:
     name: str
     stmt: ast.Stmt
-    order: int  # imports, then params, then lets
+    order: int  # imports, then params, then model lets, then adapter lets (which name their base)
 
 
 class _Names:
@@ -429,6 +429,35 @@ def model(path: str | os.PathLike, arch: str | None = None, *, name: str | None 
     return Recipe(ast.Name(bound), (_Binding(bound, stmt, 2),), base_dir=Path.cwd(), models_dirs=dirs)
 
 
+def lora(path: str | os.PathLike, base: Recipe | None = None, *, arch: str | None = None, name: str | None = None,
+         sha256: str | None = None, models_dir: str | os.PathLike | None = None) -> Recipe:
+    """An adapter file (LoRA of any dialect, LyCORIS, OFT) as a Delta: `base + 0.8 * lora("style.safetensors",
+    base)`. `base` gives the keys and shapes it updates (and is needed by DoRA, (IA)³ and OFT); without it
+    the architecture is `arch`, or the one whose key names the adapter's match."""
+    text = os.fspath(path)
+    kwargs: list[ast.Keyword] = []
+    if base is not None:
+        kwargs.append(ast.Keyword("base", _expr(base)))
+    if arch is not None:
+        kwargs.append(ast.Keyword("arch", ast.Name(str(arch))))
+    if sha256 is not None:
+        kwargs.append(ast.Keyword("sha256", ast.String(sha256)))
+    call = ast.Call(ast.Name("lora"), (ast.String(text),), tuple(kwargs))
+    if name is not None and not _IDENT.fullmatch(name):
+        raise MechaError([_api_error(f"{name!r} is not a name: use letters, digits and _")])
+    from .syntax.grammar import RESERVED_WORDS
+
+    stem = name or re.sub(r"[^A-Za-z0-9_]", "_", Path(text).name.split(".")[0]) or "adapter"
+    if not _IDENT.fullmatch(stem) or stem in RESERVED_WORDS or stem == _RESULT or _is_builtin(stem):
+        stem = f"l_{stem}"
+    bound, stmt = _NAMES.bind(stem, lambda n: ast.Let(n, call))
+    recipe = _build(ast.Name(bound), [base] if base is not None else [], (_Binding(bound, stmt, 3),))
+    if models_dir is not None:
+        dirs = recipe._models_dirs + (Path(models_dir).expanduser(),)
+        return Recipe(recipe._expr, recipe._bindings, base_dir=recipe._base_dir, models_dirs=dirs)
+    return recipe
+
+
 def _is_builtin(name: str) -> bool:
     from .check.builtins import builtin_names
 
@@ -490,7 +519,8 @@ def merge(recipe: Recipe | Mapping[str | os.PathLike, Recipe] | str | os.PathLik
           dtype: str | None = None, params: Mapping[str, Any] | None = None, threads: int | None = None,
           device: str = "cpu", precision: str = "fp32", overwrite: bool = False, strict: bool = False,
           check_finite: bool = False, hash_inputs: bool = False,
-          progress: Callable[[int, int], None] | None = None, cancel: threading.Event | None = None):
+          progress: Callable[[int, int], None] | None = None, cancel: threading.Event | None = None,
+          as_lora: Mapping[str, Any] | bool | None = None):
     """Merge and write, streaming key by key; returns the run's statistics (`RunStats`).
 
     recipe: a model recipe (written to `output`), or `{output: recipe, ...}` for several outputs
@@ -498,6 +528,8 @@ def merge(recipe: Recipe | Mapping[str | os.PathLike, Recipe] | str | os.PathLik
     models_dir: where to find model files the recipe names by relative path.
     dtype: the output dtype (`fp16`, `bf16`, `fp32`, `fp8`); default: the first model's.
     params: values for the recipe's `param`s.
+    as_lora: write a Delta as a LoRA: True, or its options (`{"rank": 32, "dialect": "peft"}`), as
+        `export … as lora(rank=32, dialect="peft")` does.
     Every other option is `mecha run`'s. Raises `MechaError` when the recipe does not check or the
     run fails (then nothing is written).
     """
@@ -515,11 +547,16 @@ def merge(recipe: Recipe | Mapping[str | os.PathLike, Recipe] | str | os.PathLik
             raise TypeError("merge() takes a Recipe, or a mapping of output paths to Recipes")
         bindings = _merge_bindings(r._bindings for r in recipes)
         for r in recipes:
-            if not r.is_model:
+            if not r.is_model and not as_lora:
                 raise MechaError([_api_error(f"only a Model can be written, not a {r.type}: "
                                              f"{r.expression()}", help="add it to a base model: base + delta")])
             dirs.extend(d for d in r._models_dirs if d not in dirs)
-        exports = tuple(ast.Export(r._expr, ast.String(os.fspath(Path(out).expanduser().resolve())), dtype)
+        fmt = None
+        if as_lora:
+            options = as_lora if isinstance(as_lora, Mapping) else {}
+            fmt = ast.Call(ast.Name("lora"), (), tuple(ast.Keyword(k, _expr(v)) for k, v in options.items()))
+        exports = tuple(ast.Export(r._expr, ast.String(os.fspath(Path(out).expanduser().resolve())),
+                                   "lora" if fmt is not None else dtype, fmt)
                         for out, r in targets.items())
         text = print_module(ast.Module(tuple(b.stmt for b in bindings) + exports))
         program = _load(text, recipes[0]._base_dir, dirs, expect_exports=True, params=params)

@@ -76,12 +76,15 @@ def check(
     plugin: Optional[List[str]] = PluginOpt,
     format: Format = FormatOpt,
     allow_unused: bool = AllowUnusedOpt,
+    verbose: bool = typer.Option(False, "-v", "--verbose",
+                                 help="Also list every adapter module and the key it updates."),
 ):
     """Check a recipe against the real files' headers, without reading any tensor."""
     from .commands.check import check_command
 
     raise typer.Exit(check_command(file, sets=set_ or [], models_dir=models_dir, strict=strict,
-                                   plugins=plugin or [], format=format.value, allow_unused=allow_unused))
+                                   plugins=plugin or [], format=format.value, allow_unused=allow_unused,
+                                   verbose=verbose))
 
 
 @app.command()
@@ -160,12 +163,13 @@ def info(
     arch: Optional[str] = typer.Argument(None, help="An architecture to describe."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="List keys too."),
     methods: bool = typer.Option(False, "--methods", help="List merge methods."),
+    kinds: bool = typer.Option(False, "--kinds", help="List adapter kinds (LoRA, LoHa, LoKr, ...) and their formulas."),
     plugin: Optional[List[str]] = PluginOpt,
 ):
-    """Architectures, an architecture's components/blocks/classes, or the merge methods."""
+    """Architectures, an architecture's components/blocks/classes, the merge methods or the adapter kinds."""
     from .commands.info import info_command
 
-    raise typer.Exit(info_command(arch, verbose=verbose, methods=methods, plugins=plugin or []))
+    raise typer.Exit(info_command(arch, verbose=verbose, methods=methods, plugins=plugin or [], kinds=kinds))
 
 
 @app.command()
@@ -191,7 +195,8 @@ def convert(file: str = typer.Argument(..., help="An sd-mecha `version 0.1.0` re
 
 @app.command()
 def merge(
-    models: List[str] = typer.Argument(..., help="Two models (three for add_difference)."),
+    models: List[str] = typer.Argument(..., help="Two models (three for add_difference); or a model and "
+                                                 "LoRAs to bake; or two LoRAs to merge into one."),
     method: str = typer.Option("weighted_sum", "--method",
                                help="weighted_sum, sigmoid, inv_sigmoid or add_difference."),
     alpha: float = typer.Option(0.5, "--alpha",
@@ -199,6 +204,9 @@ def merge(
                                      "1 the second, 0.3 is 70% A + 30% B (add_difference: "
                                      "A + alpha·(B − C))."),
     force: bool = typer.Option(False, "--force", help="Merge differing architectures over shared keys."),
+    lora: Optional[float] = typer.Option(None, "--lora",
+                                         help="Bake the LoRAs given after the model at this strength "
+                                              "(default 1; LoRAs are recognised from their tensors)."),
     name: Optional[str] = typer.Option(None, "--name", help="Output name (letters, digits, .+-)."),
     models_dir: Optional[str] = ModelsDirOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
@@ -214,7 +222,7 @@ def merge(
     raise typer.Exit(merge_command(models, method=method, alpha=alpha, force=force, name=name,
                                    models_dir=models_dir, overwrite=overwrite,
                                    print_recipe=print_recipe, device=device, threads=threads,
-                                   dtype=dtype.value if dtype else None, format=format.value))
+                                   dtype=dtype.value if dtype else None, format=format.value, lora=lora))
 
 
 @app.command()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from .deep import call_deep
-from .diagnostics import Diagnostic, SourceMap, codes, error
+from .diagnostics import Diagnostic, SourceMap, codes, error, warning
 from .graph.program import Export, Program
 from .paths import models_dirs as _models_dirs
 from .paths import shown_path
@@ -139,8 +139,12 @@ def architecture_problems() -> list[Diagnostic]:
 
 
 def load_plugins(plugins: Iterable[str | os.PathLike]) -> list[Diagnostic]:
-    """Register the merge methods of plugin files; a diagnostic for each that fails."""
+    """Register the merge methods and model kinds of plugin files; a diagnostic for each that fails."""
     diags = []
+    if plugins:
+        from .kinds.registry import KINDS
+
+        KINDS.names()  # the built-in kinds first: a plugin cannot take their names
     for p in plugins:
         from .methods.plugins import load_plugin_file
 
@@ -278,7 +282,20 @@ def plan(program: Program, *, output: str | os.PathLike | None = None, precision
     recorded = hashes if hash_inputs else None
     lowerer = Lowerer(program, precision=precision, output_paths=outs, trace=trace,
                       metadata=lambda ex, path: build_metadata(program, ex, path, hashes=recorded))
-    return Planned(program, lowerer.lower(), diags, hashes, checked)
+    lowered = lowerer.lower()
+    for i, keys in lowerer.left_out_of_lora.items():
+        if keys:
+            from .graph.coverage import summarize_keys
+            from .paths import shown_path
+
+            ex = lowered.exports[i]
+            diags.append(warning(codes.LORA_EXPORT_LEFT_OUT,
+                                 f"{len(keys)} key{'s' if len(keys) != 1 else ''} with no LoRA form left out of "
+                                 f"`{shown_path(lowered.plan.outputs[i].path)}`: {summarize_keys(keys)}",
+                                 ex.span, label="written as a LoRA",
+                                 help="biases and norms have no low-rank form; bake the delta into a model "
+                                      "to keep them"))
+    return Planned(program, lowered, diags, hashes, checked)
 
 
 def _hash_inputs(program: Program) -> tuple[dict[str, str], list[Diagnostic]]:

@@ -259,6 +259,11 @@ def make_lora(base: str | os.PathLike, path: str | os.PathLike, *, rank: int = 4
             tensors[module + ".alpha"] = torch.tensor(float(alpha if alpha is not None else r)).to(dt)
             modules[module] = key
     if not tensors:
+        matching = any(len(shape) in (2, 4) and any(fnmatch.fnmatchcase(k, t) for t in targets)
+                       for k, shape in shapes.items())
+        if matching:
+            raise ValueError(f"the {dialect} dialect has no module names for {arch.name}'s weights "
+                             f"(try dialect=\"native\")")
         raise ValueError(f"no weight of {base} matches {list(targets)}")
     from safetensors.torch import save_file
 

@@ -78,7 +78,40 @@ def example_dir(tmp_path_factory):
     for name, arch, seed in (("sd1_a", "sd1", 1), ("sd1_b", "sd1", 2), ("sd1_c", "sd1", 3),
                              ("sdxl_a", "sdxl", 5), ("sdxl_b", "sdxl", 6)):
         make_model(arch, d / f"{name}.safetensors", dim_cap=4, dtype="float16", seed=seed)
+    write_adapters(d)
     return d
+
+
+def write_adapters(d: Path) -> None:
+    """The LoRA files the adapter codes' examples (E0270-W0275) name, made from the models above."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from mechalang.synth import make_lora, make_model
+
+    make_lora(d / "sd1_a.safetensors", d / "sd1_lora.safetensors", rank=2, seed=1)
+    make_lora(d / "sdxl_a.safetensors", d / "sdxl_lora.safetensors", rank=2, seed=2)
+    lora = load_file(d / "sd1_lora.safetensors")
+    # W0275: a LoRA saved without its `alpha` tensors
+    save_file({k: v for k, v in lora.items() if not k.endswith(".alpha")}, d / "sd1_lora_no_alpha.safetensors")
+    # E0272: a DoRA (a `dora_scale` magnitude per output row of every module)
+    dora = dict(lora)
+    for k, v in lora.items():
+        if k.endswith(".lora_up.weight"):
+            dora[k.replace(".lora_up.weight", ".dora_scale")] = torch.ones(v.shape[0], 1, dtype=v.dtype)
+    save_file(dora, d / "sd1_dora.safetensors")
+    # E0271: a LoRA trained on a wider SD1 model (dimensions 8 instead of 4)
+    make_model("sd1", d / "sd1_wide.safetensors", dim_cap=8, dtype="float16", seed=4)
+    make_lora(d / "sd1_wide.safetensors", d / "sd1_lora_wide.safetensors", rank=2, seed=3)
+    # E0273: PEFT names (`base_model.model.…`, lora_A/lora_B) without the adapter_config.json
+    make_lora(d / "sd1_a.safetensors", d / "native.tmp", rank=2, seed=5, dialect="native")
+    peft = {}
+    for k, v in load_file(d / "native.tmp").items():
+        for old, new in ((".lora_up.weight", ".lora_B.weight"), (".lora_down.weight", ".lora_A.weight")):
+            if k.endswith(old):
+                peft["base_model.model." + k.removesuffix(old) + new] = v
+    save_file(peft, d / "sd1_peft.safetensors")
+    (d / "native.tmp").unlink()
 
 
 EXAMPLES = [(cid, m.group(1), m.group(2)) for cid, text in EXPLANATIONS.items() for m in EXAMPLE.finditer(text)]

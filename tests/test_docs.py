@@ -71,7 +71,20 @@ def example_models(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("doc-models")
     subprocess.run([sys.executable, str(ROOT / "examples" / "make_models.py"), "--out", str(out)],
                    check=True, capture_output=True)
+    write_loras(out)
     return out
+
+
+def write_loras(models: Path) -> None:
+    """The LoRAs docs/adapters.md bakes, merges and resizes, when examples/make_models.py has not
+    written them: random kohya LoRAs of the example models, as that script makes them."""
+    from mechalang.synth import make_lora
+
+    for name, base, rank, seed in (("style", "ghostmix", 4, 11), ("detail", "ghostmix", 2, 12),
+                                   ("xl_style", "xl_base", 4, 13)):
+        if not (models / f"{name}.safetensors").exists():
+            make_lora(models / f"{base}.safetensors", models / f"{name}.safetensors", rank=rank, seed=seed,
+                      scale=0.05)
 
 
 def workspace(tmp_path: Path, models: Path) -> Path:

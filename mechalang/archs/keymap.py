@@ -193,6 +193,11 @@ class _Keymap:
 # Applying a keymap
 
 
+def module_path(key: str) -> str | None:
+    """The module a weight belongs to; None for keys that are not weights."""
+    return _module_path(key)
+
+
 def _module_path(key: str) -> str | None:
     """The module a weight belongs to; None for keys that are not weights."""
     if key.endswith(".weight"):
@@ -292,6 +297,11 @@ def _module_names(name: str, frozen: frozenset) -> dict[str, tuple[ModuleTarget,
 
 
 @cache
+def has_keymap(arch: str) -> bool:
+    """Whether an architecture (name or alias) has a keymap of its own, beyond the generic rules."""
+    return _keymap_name(arch) != "generic"
+
+
 def _available() -> frozenset[str]:
     return frozenset(p.stem for p in KEYMAP_DIR.glob("*.toml") if not p.name.startswith("_"))
 

@@ -98,11 +98,11 @@ def load_adapter(ev, path: str, path_span: Span | None, *, base=None, arch=None,
 def map_adapter(path: str, header, base, arch):
     """(AdapterMap, architecture) for an adapter file's header, or (None, None) when the file holds no
     adapter tensors at all."""
-    from ..archs.keymap import module_names
+    from ..archs.keymap import has_keymap, module_names
     from ..kinds.adapter import build_map
-    from ..kinds.registry import KINDS
+    from ..kinds.adapter import is_adapter
 
-    if not any(KINDS.split(name) for name in header.tensors):
+    if not is_adapter(header.tensors):
         return None, None
     if base is not None:
         targets = {k: m.shape for k, m in base.keys.items()}
@@ -122,8 +122,9 @@ def map_adapter(path: str, header, base, arch):
         if not targets:
             continue
         names = module_names(candidate.name, targets)
-        score = sum(1 for m in modules if _resolve(m, names))
-        if score and (best is None or score > best[0]):
+        # ties (a layout and its other spellings, sd1 and sd1-kohya) go to the architecture with a key map
+        score = (sum(1 for m in modules if _resolve(m, names)), has_keymap(candidate.name))
+        if score[0] and (best is None or score > best[0]):
             best = (score, candidate, targets, names)
     if best is not None:
         _, arch, targets, names = best
@@ -143,11 +144,23 @@ def _listing(items: list[str]) -> str:
 
 
 def _report_and_build(ev, path, found: Path, header, amap, arch, base, sha256, path_span, span) -> Any:
+    if amap.base_kinds and base is None:
+        modules = [f"`{m}` ({k})" for m, k in amap.base_kinds]
+        ev.err(codes.ADAPTER_NEEDS_BASE, f"`{path}`: the deltas of {', '.join(modules[:SHOWN])}"
+                                         f"{f' and {len(modules) - SHOWN} more' if len(modules) > SHOWN else ''} "
+                                         f"depend on the base weights", span, label="needs base=",
+               help=f'lora("{path}", base=model("…"))')
+        return POISON
     bad = False
+    fits = [(w, p) for w, p in amap.problems if w not in ("adapter_config.json", found.name)]
     for where, problem in amap.problems:
-        code = codes.ADAPTER_CONFIG if where in ("adapter_config.json", found.name) else codes.ADAPTER_DOES_NOT_FIT
-        ev.err(code, f"`{path}`: `{where}` {problem}" if code is codes.ADAPTER_DOES_NOT_FIT else f"`{path}`: {problem}",
-               path_span, label="this adapter")
+        if (where, problem) not in fits:
+            ev.err(codes.ADAPTER_CONFIG, f"`{path}`: {problem}", path_span, label="this adapter")
+            bad = True
+    for where, problem in fits[:SHOWN]:
+        ev.err(codes.ADAPTER_DOES_NOT_FIT, f"`{path}`: `{where}` {problem}", path_span, label="this adapter",
+               notes=[f"and {len(fits) - SHOWN} more modules of `{path}` with problems"]
+               if len(fits) > SHOWN and (where, problem) == fits[SHOWN - 1] else [])
         bad = True
     if amap.unused:
         target = f"the base's {arch.name} keys" if base is not None else f"any {arch.name} key"
@@ -164,13 +177,6 @@ def _report_and_build(ev, path, found: Path, header, amap, arch, base, sha256, p
     if not amap.targets and not bad:
         ev.err(codes.ADAPTER_UNUSED_KEYS, f"`{path}` updates no key of {arch.name}", path_span, label="this adapter")
         bad = True
-    if amap.needs_base and base is None:
-        needing = sorted({p.kind + (" (DoRA)" if p.kind != "ia3" and p.kind != "oft" else "")
-                          for _, ps in amap.targets for p in ps if p.needs_base})
-        ev.err(codes.ADAPTER_NEEDS_BASE, f"`{path}` is {', '.join(needing)}: its delta depends on the base "
-                                         f"weights", span, label="needs base=",
-               help=f'lora("{path}", base=model("…"))')
-        bad = True
     if bad:
         return POISON
     for note in amap.notes:
@@ -182,7 +188,10 @@ def _report_and_build(ev, path, found: Path, header, amap, arch, base, sha256, p
         if base is not None and key in base.keys:
             dtype = base.keys[key].dtype
         keys[key] = KeyMeta(dtype, tuple(shapes[key]))
-    info = LoadInfo(str(found.resolve()), found.stem, header, (), sha256, adapter=amap)
+    # The same file read against another base is another value (its keys take that base's shapes
+    # and dtypes): the base is part of its identity.
+    info = LoadInfo(str(found.resolve()), found.stem, header, (), sha256, adapter=amap,
+                    base=base.id if base is not None else (arch.name if arch is not None else None))
     args = (base,) if amap.needs_base else ()
     node = ev.builder.node("adapter", args, space="delta", arch=arch, keys=keys, load=info, origin=span)
     return ModelValue(node)

@@ -141,6 +141,12 @@ def load_model(ev, path: str, span: Span | None, *, arch=None, sha256: str | Non
                       f"`{path}` has {len(unsupported)} tensor{'s' if len(unsupported) != 1 else ''} of a dtype "
                       f"mechalang cannot compute with ({', '.join(kinds)}): {shown}{more}", span,
                       label="this file", help="supported: " + ", ".join(sorted(SUPPORTED_DTYPES)))
+    from ..kinds.adapter import dialect_of, is_adapter
+
+    if is_adapter(header.tensors):  # an adapter read as a model would merge its factors as weights
+        return ev.err(codes.MODEL_IS_ADAPTER, f"`{path}` is an adapter ({dialect_of(header.tensors)} names), "
+                                              f"not a model", span, label="an adapter",
+                      help=f'read it with lora("{path}", base=...) and add it to a model: base + lora(...)')
     if arch is None:
         det = detect(header)
         best = det.best

@@ -279,7 +279,7 @@ class Evaluator:
                 out_path = self.output_path(path_v, mod, stmt.path.span)
         elif path_v is not POISON:
             self.err(codes.BAD_OUTPUT_PATH, f"an output path must be a string, found {type_name(path_v)}", stmt.path.span)
-        dtype = stmt.dtype if fmt is None else None
+        dtype = stmt.dtype if stmt.dtype != "lora" else None
         if dtype is not None and dtype not in EXPORT_DTYPES:
             sugg = did_you_mean(dtype, list(EXPORT_DTYPES))
             self.err(codes.UNKNOWN_OUTPUT_DTYPE, f"unknown output dtype `{dtype}`", stmt.span,
@@ -592,7 +592,7 @@ class Evaluator:
         names = list(archs)
         files = {}  # each architecture, and a file that has it (the first model read as it)
         for v, _ in values:
-            load = next((n.load for n in v.node.walk() if n.op == "load"), None)
+            load = next((n.load for n in v.node.walk() if n.load is not None), None)
             if load is not None:
                 files.setdefault(v.node.arch.name, Path(load.path).name)
         self.report(error(

@@ -7,7 +7,7 @@ from typing import Iterable
 
 from .. import pipeline
 from ..diagnostics import Diagnostic, codes, count_summary, error, render_json
-from .output import USAGE_CODES, emit, fail, sort_diagnostics, summary_line
+from .output import USAGE_CODES, emit, fail, shown_path, sort_diagnostics, summary_line
 
 
 def parse_sets(sets: Iterable[str]) -> tuple[dict[str, str], list[Diagnostic]]:
@@ -37,7 +37,7 @@ def load(file: str, sets: Iterable[str], models_dir: str | None, plugins: Iterab
 
 def check_command(file: str, *, sets: Iterable[str] = (), models_dir: str | None = None,
                   strict: bool = False, plugins: Iterable[str] = (), format: str = "text",
-                  allow_unused: bool = False) -> int:
+                  allow_unused: bool = False, verbose: bool = False) -> int:
     program = load(file, sets, models_dir, plugins, allow_unused=allow_unused)
     planned = pipeline.check(program, strict=strict)
     diags = planned.diagnostics
@@ -51,4 +51,24 @@ def check_command(file: str, *, sets: Iterable[str] = (), models_dir: str | None
           + (f"; {count_summary(diags)}" if diags else ""))
     for c in planned.coverage:
         print(f"  note: {c.describe()}")
+    if verbose:
+        for line in adapter_mapping_lines(program):
+            print(line)
     return 0
+
+
+def adapter_mapping_lines(program: pipeline.Program) -> list[str]:
+    """For every adapter a recipe reads: each of its modules, its kind and rank, and the key (and
+    rows of a fused key) it updates: the whole mapping `check -v` prints."""
+    lines = []
+    for n in program.builder.file_nodes():
+        if n.op != "adapter":
+            continue
+        amap = n.load.adapter
+        lines.append(f"adapter {shown_path(n.load.path)} ({amap.dialect}; {n.arch.name}):")
+        for key, pieces in amap.targets:
+            for p in pieces:
+                rows = f" rows {p.rows[0]}:{p.rows[1]}" if p.rows else ""
+                rank = f", rank {p.rank}" if p.rank else ""
+                lines.append(f"  {p.module} ({p.kind}{rank}) -> {key}{rows}")
+    return lines

@@ -22,23 +22,86 @@ QUICK_METHODS = ("weighted_sum", "sigmoid", "inv_sigmoid", "add_difference")
 EXPORT_DTYPE_CHOICES = ("fp16", "bf16", "fp32")
 NAME_RULE = re.compile(r"[A-Za-z0-9.+-]+")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_BUILTIN_NAMES = {"model", "key", "mbw"}
+_BUILTIN_NAMES = {"model", "key", "mbw", "lora", "recipe"}
 
 
-def merge_recipe(models: list[str], *, method: str, alpha: float, output: str, dtype: str | None) -> str:
-    """The recipe `mecha merge` runs: one `let` per model, named after its file, and one export."""
+def merge_recipe(models: list[str], *, method: str, alpha: float, output: str, dtype: str | None,
+                 adapters: list[bool] | None = None, strength: float = 1.0) -> str:
+    """The recipe `mecha merge` runs: one `let` per model, named after its file, and one export.
+
+    With adapters (`adapters[i]` true for a LoRA): a model followed by LoRAs bakes them,
+    `base + s * lora(…, base=base) + …`; LoRAs alone merge as adapters, `(1 − α)·A + α·B` written
+    as one LoRA by exact concatenation (never a per-tensor average of up and down factors)."""
+    adapters = adapters or [False] * len(models)
     names: list[str] = []
     lets = []
     for i, m in enumerate(models):
         name = _let_name(Path(m).stem, i, names, method)
         names.append(name)
-        lets.append(ast.Let(name, ast.Call(ast.Name("model"), (ast.String(m),))))
-    call = ast.Call(ast.Name(method), tuple(ast.Name(n) for n in names),
-                    (ast.Keyword("alpha", literal(float(alpha))),))
+        if adapters[i] and not adapters[0]:  # baked into the first model: its shapes are the targets
+            value = ast.Call(ast.Name("lora"), (ast.String(m),), (ast.Keyword("base", ast.Name(names[0])),))
+        else:
+            value = ast.Call(ast.Name("lora" if adapters[i] else "model"), (ast.String(m),))
+        lets.append(ast.Let(name, value))
     merged = next(n for n in ("merged", "merged_result", "merged_model") if n not in names)
-    lets.append(ast.Let(merged, call))
-    export = ast.Export(ast.Name(merged), ast.String(output), dtype)
+    fmt = None
+    if adapters[0]:  # LoRA + LoRA: a weighted sum of deltas, written as one LoRA
+        value = ast.BinOp("+", ast.BinOp("*", literal(1 - float(alpha)), ast.Name(names[0])),
+                          ast.BinOp("*", literal(float(alpha)), ast.Name(names[1])))
+        fmt = ast.Call(ast.Name("lora"), (), (ast.Keyword("dtype", ast.String(dtype)),) if dtype else ())
+    elif any(adapters):
+        value = ast.Name(names[0])
+        for n in names[1:]:
+            value = ast.BinOp("+", value, ast.BinOp("*", literal(float(strength)), ast.Name(n)))
+    else:
+        value = ast.Call(ast.Name(method), tuple(ast.Name(n) for n in names),
+                         (ast.Keyword("alpha", literal(float(alpha))),))
+    lets.append(ast.Let(merged, value))
+    export = ast.Export(ast.Name(merged), ast.String(output), "lora" if fmt else dtype, fmt)
     return print_module(ast.Module((*lets, export)))
+
+
+def _adapters(models: list[str], models_dir: str | None) -> list[bool]:
+    """Which of the files are adapters (read from their headers; a file that cannot be read is
+    left to the recipe's check, which says why)."""
+    from ..archs.header import HeaderError, read_header
+    from ..kinds.adapter import is_adapter
+
+    found = []
+    for m in models:
+        p = Path(m).expanduser()
+        candidates = [p] if p.is_absolute() else [Path.cwd() / p] + [d / p for d in models_dirs(models_dir)]
+        path = next((c for c in candidates if c.is_file()), None)
+        try:
+            found.append(path is not None and is_adapter(read_header(str(path)).tensors))
+        except HeaderError:
+            found.append(False)
+    return found
+
+
+def _adapter_problems(models: list[str], adapters: list[bool], method: str, lora: float | None) -> list:
+    """A LoRA where `mecha merge` cannot use one, with what to type instead."""
+    if not any(adapters):
+        if lora is not None:
+            return [error(codes.ADAPTER_MISPLACED, "--lora bakes LoRAs, but none of the files given is a LoRA",
+                          None, help="mecha merge BASE.safetensors LORA.safetensors --lora 0.8")]
+        return []
+    names = [Path(m).name for m, a in zip(models, adapters) if a]
+    if adapters[0] and not all(adapters):
+        return [error(codes.ADAPTER_MISPLACED, f"`{Path(models[0]).name}` is a LoRA, given first: the first file "
+                                               "is the model the LoRAs are baked into", None,
+                      help="put the model first: mecha merge MODEL.safetensors " + " ".join(names))]
+    if all(adapters):
+        if len(models) != 2 or method != "weighted_sum":
+            return [error(codes.ADAPTER_MISPLACED, "LoRAs merge with --method weighted_sum, two at a time (as one "
+                                                   "LoRA, by concatenation)", None,
+                          help="for more, or another method, write a recipe: see docs/adapters.md")]
+        return []
+    if method != "weighted_sum":
+        return [error(codes.ADAPTER_MISPLACED, f"{', '.join(f'`{n}`' for n in names)}: a LoRA cannot be an input "
+                                               f"of {method}; it is baked into the first model", None,
+                      help="mecha merge MODEL.safetensors " + " ".join(names) + " --lora 0.8")]
+    return []
 
 
 def _let_name(stem: str, i: int, taken: list[str], method: str) -> str:
@@ -54,13 +117,17 @@ def _let_name(stem: str, i: int, taken: list[str], method: str) -> str:
 def merge_command(models: list[str], *, method: str = "weighted_sum", alpha: float = 0.5,
                   force: bool = False, name: str | None = None, models_dir: str | None = None,
                   overwrite: bool = False, print_recipe: bool = False, device: str = "cpu",
-                  threads: int | None = None, dtype: str | None = None, format: str = "text") -> int:
+                  threads: int | None = None, dtype: str | None = None, format: str = "text",
+                  lora: float | None = None) -> int:
     problems = []
+    adapters = _adapters(models, models_dir)
     if method not in QUICK_METHODS:
         sugg = did_you_mean(method, QUICK_METHODS)
         problems.append(error(codes.UNKNOWN_QUICK_METHOD, f"--method {method!r} is not a quick-merge method",
                               None, help=(f"did you mean {sugg!r}? " if sugg else "")
                               + f"use one of {', '.join(QUICK_METHODS)}, or write a recipe for others"))
+    elif any(adapters) or lora is not None:
+        problems += _adapter_problems(models, adapters, method, lora)
     else:
         want = 3 if method == "add_difference" else 2
         if len(models) != want:
@@ -75,10 +142,13 @@ def merge_command(models: list[str], *, method: str = "weighted_sum", alpha: flo
     if problems:
         return fail(problems, None, format)
     stems = [Path(m).stem for m in models]
-    out_name = (name or "_".join(stems) + f"_{method}_{alpha:g}").removesuffix(".safetensors") + ".safetensors"
+    what = "lora" if any(adapters) else method
+    out_name = (name or "_".join(stems) + f"_{what}_{(alpha if all(adapters) or not any(adapters) else lora or 1):g}"
+                ).removesuffix(".safetensors") + ".safetensors"
     dirs = models_dirs(models_dir)  # the output goes to the models folder, as GUI mergers do
     out_dir = dirs[0] if dirs else Path.cwd()
-    text = merge_recipe(models, method=method, alpha=alpha, output=str(out_dir / out_name), dtype=dtype)
+    text = merge_recipe(models, method=method, alpha=alpha, output=str(out_dir / out_name), dtype=dtype,
+                        adapters=adapters, strength=1.0 if lora is None else lora)
     if print_recipe:
         print(text, end="")
         return 0

@@ -14,7 +14,7 @@ FORMATS = ("text", "json")
 # Problems with the command line itself (exit code 2, as for a flag Typer rejects).
 USAGE_CODES = frozenset(c.id for c in (codes.BAD_SET, codes.SET_TWICE, codes.INVALID_OPTION,
                                        codes.UNKNOWN_QUICK_METHOD, codes.QUICK_MERGE_MODEL_COUNT,
-                                       codes.BAD_OUTPUT_NAME))
+                                       codes.BAD_OUTPUT_NAME, codes.ADAPTER_MISPLACED))
 
 
 def sort_diagnostics(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
@@ -50,12 +50,16 @@ def fail(diags: list[Diagnostic], sources: SourceMap | None, format: str, what: 
 
 def summary_line(program: Program, file: str, keys: int) -> str:
     exports = [e for e in program.exports if e.node is not None]
-    loads: dict[str, str] = {}
+    loads: dict[str, tuple[str, str]] = {}
     for e in exports:
         for n in e.node.walk():
             if n.load is not None:
-                loads[n.load.path] = n.arch.name
-    archs = sorted(set(loads.values()))
+                loads[n.load.path] = (n.arch.name, n.op)
+    archs = sorted({a for a, _ in loads.values()})
+    models = sum(1 for _, op in loads.values() if op != "adapter")
+    adapters = len(loads) - models
+    inputs = f"{models} model{'s' if models != 1 else ''}"
+    if adapters:
+        inputs += f" and {adapters} adapter{'s' if adapters != 1 else ''}"
     return (f"ok: {file}: {len(exports)} export{'s' if len(exports) != 1 else ''}, "
-            f"{len(loads)} model{'s' if len(loads) != 1 else ''} ({', '.join(archs) or 'none'}), "
-            f"{keys} output keys")
+            f"{inputs} ({', '.join(archs) or 'none'}), {keys} output keys")

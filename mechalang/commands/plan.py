@@ -27,8 +27,7 @@ def format_expr(e, names: dict[int, str], key: str) -> str:
         h = dict(e.hypers)
         src = names.get(e.args[0].source, f"input{e.args[0].source}") if isinstance(e.args[0], Read) else "?"
         modules = []
-        for (kind, parts, rows, _shape, _params), first in zip(h["pieces"], _piece_starts(h["pieces"])):
-            module = e.args[first].key.rsplit(".", 1)[0] if isinstance(e.args[first], Read) else "?"
+        for (kind, parts, rows, _shape, _params), module in zip(h["pieces"], h["modules"]):
             modules.append(f"{module} ({kind}{f' rows {rows[0]}:{rows[1]}' if rows else ''})")
         base = f", base={format_expr(e.args[-1], names, key)}" if h["base"] else ""
         return f"adapter({src}: {', '.join(modules)}{base})"
@@ -41,15 +40,6 @@ def format_expr(e, names: dict[int, str], key: str) -> str:
         return f"{_num(dict(e.hypers)['factor'])} * {args[0]}"
     hyp = [f"{k.rstrip('_')}={_num(v)}" for k, v in e.hypers]
     return f"{e.op}({', '.join(args + hyp)})"
-
-
-def _piece_starts(pieces) -> list[int]:
-    """The index of each adapter piece's first tensor among the Op's arguments."""
-    starts, pos = [], 0
-    for p in pieces:
-        starts.append(pos)
-        pos += len(p[1])
-    return starts
 
 
 def _num(v: Any) -> str:

@@ -171,6 +171,9 @@ ADAPTER_NEEDS_BASE = _d("E0272", "adapter-needs-base", "an adapter kind that nee
 ADAPTER_CONFIG = _d("E0273", "adapter-config", "a PEFT adapter without a readable adapter_config.json")
 NOT_AN_ADAPTER = _d("E0274", "not-an-adapter", "`lora(...)` on a file with no adapter tensors")
 ADAPTER_DEFAULT_ALPHA = _d("W0275", "adapter-default-alpha", "a LoRA without alpha tensors: scale 1, as kohya assumes")
+LORA_EXPORT_LEFT_OUT = _d("W0276", "lora-export-left-out",
+                          "keys with no LoRA form (biases, norms, EMA copies) left out of a LoRA export")
+MODEL_IS_ADAPTER = _d("E0277", "model-is-adapter", "`model(...)` on a LoRA/adapter file (read it with `lora(...)`)")
 FEW_KNOWN_KEYS = _d("W0204", "few-known-keys", "most of a model's keys are unknown to its architecture")
 
 # ------------------------------------------------------------------------------------------------
@@ -232,6 +235,7 @@ UNKNOWN_QUICK_METHOD = _d("E0703", "unknown-quick-method", "`mecha merge --metho
 QUICK_MERGE_MODEL_COUNT = _d("E0704", "quick-merge-model-count", "`mecha merge` given the wrong number of models")
 BAD_OUTPUT_NAME = _d("E0705", "bad-output-name", "an output name with characters that are not allowed")
 NO_MATCHING_KEY = _d("E0706", "no-matching-key", "no output key matches the key or glob asked for")
+ADAPTER_MISPLACED = _d("E0708", "adapter-misplaced", "`mecha merge` given a LoRA where it cannot use one")
 UNKNOWN_CODE = _d("E0707", "unknown-code", "`mecha explain-code` with a code that does not exist")
 
 # ------------------------------------------------------------------------------------------------

@@ -360,7 +360,8 @@ extracted text encoder), with LoRA or LyCORIS files, and with checkpoints that u
 mechalang does not know. Files that match nothing at all are read as `generic` instead.
 
 If you know the architecture, say it: `model("file.safetensors", arch=sd1)`; `mecha info` lists
-the architectures. If the file is a LoRA, it is not a full model and cannot be merged as one.""",
+the architectures. If the file is a LoRA or LyCORIS adapter, it is not a full model: open it with
+`lora("file.safetensors")`, a Delta to add to a model (docs/adapters.md).""",
 
     "E0204": """\
 A value that is not a function is called with `(...)`: a model, a number, a list or a map. This
@@ -809,7 +810,8 @@ let b = model("sd1_b.safetensors")
 export a - b to "out.safetensors"
 ```
 
-Add the difference to a base model (`base + (a - b)`) and export that.""",
+Add the difference to a base model (`base + (a - b)`) and export that; or, to write the Delta
+itself as a LoRA file, say so: `export a - b to "x.safetensors" as lora(rank=32)`.""",
 
     "E0241": """\
 An output path is the same file as one of the recipe's input models, so running the recipe would
@@ -1022,6 +1024,144 @@ export weighted_sum(a, b, alpha=key("*.proj_in.*")) to "out.safetensors"
 ```
 
 Use it inside a map: `alpha={default: 0.5, key("*.proj_in.*"): 0.8}`.""",
+
+    "E0270": """\
+Some tensors of an adapter file (a LoRA, LyCORIS, ...) given to `lora(...)` update no key of the
+base: their module names name no weight of the base's architecture, or a weight this base does
+not have. Usually the adapter is for another architecture (an SDXL LoRA with an SD1 base), or it
+also trained layers this checkpoint lacks. Applying only the tensors that fit would silently drop
+part of the adapter, so this is an error. The message lists the first of those tensors, and the
+note says which naming they were read in (kohya, PEFT, diffusers, ComfyUI or native); an adapter
+none of whose tensors fit says it "updates no key" of the architecture.
+
+```mecha
+let base = model("sd1_a.safetensors")
+export base + lora("sdxl_lora.safetensors", base=base) to "out.safetensors"
+```
+
+Check that the adapter is for this model's architecture: without `base=`, `mecha check` says
+which architecture it is read as (`note: ... update 264 keys of sd1`). If the leftover tensors
+are expected, pass `--allow-unused` to `mecha check`, `run`, `plan` or `explain`: they are then
+left out and listed in warning W0270.""",
+
+    "W0270": """\
+With `--allow-unused`, the tensors of an adapter that update no key of the base (an error
+otherwise, E0270) are left out, and this warning lists them, so what was dropped stays visible.
+The rest of the adapter is applied as usual.
+
+```sh
+mecha run bake.mecha --allow-unused
+```
+
+Read the list: if it is most of the adapter, the adapter is probably for another architecture
+or another base, and the output barely differs from the base. `mecha explain FILE KEY` shows
+which adapter modules update a key.""",
+
+    "E0271": """\
+An adapter's tensors cannot make a delta of the shape of the weight they update. Either they do
+not fit the base (a LoRA's up [out, r] and down [r, in] make an [out, in] delta, and the base's
+tensor has other dimensions), or they disagree among themselves: an up and a down of different
+ranks, a Tucker core that does not fit them, a DoRA magnitude that fits neither the outputs nor
+the inputs, Hadamard or Kronecker factors that do not match, a PEFT `adapter_config.json` whose
+rank differs from the tensors'. The message names
+the module, the key and the shapes (the first five modules, then how many more).
+
+```mecha
+let base = model("sd1_a.safetensors")
+export base + lora("sd1_lora_wide.safetensors", base=base) to "out.safetensors"
+```
+
+Use the adapter with the model family it was trained for (`mecha check` without `base=` says
+which architecture its names match). Without `base=`, the shapes come from the adapter itself,
+and a mismatch shows up where the delta is added to a model, as E0236.""",
+
+    "E0272": """\
+An adapter has modules whose delta depends on the weight they update, and `lora(...)` was not
+given that weight: DoRA (a LoRA with `dora_scale` or PEFT's `lora_magnitude_vector`, where the
+updated weight is re-normalised to a learned magnitude), (IA)³ (which scales the weight) and OFT
+(which rotates it). Without `base=` there is nothing to compute them from. The message names the
+first modules and their kind.
+
+```mecha
+let base = model("sd1_a.safetensors")
+export base + lora("sd1_dora.safetensors") to "out.safetensors"
+```
+
+Name the model the adapter is applied to: `lora("sd1_dora.safetensors", base=base)`. The delta
+is computed against that model's weights, so add it to that same model.""",
+
+    "E0273": """\
+A PEFT adapter (tensor names starting with `base_model.model.`) has no readable
+`adapter_config.json` beside it: the file is missing, is not JSON, or is not a JSON object. The
+config holds what the tensors do not: `lora_alpha` (and so the scale α/r), per-module
+`rank_pattern` and `alpha_pattern`, `use_rslora` and `fan_in_fan_out`. A guessed α would scale
+every delta wrongly, so the adapter is refused.
+
+```mecha
+let base = model("sd1_a.safetensors")
+export base + lora("sd1_peft.safetensors") to "out.safetensors"
+```
+
+Keep the adapter in the folder PEFT saved it to (`adapter_model.safetensors` and
+`adapter_config.json` side by side) and pass the `.safetensors` file's path; a renamed or moved
+adapter needs its config copied next to it, under the name `adapter_config.json`.""",
+
+    "E0274": """\
+`lora(...)` was given a file that holds no adapter tensors: no LoRA up/down pairs, and none of
+LyCORIS' LoHa, LoKr, (IA)³, full-diff or OFT tensors. Most often it is a full checkpoint, or a
+textual-inversion embedding.
+
+```mecha
+let base = model("sd1_a.safetensors")
+export base + lora("sd1_b.safetensors") to "out.safetensors"
+```
+
+Open a checkpoint with `model(...)` and merge it with a method (`weighted_sum(base, other)`), or
+add what it learned as a difference (`base + (other - its_base)`). Embeddings are not merged into
+checkpoints.""",
+
+    "W0275": """\
+A LoRA has no `alpha` tensors, so the file does not say its scale α/r. mechalang does what
+kohya's scripts and the web UIs do: α = rank, a scale of 1 (the delta is up·down). That is right
+for files saved without alpha, but a LoRA whose alpha was lost in a conversion is then applied
+rank/α times too strongly.
+
+```mecha
+let base = model("sd1_a.safetensors")
+export base + lora("sd1_lora_no_alpha.safetensors") to "out.safetensors"
+```
+
+If the result is too strong, scale the adapter: `base + 0.25 * lora(...)` is what a LoRA of rank
+16 and alpha 4 would give. `mecha explain FILE KEY` shows, for each module updating a key, where
+its α came from. A PEFT adapter takes α from `lora_alpha` in its `adapter_config.json`.""",
+
+    "W0276": """\
+A delta was written as a LoRA (`export … as lora(...)`), and some of its keys have no LoRA form:
+biases and norms (one dimension), parameters that are not a module's weight, and copies such as
+SD1's dot-less EMA keys. They are left out of the file, and this warning lists them: a LoRA
+extracted from two checkpoints changes their matrices and convolutions only.
+
+```mecha
+let base = model("sd1_a.safetensors")
+export model("sd1_b.safetensors") - base to "extracted.safetensors" as lora(rank=4)
+```
+
+To keep every difference, bake the delta into a model instead (`export base + delta to …`), or
+export only the parts that have a LoRA form, such as `(tuned - base).diffuser`.""",
+
+    "E0277": """\
+`model(...)` was given an adapter file (a LoRA, LoHa, LoKr, …). Read as a model, its factors
+would be merged as if they were weights: averaging the `lora_up` of two LoRAs and their
+`lora_down` separately gives a file whose product is far from either.
+
+```mecha
+let base = model("sd1_a.safetensors")
+export weighted_sum(base, model("sd1_lora.safetensors")) to "out.safetensors"
+```
+
+Read it with `lora(...)`, a Delta: `base + 0.8 * lora("sd1_lora.safetensors", base=base)` bakes it;
+`0.5 * lora("a.safetensors") + 0.5 * lora("b.safetensors")` merges two LoRAs, and `export … as
+lora()` writes the result as one LoRA.""",
 
     "W0204": """\
 Most of a model's keys are unknown to the architecture it is read as, so per-block maps and
@@ -1548,6 +1688,21 @@ mecha explain merge.mecha "unet.down_blocks.0.*"
 Use the key names of the output's architecture: `mecha plan FILE` lists the keys of each output,
 `mecha info sd1 -v` the keys of an architecture.""",
 
+    "E0708": """\
+`mecha merge` was given a LoRA (recognised from its tensors) where it cannot use one. It takes
+LoRAs in two ways: a model followed by one or more LoRAs bakes them into the model, at the
+strength `--lora` gives (default 1); two LoRAs alone, with `--method weighted_sum`, merge into one
+LoRA file (`(1 − alpha)·A + alpha·B`, concatenated exactly). Anything else is this error: a LoRA
+given first, before the model; a LoRA as an input of another method (`sigmoid`,
+`add_difference`); more than two LoRAs without a model; or `--lora` with no LoRA among the files.
+
+```sh
+mecha merge style.safetensors ghostmix.safetensors
+```
+
+Put the model first: `mecha merge ghostmix.safetensors style.safetensors --lora 0.8`. For more
+LoRAs, other methods or per-block strengths, write a recipe (docs/adapters.md).""",
+
     "E0707": """\
 `mecha explain-code` was given a code that does not exist. Codes are a letter and four digits,
 `E` for errors and `W` for warnings (`E0401`, `W0311`), or the code's name
@@ -1819,7 +1974,8 @@ merge "weighted_sum" &0 &1 alpha=0.5
 ```
 
 Check with `mecha check` that the file is detected as the architecture you expect; a LoRA file is
-not a full model and cannot be merged as one.""",
+not a full model and cannot be merged as one (convert the recipe with `mecha convert` and open the
+LoRA with `lora(...)`: docs/adapters.md).""",
 
     "W0921": """\
 An sd-mecha conversion of a model (a `merge "convert_..."` line, such as a LoRA or key-format
@@ -1835,7 +1991,8 @@ merge "weighted_sum" &0 &2 alpha=0.5
 ```
 
 Run `mecha check` to see what the file is detected as. If it is a LoRA, it cannot be merged as a
-model; if it is a full checkpoint in another naming, mechalang reads that naming directly when it
+model (in a converted recipe, open it with `lora(...)` and add it: `base + lora("x.safetensors",
+base=base)`); if it is a full checkpoint in another naming, mechalang reads that naming directly when it
 knows it.""",
 
     "W0922": """\

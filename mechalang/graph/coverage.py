@@ -240,7 +240,7 @@ def describe_adapter(program: Program, n: Node) -> str:
     modules = len({p.module for _, ps in amap.targets for p in ps})
     keys = [k for k, _ in amap.targets]
     return (f"`{node_name(program, n)}` is a {amap.dialect} {kinds} adapter{' (' + rank + ')' if rank else ''}: "
-            f"{modules} module{'s' if modules != 1 else ''} update {len(keys)} key{'s' if len(keys) != 1 else ''} "
+            f"{modules} module{'s update' if modules != 1 else ' updates'} {len(keys)} key{'s' if len(keys) != 1 else ''} "
             f"of {n.arch.name} ({summarize_keys(keys)})")
 
 

@@ -5,7 +5,8 @@ Per key: when the delta is a sum of scaled LoRA groups (`0.5 * lora(a) + lora(b)
 concatenated, exactly (ranks add; α is set to the total rank so the scale is 1 and each group's
 own α/r and strength are folded into its up factor). Otherwise the delta is factored by a
 truncated SVD at `rank` (capped by the key's dimensions). Keys that are not matrices or
-convolution kernels (biases, norms) have no low-rank form: they are left out and reported.
+convolution kernels (biases, norms), or are no module's weight (EMA copies), have no LoRA form:
+they are left out, and `pipeline.plan` reports them (W0276).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def terms(node: Node, key: str, resolve) -> list[tuple[float, Node, Any]] | None
             stack.append((n.args[0], c * float(resolve(n, key))))
         elif n.op == "add" and all(a.space == "delta" for a in n.args):
             stack.extend((a, c) for a in reversed(n.args))
+        elif n.op == "sub" and all(a.space == "delta" for a in n.args):  # a − b = a + (−1)·b
+            stack.extend([(n.args[1], -c), (n.args[0], c)])
         else:
             return None
     return out or None
@@ -64,9 +67,11 @@ def terms(node: Node, key: str, resolve) -> list[tuple[float, Node, Any]] | None
 def module_names(arch, key: str, dialect: str, keys: dict) -> list[tuple[str, tuple[int, int] | None]]:
     """The output module name(s) for a weight: the dialect's, else (a model the keymap does not name
     in that dialect, such as an LLM in kohya's) its own module path."""
-    from ..archs.keymap import module_pieces
+    from ..archs.keymap import module_path, module_pieces
 
-    native = key[: -len(".weight")] if key.endswith(".weight") else key
+    native = module_path(key)
+    if native is None:  # not a module's weight (EMA copies, embeddings stored as parameters)
+        return []
     if dialect == "peft":
         return [(PEFT_PREFIX + native, None)]
     pieces = module_pieces(arch.name, key, "kohya", keys)
@@ -90,7 +95,11 @@ def plan_output(lowerer, ex, path: str, fmt: LoraFormat) -> tuple[OutputPlan, li
         found = terms(root, key, lambda n, k: lowerer.resolve(n, "factor", n.hyper("factor"), k, None))
         if found is not None and fmt.rank is not None and sum(p.rank for _, _, p in found) > fmt.rank:
             found = None  # resizing: a sum of LoRAs above the rank asked for is factored again
-        for module, rows in module_names(root.arch, key, fmt.dialect, shapes):
+        named = module_names(root.arch, key, fmt.dialect, shapes)
+        if not named:
+            skipped.append(key)
+            continue
+        for module, rows in named:
             out = meta.shape[0] if rows is None else rows[1] - rows[0]
             rest = tuple(meta.shape[1:])
             if found is not None and rows is None:

@@ -60,6 +60,7 @@ class LoadInfo:
     deferred: bool = False
     # An adapter file (LoRA, LyCORIS, …): how its tensors map onto the base's keys (kinds.adapter).
     adapter: Any = None
+    base: Any = None  # for an adapter: the base node's id (or architecture) it was read against
 
 
 class Node:

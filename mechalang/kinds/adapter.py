@@ -45,6 +45,8 @@ class AdapterMap:
     problems: tuple[tuple[str, str], ...] = ()  # (module or tensor, what is wrong)
     notes: tuple[str, ...] = ()
     config: str | None = field(default=None, compare=False)  # the PEFT adapter_config.json read
+    # (module, kind) of every group whose delta needs the base weight, mapped or not
+    base_kinds: tuple[tuple[str, str], ...] = ()
 
     @property
     def kinds(self) -> list[str]:
@@ -60,6 +62,17 @@ class AdapterMap:
 
     def pieces(self, key: str) -> tuple[Piece, ...]:
         return dict(self.targets).get(key, ())
+
+
+def is_adapter(tensors: Mapping[str, Any]) -> bool:
+    """Whether a file's tensors are mostly an adapter's (in groups some kind completes), not a
+    model's: what `mecha merge` uses to tell a LoRA given where a model is expected."""
+    modules, _ = _groups(tensors)
+    grouped = 0
+    for suffixes in modules.values():
+        groups, _ = _kind_groups(suffixes)
+        grouped += len({t for _, parts in groups for t in parts.values()})
+    return bool(tensors) and grouped >= len(tensors) / 2
 
 
 def dialect_of(names) -> str:
@@ -199,17 +212,24 @@ def build_map(path: str, tensors: Mapping[str, Any], targets: Mapping[str, tuple
     dialect = dialect_of(modules) if modules else "native"
     problems: list[tuple[str, str]] = []
     notes: list[str] = []
-    config, config_problem = read_peft_config(path)
+    # PEFT's adapter_config.json is the config of the PEFT adapter beside it: a kohya file that
+    # happens to share its folder is not configured by it.
+    peft_names = any(".lora_A." in n or n.endswith((".lora_A.weight", "lora_magnitude_vector", "lora_embedding_A"))
+                     for n in tensors)
+    config, config_problem = read_peft_config(path) if dialect == "peft" or peft_names else (None, None)
     if config_problem:
         problems.append(("adapter_config.json", config_problem))
     if dialect == "peft" and config is None and not config_problem:
         problems.append((os.path.basename(path), "a PEFT adapter (`base_model.model.` names) needs the "
                                                  "adapter_config.json it was saved with, beside the file: "
                                                  "it holds lora_alpha, which sets the scale"))
+    # PEFT saves a copy of the base weight of an adapted embedding (`….base_layer.weight`, its
+    # `save_embedding_layers`): the base's own weight, not an update.
     unused = list(unknown)
     per_target: dict[str, list[Piece]] = {}
     inferred_shapes: dict[str, tuple[int, ...]] = {}
     no_alpha = False
+    base_kinds: list[tuple[str, str]] = []
     for module, suffixes in modules.items():
         groups, leftover = _kind_groups(suffixes)
         unused.extend(leftover)
@@ -217,6 +237,8 @@ def build_map(path: str, tensors: Mapping[str, Any], targets: Mapping[str, tuple
             continue
         found = _resolve(module, names)
         for spec, parts in groups:
+            if spec.group_needs_base(parts):
+                base_kinds.append((module, spec.name + (" (DoRA)" if "magnitude" in parts else "")))
             shapes = {p: tuple(tensors[t].shape) for p, t in parts.items()}
             params = config.params(module) if config is not None else {}
             inferred = spec.shape(shapes, params) if spec.shape is not None else Inferred()
@@ -266,8 +288,9 @@ def build_map(path: str, tensors: Mapping[str, Any], targets: Mapping[str, tuple
         if problem:
             problems.append((key, problem))
     shapes = tuple((k, tuple(inferred_shapes.get(k, targets.get(k)))) for k, _ in mapped_targets)
+    unused = [n for n in unused if not (n.startswith(PEFT_PREFIX) and ".base_layer." in n)]
     return AdapterMap(dialect, mapped_targets, shapes, tuple(sorted(set(unused))), tuple(problems), tuple(notes),
-                      config.path if config else None)
+                      config.path if config else None, tuple(base_kinds))
 
 
 @dataclass(frozen=True)

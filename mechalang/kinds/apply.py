@@ -22,7 +22,8 @@ def plan_hypers(key: str, pieces: Sequence[Piece], shape: tuple[int, ...], base:
     delta shape, params); the target shape; whether the last argument is the base weight. The
     Op's arguments are the pieces' tensors in that order."""
     spec = tuple((p.kind, tuple(part for part, _ in p.parts), p.rows, p.shape, p.params) for p in pieces)
-    return (("base", base), ("key", key), ("pieces", spec), ("shape", tuple(shape)))
+    return (("base", base), ("key", key), ("modules", tuple(p.module for p in pieces)), ("pieces", spec),
+            ("shape", tuple(shape)))
 
 
 def evaluate(args: Sequence[Any], hypers: dict[str, Any]):
@@ -33,7 +34,7 @@ def evaluate(args: Sequence[Any], hypers: dict[str, Any]):
     pos = 0
     out = None
     pieces = hypers["pieces"]
-    for kind, part_names, rows, piece_shape, params in pieces:
+    for (kind, part_names, rows, piece_shape, params), module in zip(pieces, hypers["modules"]):
         spec = KINDS.get(kind)
         if spec is None:
             raise RuntimeError(f"unknown model kind `{kind}` (was its plugin loaded?)")
@@ -45,6 +46,8 @@ def evaluate(args: Sequence[Any], hypers: dict[str, Any]):
         delta = spec.delta(parts, KindContext(key, tuple(piece_shape), dict(params), piece_base))
         if tuple(delta.shape) != tuple(piece_shape):
             raise RuntimeError(f"model kind `{kind}` made a {list(delta.shape)} delta, expected {list(piece_shape)}")
+        if not bool(torch.isfinite(delta).all()):  # a broken adapter never passes silently
+            raise ValueError(f"the adapter module `{module}` ({kind}) has NaN or inf values")
         if rows is None and len(pieces) == 1:
             return delta
         if out is None:

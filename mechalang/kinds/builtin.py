@@ -158,7 +158,7 @@ def lora_embedding(parts: dict, ctx: KindContext):
 
 def _tucker(t, wa, wb):
     """A Tucker-factored k×k kernel as LyCORIS stores it: core t [r, r, k, k], wa [r, out], wb [r, in]."""
-    return torch.einsum("i j k l, i p, j r -> p r k l", t, wa, wb)
+    return torch.einsum("i j k l, i p, j r -> p r k l", t, wa, wb).contiguous()
 
 
 def _loha_factor_shape(a, b, t) -> tuple[int, ...] | None:

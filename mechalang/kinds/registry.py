@@ -169,12 +169,16 @@ def _ensure_builtins() -> None:
     _builtins_loaded[0] = True
     from . import builtin  # noqa: F401  (registers the built-in kinds)
 
+    for problem in load_entry_points():  # installed packages' kinds, like their merge methods
+        import warnings
+
+        warnings.warn(problem)
+
 
 def load_entry_points() -> list[str]:
     """Register kinds from installed packages' `mechalang.kinds` entry points; problems as text."""
     from importlib.metadata import entry_points
 
-    _ensure_builtins()
     problems = []
     for ep in entry_points(group="mechalang.kinds"):
         previous = _current_source[0]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -378,9 +378,7 @@ CASES = [
     Case("lokr_w1_full", "llama", c_lokr_w1_full),
     Case("lokr_w2_full", "llama", c_lokr_w2_full),
     Case("lokr_both_full", "llama", c_lokr_both_full),
-    pytest.param(Case("lokr_conv_tucker", "sd1", c_lokr_conv_tucker), marks=pytest.mark.xfail(
-        strict=True, reason="bug in mechalang/kinds/builtin.py lokr(): torch.kron(w1, w2) raises 'view size is not "
-                            "compatible' on the non-contiguous einsum result of _tucker() (lokr_t2); needs .contiguous()")),
+    Case("lokr_conv_tucker", "sd1", c_lokr_conv_tucker),
     Case("ia3_out", "llama", c_ia3_out),
     Case("ia3_in", "llama", c_ia3_in),
     Case("diff", "llama", c_diff),
@@ -485,7 +483,7 @@ def test_fp64_precision(bake, bases):
 # a property: any LoRA shape, rank, alpha and strength
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rank=st.integers(1, 6), out=st.integers(1, 12), inn=st.integers(1, 12),
        alpha=st.floats(0.05, 32.0), strength=st.floats(-2.0, 2.0), seed=st.integers(0, 2**32 - 1))
 def test_lora_property(rank, out, inn, alpha, strength, seed):
@@ -514,4 +512,8 @@ def test_lora_property(rank, out, inn, alpha, strength, seed):
     assert set(got) == set(base)
     np.testing.assert_array_equal(got["blk.other.weight"], base["blk.other.weight"])
     ref = f64(base["blk.lin.weight"]) + strength * lora_delta(up, down, float(alpha32))
-    close(got["blk.lin.weight"], ref, tol=1e-5, what=f"rank {rank} [{out}, {inn}] α {alpha}")
+    # fp32 rounding is relative to the terms summed (the base, and |s|·α/r·|U|·|D|), not to the
+    # result, which may cancel to nearly 0 on a 1×1 weight
+    terms = abs(strength) * float(alpha32) / rank * (np.abs(f64(up)) @ np.abs(f64(down)))
+    bound = max(float(np.max(np.abs(base["blk.lin.weight"]))), float(np.max(terms)))
+    close(got["blk.lin.weight"], ref, tol=1e-5, scale=bound, what=f"rank {rank} [{out}, {inn}] α {alpha}")

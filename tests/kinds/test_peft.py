@@ -99,6 +99,8 @@ def touched_keys(adapter_file: Path) -> set[str]:
     out = set()
     for n in names:
         assert n.startswith(PEFT_PREFIX), n
+        if ".base_layer." in n:  # PEFT's saved copy of an adapted embedding's base weight
+            continue
         module = n[len(PEFT_PREFIX):].split(".lora_")[0]
         out.add(module + ".weight")
     return out
@@ -237,9 +239,6 @@ def test_embedding_lora_matches_merge_and_unload(llama, tmp_path):
     assert_like_peft(bake_adapter(tmp_path, llama.file, adapter_file), merged, llama.tensors, touched)
 
 
-@pytest.mark.xfail(strict=True, reason="kinds/adapter.py: PEFT's default save of an adapter that targets an "
-                                       "embedding (save_embedding_layers='auto') stores "
-                                       "`<module>.base_layer.weight`; mecha reports it as E0270 (updates no key)")
 def test_embedding_lora_default_save(llama, tmp_path):
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["embed_tokens", "q_proj"], init_lora_weights=False)
     adapter_file, _, merged = save_adapter(fresh_llama(llama), tmp_path / "adapter", config)
