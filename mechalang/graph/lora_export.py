@@ -20,7 +20,8 @@ from ..kinds.export import CONCAT_OP, CONST_OP, PART_OP, SVD_OP
 from ..runtime.plan import OutputPlan, Read, layout
 from .nodes import Node
 
-DIALECTS = ("kohya", "peft")
+# kohya and LyCORIS (a LoCon) share the tensor names; they differ in the network module recorded.
+DIALECTS = ("kohya", "lycoris", "peft")
 PEFT_PREFIX = "base_model.model."
 
 
@@ -143,8 +144,10 @@ def plan_output(lowerer, ex, path: str, fmt: LoraFormat) -> tuple[OutputPlan, li
     if fmt.dialect == "peft":
         sidecars = (("adapter_config.json", _peft_config(ranks, top)),)
     else:
-        metadata.update({"ss_network_module": "networks.lora", "ss_network_dim": str(top),
-                         "ss_network_alpha": str(top)})
+        metadata.update({"ss_network_module": "lycoris.kohya" if fmt.dialect == "lycoris" else "networks.lora",
+                         "ss_network_dim": str(top), "ss_network_alpha": str(top)})
+        if fmt.dialect == "lycoris":
+            metadata["ss_network_args"] = json.dumps({"algo": "locon", "conv_dim": str(top), "conv_alpha": str(top)})
     return OutputPlan(path, layout(entries), tuple(sorted(metadata.items())), sidecars), skipped
 
 
