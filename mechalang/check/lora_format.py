@@ -10,7 +10,8 @@ from ..dtypes import EXPORT_DTYPES
 from ..graph.lora_export import DIALECTS, LoraFormat, low_rank_shape, terms
 from .values import POISON, ModelValue, a_type
 
-OPTIONS = ("rank", "dialect", "dtype", "clamp")
+OPTIONS = ("rank", "dialect", "dtype", "clamp", "sv_ratio", "sv_fro", "sv_cumulative")
+DYNAMIC = ("sv_ratio", "sv_fro", "sv_cumulative")
 
 
 def lora_export(ev, stmt, value: Any, env) -> tuple[Any, LoraFormat | None]:
@@ -50,6 +51,30 @@ def lora_export(ev, stmt, value: Any, env) -> tuple[Any, LoraFormat | None]:
     if clamp is not None and (isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or not 0 < clamp <= 1):
         ev.err(codes.HYPER_OUT_OF_RANGE, f"clamp= is a quantile in (0, 1], found {clamp!r}", span)
         ok = False
+    dynamic = None
+    chosen = [k for k in DYNAMIC if k in opts]
+    if len(chosen) > 1:
+        ev.err(codes.HYPER_OUT_OF_RANGE, f"give one dynamic-rank rule, not {' and '.join(chosen)}", opts[chosen[1]][1])
+        ok = False
+    elif chosen:
+        v, span = opts[chosen[0]]
+        bad = isinstance(v, bool) or not isinstance(v, (int, float)) or \
+            (v < 1 if chosen[0] == "sv_ratio" else not 0 < v <= 1)
+        if bad:
+            ev.err(codes.HYPER_OUT_OF_RANGE, f"{chosen[0]}= must be " + ("a ratio ≥ 1" if chosen[0] == "sv_ratio"
+                                                                          else "a fraction in (0, 1]")
+                   + f", found {v!r}", span)
+            ok = False
+        elif fmt.rank is None:
+            ev.err(codes.MISSING_HYPERPARAMETER, f"{chosen[0]}= chooses each key's rank up to a largest: give it "
+                                                 "with rank=", span, help=f"as lora(rank=64, {chosen[0]}={v})")
+            ok = False
+        elif dialect == "peft":
+            ev.err(codes.HYPER_OUT_OF_RANGE, f"{chosen[0]}= writes kohya or LyCORIS files (a PEFT config holds "
+                                             "one rank per pattern)", span)
+            ok = False
+        else:
+            dynamic = (chosen[0], float(v))
     if value is POISON:
         return None, None
     if not isinstance(value, ModelValue) or value.node.space != "delta":
@@ -59,7 +84,7 @@ def lora_export(ev, stmt, value: Any, env) -> tuple[Any, LoraFormat | None]:
         return None, None
     if not ok:
         return None, None
-    fmt = LoraFormat(fmt.rank, dialect, dtype, float(clamp) if clamp is not None else None)
+    fmt = LoraFormat(fmt.rank, dialect, dtype, float(clamp) if clamp is not None else None, dynamic)
     if fmt.rank is None:
         node = value.node
         needs_svd = [k for k, m in node.keys.items()

@@ -31,6 +31,7 @@ class LoraFormat:
     dialect: str = "kohya"
     dtype: str | None = None  # output dtype name (fp16, bf16, fp32); None: the delta's
     clamp: float | None = None  # quantile clamp of the SVD factors (kohya's extractor: 0.99)
+    dynamic: tuple[str, float] | None = None  # ("sv_ratio" | "sv_fro" | "sv_cumulative", value), rank the cap
 
 
 def low_rank_shape(shape: tuple[int, ...]) -> bool:
@@ -127,7 +128,8 @@ def plan_output(lowerer, ex, path: str, fmt: LoraFormat) -> tuple[OutputPlan, li
                     continue
                 rank = max(1, min(fmt.rank, out, _prod(rest)))
                 up_shape, down_shape = _factor_shapes(out, rest, rank)
-                svd = _op(SVD_OP, (delta,), (("clamp", fmt.clamp), ("rank", rank), ("rows", rows)))
+                svd = _op(SVD_OP, (delta,), (("clamp", fmt.clamp), ("dynamic", fmt.dynamic), ("rank", rank),
+                                             ("rows", rows)))
                 both = (("down_shape", down_shape), ("up_shape", up_shape))
                 up = _op(PART_OP, (svd,), both + (("part", "up"),))
                 down = _op(PART_OP, (svd,), both + (("part", "down"),))
@@ -137,7 +139,11 @@ def plan_output(lowerer, ex, path: str, fmt: LoraFormat) -> tuple[OutputPlan, li
             entries.append((names["down"], down, dtype, down_shape, module))
             entries.append((names["up"], up, dtype, up_shape, module))
             if fmt.dialect != "peft":
-                entries.append((names["alpha"], _op(CONST_OP, (), (("value", float(rank)),)), dtype, (), module))
+                if fmt.dynamic is not None and found is None:  # the rank the SVD keeps: α, trimmed to
+                    alpha = _op(PART_OP, (svd,), both + (("part", "alpha"),))
+                else:
+                    alpha = _op(CONST_OP, (), (("value", float(rank)),))
+                entries.append((names["alpha"], alpha, dtype, (), module))
     metadata = dict(lowerer.metadata(ex, path))
     sidecars: tuple = ()
     top = max(ranks.values(), default=0)
@@ -148,7 +154,8 @@ def plan_output(lowerer, ex, path: str, fmt: LoraFormat) -> tuple[OutputPlan, li
                          "ss_network_dim": str(top), "ss_network_alpha": str(top)})
         if fmt.dialect == "lycoris":
             metadata["ss_network_args"] = json.dumps({"algo": "locon", "conv_dim": str(top), "conv_alpha": str(top)})
-    return OutputPlan(path, layout(entries), tuple(sorted(metadata.items())), sidecars), skipped
+    trim = fmt.dynamic is not None
+    return OutputPlan(path, layout(entries), tuple(sorted(metadata.items())), sidecars, trim_lora=trim), skipped
 
 
 class LoraExportError(Exception):

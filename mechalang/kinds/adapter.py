@@ -70,7 +70,7 @@ def is_adapter(tensors: Mapping[str, Any]) -> bool:
     modules, _ = _groups(tensors)
     grouped = 0
     for suffixes in modules.values():
-        groups, _ = _kind_groups(suffixes)
+        groups, _ = _kind_groups(suffixes, tensors)
         grouped += len({t for _, parts in groups for t in parts.values()})
     return bool(tensors) and grouped >= len(tensors) / 2
 
@@ -177,7 +177,8 @@ def _groups(tensors: Mapping[str, Any]) -> tuple[dict[str, dict[str, str]], list
     return modules, unknown
 
 
-def _kind_groups(suffixes: dict[str, str]) -> tuple[list[tuple[KindSpec, dict[str, str]]], list[str]]:
+def _kind_groups(suffixes: dict[str, str], tensors: Mapping[str, Any] | None = None
+                 ) -> tuple[list[tuple[KindSpec, dict[str, str]]], list[str]]:
     """The groups one module's tensors form: (kind, {part: tensor name}) for every kind whose
     required parts are present (a kind whose parts are a subset of another's found kind is not
     counted twice); and the tensors no group uses."""
@@ -186,6 +187,21 @@ def _kind_groups(suffixes: dict[str, str]) -> tuple[list[tuple[KindSpec, dict[st
         parts = {spec.parts[s]: t for s, t in suffixes.items() if s in spec.parts}
         if parts and spec.complete(parts):
             found.append((spec, parts))
+    if tensors is not None and len(found) > 1:
+        # Kinds that read the same tensor names (OFT's `oft_blocks`: 3-D for diagonal OFT, 4-D for
+        # butterfly OFT) are told apart by the shapes: those whose shape check passes win.
+        def fits(spec, parts) -> bool:
+            if spec.shape is None:
+                return True
+            return spec.shape({p: tuple(tensors[t].shape) for p, t in parts.items()}, {}).problem is None
+
+        claimed: dict[frozenset, list] = {}
+        for spec, parts in found:
+            claimed.setdefault(frozenset(parts.values()), []).append((spec, parts))
+        found = []
+        for rivals in claimed.values():
+            good = [g for g in rivals if fits(*g)] if len(rivals) > 1 else rivals
+            found.extend(good or rivals)
     # `alpha` alone completes nothing; a module with lora_up/down is LoRA, not also some kind that
     # only needs shared parts. Keep the groups that own at least one tensor no other group owns.
     owned = []
@@ -231,7 +247,7 @@ def build_map(path: str, tensors: Mapping[str, Any], targets: Mapping[str, tuple
     no_alpha = False
     base_kinds: list[tuple[str, str]] = []
     for module, suffixes in modules.items():
-        groups, leftover = _kind_groups(suffixes)
+        groups, leftover = _kind_groups(suffixes, tensors)
         unused.extend(leftover)
         if not groups:
             continue

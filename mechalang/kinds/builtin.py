@@ -317,6 +317,12 @@ def _oft_shape(parts: dict, params: dict) -> Inferred:
     return Inferred(None, b[0], out=b[0] * b[1])
 
 
+def _constraint(parts: dict, out: int) -> float:
+    """The bound on ‖Q‖: the file's `alpha` times the output size, as LyCORIS and kohya read it
+    (0: none)."""
+    return float(parts["alpha"].reshape(-1)[0]) * out if "alpha" in parts else 0.0
+
+
 def _cayley(blocks, constraint: float):
     """R = (I + Q)(I − Q)⁻¹ with Q = B − Bᵀ, Q scaled down to norm `constraint` when it is larger."""
     q = blocks - blocks.transpose(-1, -2)
@@ -332,20 +338,55 @@ def _cayley(blocks, constraint: float):
     "oft",
     parts={"oft_blocks": "blocks", "rescale": "rescale", "alpha": "alpha"},
     required=("blocks",),
-    formula="W' = blockdiag(Rₖᵀ)·W (⊙ rescale), Rₖ = (I+Q)(I−Q)⁻¹, Q = Bₖ − Bₖᵀ;  ΔW = W' − W",
+    formula="W' = blockdiag(Rₖᵀ)·W (⊙ rescale), Rₖ = (I+Q)(I−Q)⁻¹, Q = Bₖ − Bₖᵀ, ‖Q‖ ≤ α·out;  ΔW = W' − W",
     shape=_oft_shape,
     needs_base=True,
 )
 def oft(parts: dict, ctx: KindContext):
     """Orthogonal fine-tuning (LyCORIS diag-OFT, kohya OFT): the output rows, in blocks, are
-    rotated by the Cayley transform of each skew-symmetric block; `alpha` is the constraint on
-    ‖Q‖ (0: none), `rescale` an optional per-output factor."""
+    rotated by the Cayley transform of each skew-symmetric block; ‖Q‖ (all blocks together) is
+    scaled down to `alpha` × the output size when larger (alpha 0: no bound), as LyCORIS and kohya
+    do; `rescale` is an optional per-output factor."""
     blocks, base = parts["blocks"], ctx.base
     n, size = blocks.shape[0], blocks.shape[1]
-    constraint = float(parts["alpha"].reshape(-1)[0]) if "alpha" in parts else 0.0
-    r = _cayley(blocks, constraint)
+    r = _cayley(blocks, _constraint(parts, base.shape[0]))
     w = base.reshape(n, size, *base.shape[1:])
     rotated = torch.einsum("k n m, k n ... -> k m ...", r, w).reshape(base.shape)
     if "rescale" in parts:
         rotated = rotated * parts["rescale"].reshape((-1,) + (1,) * (base.dim() - 1))
     return rotated - base
+
+
+def _boft_shape(parts: dict, params: dict) -> Inferred:
+    b = parts["blocks"]
+    if len(b) != 4 or b[2] != b[3] or b[2] % 2:
+        return Inferred(problem=f"butterfly oft_blocks {list(b)} must be [stages, blocks, size, size], size even")
+    return Inferred(None, b[1], out=b[1] * b[2])
+
+
+@model_kind(
+    "boft",
+    parts={"oft_blocks": "blocks", "rescale": "rescale", "alpha": "alpha"},
+    required=("blocks",),
+    formula="W' = Bₘ·…·B₁·W (⊙ rescale), Bᵢ = butterfly-permuted blockdiag(Rᵢₖ), Rᵢₖ = (I+Q)(I−Q)⁻¹;  ΔW = W' − W",
+    shape=_boft_shape,
+    needs_base=True,
+)
+def boft(parts: dict, ctx: KindContext):
+    """Butterfly orthogonal fine-tuning (LyCORIS BOFT): m stages, each a block-diagonal rotation
+    (the Cayley transform of each block, ‖Q‖ bound as OFT's) applied to the output rows in the
+    butterfly order of that stage: rows grouped in pairs of runs of 2ⁱ·b/2, interleaved into
+    blocks of b, rotated, and put back."""
+    blocks, base = parts["blocks"], ctx.base
+    stages, size = blocks.shape[0], blocks.shape[2]
+    r = _cayley(blocks, _constraint(parts, base.shape[0]))
+    w = base
+    half = size // 2
+    for i in range(stages):
+        k = 2 ** i * half
+        w = w.unflatten(0, (-1, 2, k)).transpose(1, 2).flatten(0, 2).unflatten(0, (-1, size))
+        w = torch.einsum("b i j, b j ... -> b i ...", r[i], w)
+        w = w.flatten(0, 1).unflatten(0, (-1, k, 2)).transpose(1, 2).flatten(0, 2)
+    if "rescale" in parts:
+        w = w * parts["rescale"].reshape((-1,) + (1,) * (base.dim() - 1))
+    return w - base

@@ -5,8 +5,11 @@ Two ways, chosen per key by lowering (graph/lora_export.py):
 - **concatenation**, exact, when the key's delta is a sum of scaled LoRA groups c_i·(α_i/r_i)·U_i·D_i:
   U = [c_1·(α_1/r_1)·U_1 | c_2·(α_2/r_2)·U_2 | …], D = [D_1; D_2; …], α = Σ r_i (so the scale is 1);
 - **SVD** of the delta (a row slice of it, for fused keys): U·diag(S) truncated to the rank as up,
-  Vᵀ as down, α = rank. Singular values may be clamped at a quantile of the factors' entries, as
-  kohya's extractor does (`clamp=0.99`).
+  Vᵀ as down, α = rank. Factor entries may be clamped at a quantile, as kohya's extractor does
+  (`clamp=0.99`). A *dynamic* rank (kohya's resize rules: `sv_ratio`, `sv_fro`, `sv_cumulative`)
+  is chosen per key from the singular values, at most `rank`: the factors are planned at `rank`,
+  the components past the chosen rank are zeroed, α carries the chosen rank, and the writer trims
+  every module to its α before the file appears (runtime/trim.py).
 
 Each op returns one factor; the up and down of one module are planned as one job (their SVD is one
 shared sub-expression, computed once).
@@ -35,18 +38,44 @@ def svd_factors(delta, hypers: dict[str, Any]):
     out = delta.shape[0]
     mat = delta.reshape(out, -1)
     rank = hypers["rank"]
-    if mat.dtype == torch.float32 and rank < min(mat.shape):
+    dynamic = hypers.get("dynamic")
+    if mat.dtype == torch.float32 and rank < min(mat.shape) and dynamic is None:
         u, vh = _top_singular(mat, rank)
     else:
         u, s, vh = torch.linalg.svd(mat, full_matrices=False)
+        keep = rank if dynamic is None else dynamic_rank(s, dynamic, rank)
         u = u[:, :rank] * s[:rank]
         vh = vh[:rank]
+        if keep < rank:  # zeroed here, trimmed by the writer
+            u[:, keep:] = 0
+            vh[keep:] = 0
+        rank = keep
     clamp = hypers.get("clamp")
     if clamp is not None and clamp < 1:
         values = torch.cat([u.flatten(), vh.flatten()])
         hi = torch.quantile(values.abs().float()[: 1 << 24], clamp).to(u.dtype)
         u, vh = u.clamp(-hi, hi), vh.clamp(-hi, hi)
-    return torch.cat([u.flatten(), vh.flatten()])
+    return torch.cat([u.flatten(), vh.flatten(), torch.tensor([float(rank)], dtype=u.dtype, device=u.device)])
+
+
+def dynamic_rank(s, rule: tuple[str, float], cap: int) -> int:
+    """How many singular values (sorted, largest first) a resize rule keeps, between 1 and `cap`:
+    sv_ratio: those within a factor `v` of the largest; sv_fro: the fewest that keep a fraction `v`
+    of the Frobenius norm (√ of their squares' share); sv_cumulative: the fewest whose sum is a
+    fraction `v` of the sum (kohya's resize_lora rules)."""
+    kind, v = rule
+    s = s.double()
+    if s.numel() == 0 or float(s[0]) == 0:
+        return 1
+    if kind == "sv_ratio":
+        n = int((s >= s[0] / v).sum())
+    elif kind == "sv_fro":
+        share = (s.square().cumsum(0) / s.square().sum()).sqrt()
+        n = int((share < v).sum()) + 1
+    else:
+        share = s.cumsum(0) / s.sum()
+        n = int((share < v).sum()) + 1
+    return max(1, min(n, cap, s.numel()))
 
 
 def _top_singular(mat, rank: int):
@@ -73,10 +102,12 @@ def _top_singular(mat, rank: int):
 
 def svd_part(flat, hypers: dict[str, Any]):
     up_shape, down_shape = tuple(hypers["up_shape"]), tuple(hypers["down_shape"])
-    n_up = math.prod(up_shape)
+    n_up, n_down = math.prod(up_shape), math.prod(down_shape)
     if hypers["part"] == "up":
         return flat[:n_up].reshape(up_shape)
-    return flat[n_up:].reshape(down_shape)
+    if hypers["part"] == "alpha":  # the rank the factorization kept
+        return flat[n_up + n_down].reshape(())
+    return flat[n_up:n_up + n_down].reshape(down_shape)
 
 
 def concat(args: Sequence[Any], hypers: dict[str, Any]):

@@ -89,6 +89,9 @@ class OutputPlan:
     # Small text files written beside the output, just before it appears (a PEFT adapter's
     # adapter_config.json): (file name, text).
     sidecars: tuple[tuple[str, str], ...] = ()
+    # A LoRA with dynamic ranks: planned at the largest rank, trimmed to each module's `alpha` (the
+    # rank its factorization kept) before the file appears.
+    trim_lora: bool = False
 
     def header_bytes(self) -> bytes:
         """The safetensors header (length prefix included), padded to 8 bytes."""

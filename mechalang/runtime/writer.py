@@ -209,6 +209,18 @@ class OutputWriter:
             if tmp is None:
                 continue
             try:
+                if out.trim_lora:
+                    from .trim import trim_lora_file
+
+                    trimmed = temp_path_for(out.path)
+                    try:
+                        trim_lora_file(tmp, trimmed, fsync=self.fsync)
+                    except BaseException:
+                        if os.path.exists(trimmed):
+                            os.unlink(trimmed)
+                        raise
+                    os.unlink(tmp)
+                    self.temp_paths[i] = tmp = trimmed
                 for name, text in out.sidecars:  # before the output: it appears complete
                     side = os.path.join(os.path.dirname(os.path.abspath(out.path)), name)
                     with open(side + ".tmp", "w", encoding="utf-8") as f:

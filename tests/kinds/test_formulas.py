@@ -316,16 +316,65 @@ def _oft(g, base, alpha_of_norm: float | None, rescale: bool = False, modules=((
         blocks = g(n, wt.shape[0] // n, wt.shape[0] // n, scale=0.3)
         t[mod + ".oft_blocks"] = blocks
         alpha = 0.0
-        if alpha_of_norm is not None:
+        if alpha_of_norm is not None:  # the file's alpha is per output row: the bound is alpha·out
             q = f64(blocks) - f64(blocks).transpose(0, 2, 1)
-            alpha = float(np.sqrt(np.sum(q ** 2)) * alpha_of_norm)
-            t[mod + ".alpha"] = g.scalar(alpha)
-            alpha = float(t[mod + ".alpha"])
+            t[mod + ".alpha"] = g.scalar(float(np.sqrt(np.sum(q ** 2)) * alpha_of_norm) / wt.shape[0])
+            alpha = float(t[mod + ".alpha"]) * wt.shape[0]
         scale = None
         if rescale:
             scale = t[mod + ".rescale"] = g.pos(wt.shape[0], *(1,) * (wt.ndim - 1))
         d[mod + ".weight"] = oft_delta(wt, blocks, alpha, scale)
     return Built(t, d)
+
+
+def boft_delta(w, blocks, bound=0.0, rescale=None) -> np.ndarray:
+    """Butterfly OFT with explicit row permutations: stage i gathers the rows in the order that pairs
+    runs of k = 2^i·b/2 rows, rotates each block of b gathered rows by its Cayley transform, and
+    scatters them back."""
+    w, blocks = f64(w), f64(blocks)
+    stages, n, b, _ = blocks.shape
+    q = blocks - blocks.transpose(0, 1, 3, 2)
+    norm = np.sqrt(np.sum(q ** 2))
+    if bound > 0 and norm > bound:
+        q = q * (bound / norm)
+    eye = np.eye(b)
+    out = w.copy()
+    rows = out.shape[0]
+    for i in range(stages):
+        k = 2 ** i * b // 2
+        order = np.arange(rows).reshape(-1, 2, k).transpose(0, 2, 1).reshape(-1)
+        gathered = out[order].reshape(n, b, -1)
+        rotated = np.stack([((eye + q[i, j]) @ np.linalg.inv(eye - q[i, j])) @ gathered[j] for j in range(n)])
+        new = np.empty_like(out)
+        new[order] = rotated.reshape(out.shape)
+        out = new
+    if rescale is not None:
+        out = out * f64(rescale).reshape((-1,) + (1,) * (w.ndim - 1))
+    return out - w
+
+
+def _boft(g, base, alpha_of_norm: float | None, modules=((Q, 2), (K, 2))):
+    t, d = {}, {}
+    for mod, stages in modules:
+        wt = w(base, mod)
+        size = 4
+        blocks = g(stages, wt.shape[0] // size, size, size, scale=0.3)
+        t[mod + ".oft_blocks"] = blocks
+        bound = 0.0
+        if alpha_of_norm is not None:
+            q = f64(blocks) - f64(blocks).transpose(0, 1, 3, 2)
+            t[mod + ".alpha"] = g.scalar(float(np.sqrt(np.sum(q ** 2)) * alpha_of_norm) / wt.shape[0])
+            bound = float(t[mod + ".alpha"]) * wt.shape[0]
+        d[mod + ".weight"] = boft_delta(wt, blocks, bound)
+    return Built(t, d)
+
+
+def c_boft(g, base):
+    return _boft(g, base, None)
+
+
+def c_boft_constrained(g, base):
+    return _boft(g, base, 0.5)
 
 
 def c_oft_alpha0(g, base):
@@ -384,6 +433,8 @@ CASES = [
     Case("diff", "llama", c_diff),
     Case("diff_conv_and_bias", "sd1", c_diff_conv_and_bias),
     Case("oft_alpha0", "llama", c_oft_alpha0),
+    Case("boft", "llama", c_boft),
+    Case("boft_constrained", "llama", c_boft_constrained),
     Case("oft_constrained", "llama", c_oft_constrained),
     Case("oft_loose", "llama", c_oft_loose),
     Case("oft_rescale", "llama", c_oft_rescale),
