@@ -403,6 +403,27 @@ def param(name: str, default: Any, *, type: str | None = None) -> Recipe:
     return _build(ast.Name(name), [default], (_Binding(name, stmt, 1),))
 
 
+def _file_call(fname: str, path: str | os.PathLike, first: tuple[ast.Keyword, ...], arch: str | None,
+               sha256: str | None, name: str | None, prefix: str) -> tuple[str, ast.Stmt]:
+    """`let NAME = fname("path", …, arch=, sha256=)`: the binding of a file the recipe reads, named
+    after the file (or `name`), prefixed with `prefix` where that would clash."""
+    text = os.fspath(path)
+    kwargs = list(first)
+    if arch is not None:
+        kwargs.append(ast.Keyword("arch", ast.Name(str(arch))))
+    if sha256 is not None:
+        kwargs.append(ast.Keyword("sha256", ast.String(sha256)))
+    call = ast.Call(ast.Name(fname), (ast.String(text),), tuple(kwargs))
+    if name is not None and not _IDENT.fullmatch(name):
+        raise MechaError([_api_error(f"{name!r} is not a name: use letters, digits and _")])
+    from .syntax.grammar import RESERVED_WORDS
+
+    stem = name or re.sub(r"[^A-Za-z0-9_]", "_", Path(text).name.split(".")[0]) or fname
+    if not _IDENT.fullmatch(stem) or stem in RESERVED_WORDS or stem == _RESULT or _is_builtin(stem):
+        stem = f"{prefix}_{stem}"
+    return _NAMES.bind(stem, lambda n: ast.Let(n, call))
+
+
 def model(path: str | os.PathLike, arch: str | None = None, *, name: str | None = None,
           sha256: str | None = None, models_dir: str | os.PathLike | None = None) -> Recipe:
     """A model file: `model("ghostmix.safetensors")`, `model("x.safetensors", "sdxl")`.
@@ -410,21 +431,7 @@ def model(path: str | os.PathLike, arch: str | None = None, *, name: str | None 
     A relative path is found from the working folder, then in `models_dir` and `MECHA_MODELS_DIR`;
     a file not found yet is checked when the recipe is merged (with the `models_dir` given to
     `merge`). `name` is the name the recipe text gives it (default: from the file name)."""
-    text = os.fspath(path)
-    kwargs: list[ast.Keyword] = []
-    if arch is not None:
-        kwargs.append(ast.Keyword("arch", ast.Name(str(arch))))
-    if sha256 is not None:
-        kwargs.append(ast.Keyword("sha256", ast.String(sha256)))
-    call = ast.Call(ast.Name("model"), (ast.String(text),), tuple(kwargs))
-    if name is not None and not _IDENT.fullmatch(name):
-        raise MechaError([_api_error(f"{name!r} is not a name: use letters, digits and _")])
-    from .syntax.grammar import RESERVED_WORDS
-
-    base = name or re.sub(r"[^A-Za-z0-9_]", "_", Path(text).name.split(".")[0]) or "model"
-    if not _IDENT.fullmatch(base) or base in RESERVED_WORDS or base == _RESULT or _is_builtin(base):
-        base = f"m_{base}"
-    bound, stmt = _NAMES.bind(base, lambda n: ast.Let(n, call))
+    bound, stmt = _file_call("model", path, (), arch, sha256, name, "m")
     dirs = (Path(models_dir).expanduser(),) if models_dir is not None else ()
     return Recipe(ast.Name(bound), (_Binding(bound, stmt, 2),), base_dir=Path.cwd(), models_dirs=dirs)
 
@@ -434,23 +441,8 @@ def lora(path: str | os.PathLike, base: Recipe | None = None, *, arch: str | Non
     """An adapter file (LoRA of any dialect, LyCORIS, OFT) as a Delta: `base + 0.8 * lora("style.safetensors",
     base)`. `base` gives the keys and shapes it updates (and is needed by DoRA, (IA)³ and OFT); without it
     the architecture is `arch`, or the one whose key names the adapter's match."""
-    text = os.fspath(path)
-    kwargs: list[ast.Keyword] = []
-    if base is not None:
-        kwargs.append(ast.Keyword("base", _expr(base)))
-    if arch is not None:
-        kwargs.append(ast.Keyword("arch", ast.Name(str(arch))))
-    if sha256 is not None:
-        kwargs.append(ast.Keyword("sha256", ast.String(sha256)))
-    call = ast.Call(ast.Name("lora"), (ast.String(text),), tuple(kwargs))
-    if name is not None and not _IDENT.fullmatch(name):
-        raise MechaError([_api_error(f"{name!r} is not a name: use letters, digits and _")])
-    from .syntax.grammar import RESERVED_WORDS
-
-    stem = name or re.sub(r"[^A-Za-z0-9_]", "_", Path(text).name.split(".")[0]) or "adapter"
-    if not _IDENT.fullmatch(stem) or stem in RESERVED_WORDS or stem == _RESULT or _is_builtin(stem):
-        stem = f"l_{stem}"
-    bound, stmt = _NAMES.bind(stem, lambda n: ast.Let(n, call))
+    first = (ast.Keyword("base", _expr(base)),) if base is not None else ()
+    bound, stmt = _file_call("lora", path, first, arch, sha256, name, "l")
     recipe = _build(ast.Name(bound), [base] if base is not None else [], (_Binding(bound, stmt, 3),))
     if models_dir is not None:
         dirs = recipe._models_dirs + (Path(models_dir).expanduser(),)

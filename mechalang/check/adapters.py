@@ -10,35 +10,24 @@ weight without one (E0272), a PEFT adapter without its config (E0273).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from .. import paths
 from ..archs import registry as arch_registry
-from ..diagnostics import Span, codes, did_you_mean, warning
+from ..diagnostics import Span, codes, warning
 from ..graph.nodes import KeyMeta, LoadInfo
-from .builtins import find_model_file, get_arch
-from .values import POISON, ArchValue, ModelValue, type_name
+from .builtins import file_call_args, find_model_file, get_arch
+from .values import POISON, ModelValue, type_name
 
 SHOWN = 5  # names listed in one diagnostic
 
 
 def lora_builtin(ev, e, args, kwargs) -> Any:
-    allowed = {"path", "base", "arch", "sha256"}
-    for k, (_, s) in kwargs.items():
-        if k not in allowed:
-            sugg = did_you_mean(k, sorted(allowed))
-            return ev.err(codes.NO_SUCH_KEYWORD, f"`lora` has no argument `{k}`", s,
-                          help=f"did you mean `{sugg}`?" if sugg else "lora(path, base=, arch=, sha256=)")
-    if len(args) > 1:
-        return ev.err(codes.WRONG_ARGUMENT_COUNT, "`lora` takes one path (and base=, arch=, sha256= by name)", e.span)
-    path_v, path_span = args[0] if args else kwargs.get("path", (None, e.span))
-    if path_v is POISON or any(v is POISON for v, _ in kwargs.values()):
+    parsed = file_call_args(ev, "lora", e, args, kwargs, ("base", "arch", "sha256"))
+    if parsed is POISON:
         return POISON
-    if not isinstance(path_v, str):
-        return ev.err(codes.WRONG_ARGUMENT_TYPE, "`lora` needs a file path (a string), found "
-                      + (type_name(path_v) if path_v is not None else "nothing"), path_span)
+    path_v, path_span, arch, sha = parsed
     base = None
     if "base" in kwargs:
         bv, bspan = kwargs["base"]
@@ -46,26 +35,6 @@ def lora_builtin(ev, e, args, kwargs) -> Any:
             return ev.err(codes.WRONG_ARGUMENT_TYPE, f"base= needs a Model, found {type_name(bv)}", bspan,
                           help='lora("style.safetensors", base=model("base.safetensors"))')
         base = bv.node
-    arch = None
-    if "arch" in kwargs:
-        av, aspan = kwargs["arch"]
-        if isinstance(av, str):
-            found = get_arch(av)
-            if found is None:
-                sugg = did_you_mean(av, arch_registry.all_selector_names())
-                return ev.err(codes.UNKNOWN_ARCH, f"unknown architecture `{av}`", aspan,
-                              help=f"did you mean `{sugg}`?" if sugg else "see `mecha info`")
-            av = ArchValue(found)
-        if not isinstance(av, ArchValue):
-            return ev.err(codes.UNKNOWN_ARCH, f"arch= needs an architecture such as `sdxl`, found {type_name(av)}",
-                          aspan)
-        arch = av.arch
-    sha = None
-    if "sha256" in kwargs:
-        sv, sspan = kwargs["sha256"]
-        if not isinstance(sv, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sv):
-            return ev.err(codes.BAD_SHA256, "sha256= needs 64 hexadecimal digits", sspan)
-        sha = sv.lower()
     return load_adapter(ev, path_v, path_span or e.span, base=base, arch=arch, sha256=sha, span=e.span)
 
 
@@ -99,8 +68,7 @@ def map_adapter(path: str, header, base, arch):
     """(AdapterMap, architecture) for an adapter file's header, or (None, None) when the file holds no
     adapter tensors at all."""
     from ..archs.keymap import has_keymap, module_names
-    from ..kinds.adapter import build_map
-    from ..kinds.adapter import is_adapter
+    from ..kinds.adapter import build_map, is_adapter
 
     if not is_adapter(header.tensors):
         return None, None

@@ -61,26 +61,28 @@ def get_arch(name: str):
 # model(path, arch=, sha256=)
 
 
-def _model_builtin(ev, e: ast.Call, args, kwargs) -> Any:
-    allowed = {"path", "arch", "sha256"}
+def file_call_args(ev, fname: str, e: ast.Call, args, kwargs, named: tuple[str, ...]):
+    """The arguments of a builtin that reads a file, `fname(path, <named>=…)`: (path, its span,
+    arch or None, sha256 or None), with `arch=` and `sha256=` checked; or POISON (reported)."""
+    allowed = {"path", *named}
+    usage = f"{fname}(path, {', '.join(n + '=' for n in named)})"
     for k, (_, s) in kwargs.items():
         if k not in allowed:
             sugg = did_you_mean(k, sorted(allowed))
-            return ev.err(codes.NO_SUCH_KEYWORD, f"`model` has no argument `{k}`", s,
-                          help=f"did you mean `{sugg}`?" if sugg else "model(path, arch=, sha256=)")
+            return ev.err(codes.NO_SUCH_KEYWORD, f"`{fname}` has no argument `{k}`", s,
+                          help=f"did you mean `{sugg}`?" if sugg else usage)
     if len(args) > 1:
-        return ev.err(codes.WRONG_ARGUMENT_COUNT, "`model` takes one path (and arch=, sha256= by name)", e.span)
+        return ev.err(codes.WRONG_ARGUMENT_COUNT, f"`{fname}` takes one path (and {', '.join(n + '=' for n in named)} "
+                                                  f"by name)", e.span)
     path_v, path_span = args[0] if args else kwargs.get("path", (None, e.span))
-    if path_v is POISON:
+    if path_v is POISON or any(v is POISON for v, _ in kwargs.values()):
         return POISON
     if not isinstance(path_v, str):
-        return ev.err(codes.WRONG_ARGUMENT_TYPE, f"`model` needs a file path (a string), found {type_name(path_v) if path_v is not None else 'nothing'}",
-                      path_span)
+        found = type_name(path_v) if path_v is not None else "nothing"
+        return ev.err(codes.WRONG_ARGUMENT_TYPE, f"`{fname}` needs a file path (a string), found {found}", path_span)
     arch = None
     if "arch" in kwargs:
         av, aspan = kwargs["arch"]
-        if av is POISON:
-            return POISON
         if isinstance(av, str):
             found = get_arch(av)
             if found is None:
@@ -89,7 +91,8 @@ def _model_builtin(ev, e: ast.Call, args, kwargs) -> Any:
                               help=f"did you mean `{sugg}`?" if sugg else "see `mecha info`")
             av = ArchValue(found)
         if not isinstance(av, ArchValue):
-            return ev.err(codes.UNKNOWN_ARCH, f"arch= needs an architecture such as `sd1`, found {type_name(av)}", aspan)
+            return ev.err(codes.UNKNOWN_ARCH, f"arch= needs an architecture such as `sd1`, found {type_name(av)}",
+                          aspan)
         arch = av.arch
     sha = None
     if "sha256" in kwargs:
@@ -97,6 +100,14 @@ def _model_builtin(ev, e: ast.Call, args, kwargs) -> Any:
         if not isinstance(sv, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sv):
             return ev.err(codes.BAD_SHA256, "sha256= needs 64 hexadecimal digits", sspan)
         sha = sv.lower()
+    return path_v, path_span, arch, sha
+
+
+def _model_builtin(ev, e: ast.Call, args, kwargs) -> Any:
+    parsed = file_call_args(ev, "model", e, args, kwargs, ("arch", "sha256"))
+    if parsed is POISON:
+        return POISON
+    path_v, path_span, arch, sha = parsed
     return load_model(ev, path_v, path_span, arch=arch, sha256=sha, base=ev.module_dir())
 
 

@@ -177,16 +177,6 @@ def _ensure_builtins() -> None:
 
 def load_entry_points() -> list[str]:
     """Register kinds from installed packages' `mechalang.kinds` entry points; problems as text."""
-    from importlib.metadata import entry_points
+    from ..methods.registry import load_entry_point_group
 
-    problems = []
-    for ep in entry_points(group="mechalang.kinds"):
-        previous = _current_source[0]
-        _current_source[0] = f"{ep.name} ({ep.value})"
-        try:
-            ep.load()
-        except Exception as exc:
-            problems.append(f"entry point {ep.name}: {type(exc).__name__}: {exc}")
-        finally:
-            _current_source[0] = previous
-    return problems
+    return load_entry_point_group("mechalang.kinds", _current_source)

@@ -349,16 +349,22 @@ def _ensure_builtins() -> None:
 
 def load_entry_points() -> list[str]:
     """Register methods from installed packages' `mechalang.methods` entry points; problems as text."""
+    return load_entry_point_group("mechalang.methods", _current_source)
+
+
+def load_entry_point_group(group: str, current_source: list[str]) -> list[str]:
+    """Import every module of an entry-point group (they register what they define, as they are
+    imported), with `current_source[0]` naming the one being imported; problems as text."""
     from importlib.metadata import entry_points
 
     problems = []
-    for ep in entry_points(group="mechalang.methods"):
-        previous = _current_source[0]
-        _current_source[0] = f"{ep.name} ({ep.value})"
+    for ep in entry_points(group=group):
+        previous = current_source[0]
+        current_source[0] = f"{ep.name} ({ep.value})"
         try:
             ep.load()
         except Exception as exc:
             problems.append(f"entry point {ep.name}: {type(exc).__name__}: {exc}")
         finally:
-            _current_source[0] = previous
+            current_source[0] = previous
     return problems
