@@ -13,11 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .. import paths
 from ..archs import registry as arch_registry
 from ..diagnostics import Span, codes, warning
 from ..graph.nodes import KeyMeta, LoadInfo
-from .builtins import file_call_args, find_model_file, get_arch
+from .builtins import file_call_args, get_arch, open_file
 from .values import POISON, ModelValue, type_name
 
 SHOWN = 5  # names listed in one diagnostic
@@ -40,22 +39,11 @@ def lora_builtin(ev, e, args, kwargs) -> Any:
 
 def load_adapter(ev, path: str, path_span: Span | None, *, base=None, arch=None, sha256: str | None = None,
                  span: Span | None = None) -> Any:
-    from ..archs.header import HeaderError, read_header
-    from ..modules import display_name
-
     span = span or path_span
-    problem = paths.path_problem(path)
-    if problem:
-        return ev.err(codes.MODEL_NOT_FOUND, f"the adapter path {problem}", path_span, label="not a usable path")
-    found, tried = find_model_file(ev, path, ev.module_dir())
-    if found is None:
-        return ev.err(codes.MODEL_NOT_FOUND, f"no such adapter file `{path}`", path_span, label="not found",
-                      help="looked in: " + ", ".join(display_name(t) for t in tried)
-                           + "; --models-dir or MECHA_MODELS_DIR add a folder")
-    try:
-        header = read_header(str(found))
-    except HeaderError as exc:
-        return ev.err(codes.MODEL_UNREADABLE, f"cannot read `{path}`: {exc.message}", path_span, label="this file")
+    opened = open_file(ev, path, path_span, "adapter", ev.module_dir())
+    if opened is POISON:
+        return POISON
+    found, header = opened
     amap, arch = map_adapter(str(found), header, base, arch)
     if amap is None:
         return ev.err(codes.NOT_AN_ADAPTER, f"`{path}` has no adapter tensors (LoRA up/down, LoHa, LoKr, (IA)³, "

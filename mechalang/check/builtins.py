@@ -120,23 +120,19 @@ def find_model_file(ev, path: str, base: Path) -> tuple[Path | None, list[Path]]
     return None, tried
 
 
-def load_model(ev, path: str, span: Span | None, *, arch=None, sha256: str | None = None,
-               base: Path | None = None) -> Any:
-    from ..archs.detect import describe_poor_match, detect
+def open_file(ev, path: str, span: Span | None, what: str, base: Path):
+    """(the file, its validated header) for a model or adapter path a recipe names, or POISON with
+    the reason reported: an unusable path, not found (where it looked), not a readable safetensors
+    file, or tensors of a dtype mechalang cannot compute with."""
     from ..archs.header import HeaderError, read_header
     from ..modules import display_name
 
     problem = paths.path_problem(path)
     if problem:
-        return ev.err(codes.MODEL_NOT_FOUND, f"the model path {problem}", span, label="not a usable path")
-    found, tried = find_model_file(ev, path, base or Path.cwd())
-    if found is None and ev.options.defer_missing_models:
-        info = LoadInfo(path, Path(path).stem, None, (), sha256, deferred=True)
-        node = ev.builder.node("load", (), space="weight", arch=arch or UNRESOLVED, keys={}, load=info,
-                               origin=span)
-        return ModelValue(node)
+        return ev.err(codes.MODEL_NOT_FOUND, f"the {what} path {problem}", span, label="not a usable path")
+    found, tried = find_model_file(ev, path, base)
     if found is None:
-        return ev.err(codes.MODEL_NOT_FOUND, f"no such model file `{path}`", span, label="not found",
+        return ev.err(codes.MODEL_NOT_FOUND, f"no such {what} file `{path}`", span, label="not found",
                       help="looked in: " + ", ".join(display_name(t) for t in tried)
                            + "; --models-dir or MECHA_MODELS_DIR add a folder")
     try:
@@ -152,6 +148,24 @@ def load_model(ev, path: str, span: Span | None, *, arch=None, sha256: str | Non
                       f"`{path}` has {len(unsupported)} tensor{'s' if len(unsupported) != 1 else ''} of a dtype "
                       f"mechalang cannot compute with ({', '.join(kinds)}): {shown}{more}", span,
                       label="this file", help="supported: " + ", ".join(sorted(SUPPORTED_DTYPES)))
+    return found, header
+
+
+def load_model(ev, path: str, span: Span | None, *, arch=None, sha256: str | None = None,
+               base: Path | None = None) -> Any:
+    from ..archs.detect import describe_poor_match, detect
+
+    if paths.path_problem(path) is None and ev.options.defer_missing_models:
+        found, _ = find_model_file(ev, path, base or Path.cwd())
+        if found is None:
+            info = LoadInfo(path, Path(path).stem, None, (), sha256, deferred=True)
+            node = ev.builder.node("load", (), space="weight", arch=arch or UNRESOLVED, keys={}, load=info,
+                                   origin=span)
+            return ModelValue(node)
+    opened = open_file(ev, path, span, "model", base or Path.cwd())
+    if opened is POISON:
+        return POISON
+    found, header = opened
     from ..kinds.adapter import dialect_of, is_adapter
 
     if is_adapter(header.tensors):  # an adapter read as a model would merge its factors as weights
