@@ -177,12 +177,14 @@ def fmt(
     files: List[str] = typer.Argument(..., help="Recipes to format in place."),
     check_: bool = typer.Option(False, "--check", help="Exit 1 if a file is not formatted."),
     diff: bool = typer.Option(False, "--diff", help="Print a diff instead of writing."),
+    color: bool = typer.Option(False, "--color", help="Print the formatted files, syntax-highlighted, instead of "
+                                                      "writing."),
     format: Format = FormatOpt,
 ):
     """Canonical formatting (parse, then print)."""
     from .commands.fmt import fmt_command
 
-    raise typer.Exit(fmt_command(files, check=check_, diff=diff, format=format.value))
+    raise typer.Exit(fmt_command(files, check=check_, diff=diff, format=format.value, color=color))
 
 
 @app.command()

@@ -7,14 +7,22 @@ Each accepted statement is appended to a session recipe, which is checked again 
     :keys EXPR [GLOB]               the tensor keys of a model expression
     :explain EXPR KEY               how KEY of a model expression is computed
     :plan EXPR [GLOB]               the per-key plan of a model expression
-    :run EXPR to PATH [--overwrite] merge it into PATH
+    :run EXPR to PATH [--overwrite] merge it into PATH (the only command that reads tensors)
     :session                        the statements so far, as a recipe
-    :help, :quit
+    :save FILE [--overwrite]        write the statements so far to FILE, formatted
+    :help                           this list
+    :quit (:q, :exit, Ctrl-D)       leave
+
+Input continues on a `... ` line while a bracket, brace or parenthesis is open. In a terminal:
+Tab completes names, methods, keywords, commands, the blocks/classes/components of the models
+in scope and the files in `model("...")`/`lora("...")`; Up/Down walk the history (kept across
+sessions in $MECHA_HISTORY, default ~/.local/state/mechalang/repl_history); Ctrl-C drops the line.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -33,6 +41,7 @@ class Session:
         self.cwd = cwd or Path.cwd()
         self.plugins = tuple(plugins)
         self.statements: list[str] = []
+        self.program: pipeline.Program | None = None  # the last accepted session, checked
 
     def text(self, extra: str = "") -> str:
         return "\n".join(self.statements + ([extra] if extra else [])) + "\n"
@@ -52,6 +61,9 @@ class Session:
             return ""
         if line.startswith(":"):
             cmd, _, rest = line[1:].partition(" ")
+            if "\n" in cmd:
+                cmd, _, more = cmd.partition("\n")
+                rest = more + " " + rest
             handler = getattr(self, "cmd_" + cmd, None)
             if handler is None:
                 return f"unknown command :{cmd} (try :help)"
@@ -71,6 +83,7 @@ class Session:
             if any(d.is_error for d in new):
                 return render_text(new, program.sources).rstrip()
             self.statements.append(line)
+            self.program = program
             if isinstance(node, ast.Let):
                 return self.describe_name(node.name)
             return render_text(new, program.sources).rstrip() if new else ""
@@ -111,6 +124,59 @@ class Session:
         raise EOFError
 
     cmd_q = cmd_exit = cmd_quit
+
+    @classmethod
+    def commands(cls) -> list[str]:
+        """Every meta-command name (aliases included)."""
+        return sorted(n[4:] for n in dir(cls) if n.startswith("cmd_"))
+
+    def names(self) -> dict[str, object]:
+        """The names bound in the session (by `let`, `def`, `param`, imports) and their values."""
+        if self.program is None:
+            return {}
+        return {k: v for k, v in self.program.names.items() if not k.startswith("__")}
+
+    def selector_vocabulary(self) -> dict[str, str]:
+        """The components, blocks and classes of the architectures of the models in scope."""
+        from .check.values import ModelValue
+
+        out: dict[str, str] = {}
+        seen: set[int] = set()
+        for value in self.names().values():
+            arch = getattr(getattr(value, "node", None), "arch", None) if isinstance(value, ModelValue) else None
+            if arch is None or id(arch) in seen:
+                continue
+            seen.add(id(arch))
+            for name, kind in arch.vocabulary().items():
+                out.setdefault(name, f"{kind} of {arch.name}")
+        return out
+
+    def cmd_save(self, rest: str) -> str:
+        from .syntax.fmt import format_text
+
+        try:
+            words = shlex.split(rest)
+        except ValueError as exc:
+            return f"usage: :save FILE [--overwrite] ({exc})"
+        flags = [w for w in words if w.startswith("--")]
+        paths = [w for w in words if not w.startswith("--")]
+        unknown = [f for f in flags if f != "--overwrite"]
+        if len(paths) != 1 or unknown:
+            return "usage: :save FILE [--overwrite]" + (f" (unknown option {unknown[0]})" if unknown else "")
+        if not self.statements:
+            return "nothing to save: the session has no statements yet"
+        path = (self.cwd / Path(paths[0]).expanduser())
+        if path.exists() and "--overwrite" not in flags:
+            return f"{paths[0]} exists; use :save {paths[0]} --overwrite to replace it"
+        text = self.text()
+        formatted, _ = format_text(text, str(path))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(formatted if formatted is not None else text, encoding="utf-8")
+        except OSError as exc:
+            return f"cannot write {paths[0]}: {exc.strerror or exc}"
+        n = len(self.statements)
+        return f"saved {n} statement{'s' if n != 1 else ''} to {paths[0]}"
 
     def cmd_session(self, rest: str) -> str:
         return self.text().rstrip() or "(empty)"

@@ -123,6 +123,10 @@ def _report_and_build(ev, path, found: Path, header, amap, arch, base, sha256, p
         message = (f"`{path}`: {len(amap.unused)} adapter tensor{'s' if len(amap.unused) != 1 else ''} "
                    f"update{'s' if len(amap.unused) == 1 else ''} no key: {_listing(list(amap.unused))}")
         notes = [f"({amap.dialect} names) nothing in {target} matches them"]
+        if base is not None:  # an adapter for another architecture: say which its names are
+            _, own = map_adapter(str(found), header, None, None)
+            if own is not None and own.name not in (arch.name, "generic"):
+                notes.append(f"its module names are {own.name}'s: is it an adapter for {own.name}?")
         if ev.options.allow_unused:
             ev.report(warning(codes.ADAPTER_UNUSED_ALLOWED, message + " (left out: --allow-unused)", path_span,
                               notes=notes))

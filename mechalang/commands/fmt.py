@@ -6,6 +6,7 @@ then `os.replace`), keeping its permissions.
 
 `--check`: write nothing, name the files that would change, exit 1 if any would.
 `--diff`: write nothing, print a unified diff of each change to stdout.
+`--color`: write nothing, print each file's canonical form to stdout, syntax-highlighted.
 A file that cannot be read or has syntax errors: its diagnostics go to stderr (as text, or as one
 JSON array with `--format json`), the file is untouched, and the exit code is 1.
 """
@@ -23,7 +24,7 @@ from ..syntax.fmt import format_text
 from ..syntax.source import read_source
 
 
-def fmt_command(files: list[str], *, check: bool, diff: bool, format: str,
+def fmt_command(files: list[str], *, check: bool, diff: bool, format: str, color: bool = False,
                 stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
@@ -49,6 +50,11 @@ def fmt_command(files: list[str], *, check: bool, diff: bool, format: str,
         if new is None:
             report(diags, path, text)
             status = 1
+            continue
+        if color:
+            from ..syntax.highlight import highlight_terminal
+
+            out.write(highlight_terminal(new))
             continue
         if new == text:
             continue

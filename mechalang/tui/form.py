@@ -1,0 +1,210 @@
+"""What the form holds, and the recipe, command line and check it stands for.
+
+The form never checks or runs anything itself: `recipe_text` builds the `.mecha` text (the same
+text `mecha merge --print-recipe` prints whenever the quick merge can say it), and `check_form`
+hands it to `pipeline.load` and `pipeline.check`, the code `mecha check` runs.
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import pipeline
+from ..check.provenance import literal
+from ..commands.merge import EXPORT_DTYPE_CHOICES, NAME_RULE, QUICK_METHODS, _let_name, merge_recipe
+from ..diagnostics import Diagnostic, render_text
+from ..syntax import ast
+from ..syntax.printer import print_module
+
+NAME_RULE_TEXT = "the output name takes only letters, digits and . + - (no spaces, no / or \\)"
+DTYPES = (*EXPORT_DTYPE_CHOICES, None)  # None: as the first model
+DISPLAY = "<tui>"
+
+
+def method_specs() -> dict[str, Any]:
+    """The methods the form offers: the quick ones first, then every registered method that takes
+    two or three models (not variadic, no task-vector inputs), by name."""
+    from ..methods import REGISTRY
+
+    out = {}
+    for name in QUICK_METHODS:
+        spec = REGISTRY.get(name)
+        if spec is not None:
+            out[name] = spec
+    for spec in sorted(REGISTRY.all(), key=lambda s: s.name):
+        if spec.name in out or spec.variadic is not None or len(spec.models) not in (2, 3):
+            continue
+        if any(str(m.space) == "delta" for m in spec.models):
+            continue
+        out[spec.name] = spec
+    return out
+
+
+def hyper_description(h) -> str:
+    """`alpha: float in [0, 1], default 0.5`."""
+    default = "" if h.required else f", default {literal_text(h.default)}"
+    return f"{h.name}: {h.kind.describe()}{default}"
+
+
+def literal_text(v: Any) -> str:
+    from ..methods.registry import literal as lit
+
+    return lit(v)
+
+
+@dataclass
+class FormState:
+    folder: Path
+    models: list[str | None] = field(default_factory=lambda: [None, None, None])  # file names; C may be None
+    method: str = "weighted_sum"
+    alpha: float = 0.5
+    hypers: dict[str, Any] = field(default_factory=dict)   # the method's other hyperparameters, as set
+    force: bool = False
+    dtype: str | None = None
+    name: str = ""                 # empty: the default name
+    arch: str | None = None        # the first model's architecture (for block weights)
+    blocks: dict[str, float] = field(default_factory=dict)
+    preset: str | None = None
+    mbw: str = ""
+    adapters: list[bool] = field(default_factory=lambda: [False, False, False])
+    overwrite: bool = False
+
+    @property
+    def chosen(self) -> list[str]:
+        return [m for m in self.models if m]
+
+    @property
+    def block_weighted(self) -> bool:
+        return bool(self.mbw.strip() or self.preset or self.blocks)
+
+    def default_name(self) -> str:
+        stems = [Path(m).stem for m in self.chosen] or ["merged"]
+        what = "lora" if any(self.adapters[:len(self.chosen)]) else self.method
+        return "_".join(stems) + f"_{what}_{self.alpha:g}"
+
+    @property
+    def out_name(self) -> str:
+        return (self.name.strip() or self.default_name()).removesuffix(".safetensors") + ".safetensors"
+
+    @property
+    def output(self) -> Path:
+        return self.folder / self.out_name
+
+    @property
+    def recipe_path(self) -> Path:
+        return self.folder / (self.out_name.removesuffix(".safetensors") + ".mecha")
+
+    def quick(self) -> bool:
+        """Whether `mecha merge` can say this merge (no block weights, no other hyperparameters)."""
+        return self.method in QUICK_METHODS and not self.block_weighted and not self.hypers
+
+
+def form_problems(s: FormState) -> list[str]:
+    """What the form itself refuses before there is a recipe to check."""
+    problems = []
+    if s.name.strip() and not NAME_RULE.fullmatch(s.name.strip()):
+        problems.append(f"bad name {s.name.strip()!r}: {NAME_RULE_TEXT}")
+    if s.models[0] is None or s.models[1] is None:
+        problems.append("choose models A and B")
+    specs = method_specs()
+    spec = specs.get(s.method)
+    if spec is None:
+        problems.append(f"unknown method {s.method!r}")
+    elif not any(s.adapters[:len(s.chosen)]) and len(s.chosen) != len(spec.models) and s.models[0] and s.models[1]:
+        want = len(spec.models)
+        problems.append(f"{s.method} takes {want} models (A, B{', C' if want == 3 else ''}), {len(s.chosen)} chosen"
+                        + (": choose model C" if want == 3 else ": set model C to None"))
+    return problems
+
+
+def alpha_expr(s: FormState) -> tuple[ast.Expr, list[ast.Stmt]]:
+    """alpha as the recipe writes it: a number, a block map, an MBW string or a preset."""
+    if s.mbw.strip():
+        return ast.Call(ast.Name("mbw"), (ast.Name(s.arch or "sd1"), ast.String(s.mbw.strip()))), []
+    if s.preset:
+        return ast.Name(s.preset), [ast.FromImport("std/presets", (ast.ImportName(s.preset),))]
+    if s.blocks:
+        entries = [ast.MapEntry(ast.SelDefault(), literal(float(s.alpha)))]
+        entries += [ast.MapEntry(ast.SelName(b), literal(float(v))) for b, v in s.blocks.items()]
+        return ast.HyperMap(tuple(entries)), []
+    return literal(float(s.alpha)), []
+
+
+def recipe_text(s: FormState) -> str:
+    """The `.mecha` recipe of the form: `merge_recipe`'s (what `mecha merge` runs) when the quick
+    merge can say it, else the same shape with the method's hyperparameters and block weights."""
+    models = s.chosen
+    adapters = s.adapters[:len(models)]
+    if s.quick() or any(adapters):
+        return merge_recipe(models, method=s.method, alpha=s.alpha, output=str(s.output), dtype=s.dtype,
+                            adapters=adapters)
+    names: list[str] = []
+    stmts: list[ast.Stmt] = []
+    for i, m in enumerate(models):
+        n = _let_name(Path(m).stem, i, names, s.method)
+        names.append(n)
+        stmts.append(ast.Let(n, ast.Call(ast.Name("model"), (ast.String(m),))))
+    spec = method_specs().get(s.method)
+    keywords = []
+    if spec is not None and spec.hyper("alpha") is not None:
+        value, imports = alpha_expr(s)
+        stmts[:0] = imports
+        keywords.append(ast.Keyword("alpha", value))
+    for k, v in s.hypers.items():
+        if k != "alpha":
+            keywords.append(ast.Keyword(k, literal(v)))
+    merged = next(n for n in ("merged", "merged_result", "merged_model") if n not in names)
+    stmts.append(ast.Let(merged, ast.Call(ast.Name(s.method), tuple(ast.Name(n) for n in names), tuple(keywords))))
+    stmts.append(ast.Export(ast.Name(merged), ast.String(str(s.output)), s.dtype, None))
+    return print_module(ast.Module(tuple(stmts)))
+
+
+def command_line(s: FormState) -> str:
+    """The equivalent `mecha merge …`, or how to run the saved recipe when the quick merge cannot say it."""
+    if not s.quick() and not any(s.adapters[:len(s.chosen)]):
+        return f"mecha run {shlex.quote(str(s.recipe_path))}   (block weights or hyperparameters: save the recipe)"
+    words = ["mecha", "merge", *s.chosen]
+    if s.method != "weighted_sum":
+        words += ["--method", s.method]
+    words += ["--alpha", f"{s.alpha:g}"]
+    if s.force:
+        words.append("--force")
+    if s.dtype:
+        words += ["--dtype", s.dtype]
+    words += ["--name", s.out_name.removesuffix(".safetensors"), "--models-dir", str(s.folder)]
+    if s.overwrite:
+        words.append("--overwrite")
+    return " ".join(shlex.quote(w) for w in words)
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    lines: list[str]                       # the form's problems, or the rendered diagnostics
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    text: str = ""
+    total_keys: int = 0
+    program: Any = None
+
+
+_lock = threading.Lock()  # checks may be started from worker threads: one at a time
+
+
+def check_form(s: FormState) -> CheckResult:
+    """The form's problems, else `pipeline.check` of its recipe (torch-free)."""
+    problems = form_problems(s)
+    if problems:
+        return CheckResult(False, problems)
+    text = recipe_text(s)
+    with _lock:
+        program = pipeline.load(text=text, name=DISPLAY, models_dir=s.folder, base_dir=s.folder, force=s.force)
+        checked = pipeline.check(program)
+    diags = checked.diagnostics
+    lines = render_text(diags, checked.sources).rstrip().splitlines() if diags else []
+    if checked.ok and s.output.exists() and not s.overwrite:
+        lines.append(f"note: {s.out_name} exists: tick overwrite to replace it")
+    return CheckResult(checked.ok, lines, diags, text, checked.total_keys, program)
