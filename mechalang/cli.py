@@ -197,8 +197,9 @@ def convert(file: str = typer.Argument(..., help="An sd-mecha `version 0.1.0` re
 
 @app.command()
 def merge(
-    models: List[str] = typer.Argument(..., help="Two models (three for add_difference); or a model and "
-                                                 "LoRAs to bake; or two LoRAs to merge into one."),
+    models: Optional[List[str]] = typer.Argument(None, help="Two models (three for add_difference); or a model "
+                                                            "and LoRAs to bake; or two LoRAs to merge into one "
+                                                            "(none, in a terminal: the `mecha tui` form)."),
     method: str = typer.Option("weighted_sum", "--method",
                                help="weighted_sum, sigmoid, inv_sigmoid or add_difference."),
     alpha: float = typer.Option(0.5, "--alpha",
@@ -219,6 +220,13 @@ def merge(
     format: Format = FormatOpt,
 ):
     """The quick two-or-three-model merge of GUI mergers, as one command."""
+    if not models:  # in a terminal: the form; else the usage error it always was
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            from .tui import run_tui
+
+            raise typer.Exit(run_tui(models_dir))
+        raise typer.BadParameter("missing: give two models (three for add_difference), or run `mecha tui` "
+                                 "in a terminal", param_hint="'MODELS...'")
     from .commands.merge import merge_command
 
     raise typer.Exit(merge_command(models, method=method, alpha=alpha, force=force, name=name,
@@ -233,6 +241,14 @@ def repl(models_dir: Optional[str] = ModelsDirOpt, plugin: Optional[List[str]] =
     from .repl import run_repl
 
     raise typer.Exit(run_repl(models_dir, plugins=plugin or []))
+
+
+@app.command()
+def tui(models_dir: Optional[str] = ModelsDirOpt):
+    """The merge form in the terminal: models, method, alpha, block weights; checks as you type, then runs."""
+    from .tui import run_tui
+
+    raise typer.Exit(run_tui(models_dir))
 
 
 def main() -> None:

@@ -20,8 +20,9 @@ print("TORCH" if "torch" in sys.modules else "NO-TORCH", code)
 """
 
 
-def probe(*args: str, cwd: Path = ROOT) -> str:
-    r = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+def probe(*args: str, cwd: Path = ROOT, input: str | None = None) -> str:
+    r = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                       input=input)
     return r.stdout.strip().splitlines()[-1]
 
 
@@ -40,3 +41,19 @@ def test_check_info_fmt_do_not_import_torch(golden_workspace, tmp_path):
     f = tmp_path / "x.mecha"
     f.write_text("let x = 1\n")
     assert probe("fmt", "--check", str(f)) == "NO-TORCH 0"
+    assert probe("fmt", "--color", str(f)) == "NO-TORCH 0"
+
+
+def test_repl_does_not_import_torch_until_a_merge_runs(golden_workspace):
+    # (the terminal front end is checked the same way through a pseudo-terminal in test_repl_terminal.py)
+    lines = ['let a = model("a.safetensors")', 'let b = model("b.safetensors")', "let w = {",
+             "  IN00: 0.3, default: 0.5", "}", ":type weighted_sum(a, b, alpha=w)", ':keys a "*.time_embed*"',
+             ":plan weighted_sum(a, b) *.time_embed.0.weight", ":session", ":help"]
+    assert probe("repl", "--models-dir", "models", cwd=golden_workspace,
+                 input="\n".join(lines) + "\n") == "NO-TORCH 0"
+    import importlib.util
+
+    assert importlib.util.find_spec("prompt_toolkit") is not None
+    r = subprocess.run([sys.executable, "-c", "import sys, mechalang.repl.terminal, mechalang.commands.highlight; "
+                        "print('torch' in sys.modules)"], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "False"

@@ -52,7 +52,7 @@ def fmt_command(files: list[str], *, check: bool, diff: bool, format: str, color
             status = 1
             continue
         if color:
-            from ..syntax.highlight import highlight_terminal
+            from .highlight import highlight_terminal
 
             out.write(highlight_terminal(new))
             continue

@@ -16,7 +16,6 @@ from ..syntax import ast
 from ..syntax.grammar import RESERVED_WORDS
 from ..syntax.printer import print_module
 from .output import fail
-from .run import run_command
 
 QUICK_METHODS = ("weighted_sum", "sigmoid", "inv_sigmoid", "add_difference")
 EXPORT_DTYPE_CHOICES = ("fp16", "bf16", "fp32")
@@ -152,5 +151,7 @@ def merge_command(models: list[str], *, method: str = "weighted_sum", alpha: flo
     if print_recipe:
         print(text, end="")
         return 0
+    from .run import run_command  # late: the form of `mecha tui` reads this module's rules only
+
     return run_command("<merge>", models_dir=models_dir, device=device, threads=threads,
                        overwrite=overwrite, format=format, text=text, display="<merge>", force=force)

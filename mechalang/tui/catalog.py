@@ -2,9 +2,10 @@
 short hash, read from the headers only (no tensor is read, torch is not imported).
 
 The hash is the first 8 hex digits of the sha256 of the file's *header* bytes (the 8-byte length
-and the JSON header), not of the whole file: instant for any size, and it tells apart files with
-different keys, shapes, dtypes, offsets or metadata. The full sha256 is what `mecha run --hash`
-records.
+and the JSON header) and of the first 64 KiB of tensor data, not of the whole file: instant for any
+size. It tells apart files with different keys, shapes, dtypes or metadata, and in practice files
+that differ in their values (two files equal in their first 64 KiB of data but not after would
+share it). The full sha256 is what `mecha run --hash` records.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from ..paths import models_dirs
 
 MAX_HEADER = 100_000_000
+DATA_SAMPLE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ def header_hash(path: str | os.PathLike) -> str:
         (n,) = struct.unpack("<Q", head)
         if n > MAX_HEADER:
             raise ValueError("header too large")
-        return hashlib.sha256(head + f.read(n)).hexdigest()[:8]
+        return hashlib.sha256(head + f.read(n) + f.read(DATA_SAMPLE)).hexdigest()[:8]
 
 
 def scan(folder: str | os.PathLike) -> list[ModelEntry]:

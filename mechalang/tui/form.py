@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import pipeline
 from ..check.provenance import literal
 from ..commands.merge import EXPORT_DTYPE_CHOICES, NAME_RULE, QUICK_METHODS, _let_name, merge_recipe
 from ..diagnostics import Diagnostic, render_text
@@ -201,10 +200,14 @@ def check_form(s: FormState) -> CheckResult:
         return CheckResult(False, problems)
     text = recipe_text(s)
     with _lock:
+        from .. import pipeline  # late: the form draws before the checker is loaded
+
         program = pipeline.load(text=text, name=DISPLAY, models_dir=s.folder, base_dir=s.folder, force=s.force)
         checked = pipeline.check(program)
     diags = checked.diagnostics
     lines = render_text(diags, checked.sources).rstrip().splitlines() if diags else []
-    if checked.ok and s.output.exists() and not s.overwrite:
-        lines.append(f"note: {s.out_name} exists: tick overwrite to replace it")
-    return CheckResult(checked.ok, lines, diags, text, checked.total_keys, program)
+    ok = checked.ok
+    if ok and s.output.exists() and not s.overwrite:  # what `execute` would refuse: say it now
+        ok = False
+        lines.insert(0, f"{s.out_name} exists in the models folder: tick overwrite, or choose another name")
+    return CheckResult(ok, lines, diags, text, checked.total_keys, program)

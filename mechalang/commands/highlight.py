@@ -13,8 +13,7 @@ from __future__ import annotations
 import re
 
 from pygments.lexer import RegexLexer, bygroups, words
-from pygments.token import (Comment, Keyword, Name, Number, Operator, Punctuation, String, Text,
-                            Whitespace)
+from pygments.token import Comment, Keyword, Name, Number, Operator, Punctuation, String, Text, Whitespace
 
 KEYWORDS = ("let", "def", "export", "import", "from", "param", "as", "to", "in", "for", "if", "else",
             "with", "default")

@@ -28,10 +28,10 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-from . import pipeline
-from .diagnostics import render_text
+from .. import pipeline
+from ..diagnostics import render_text
 
-HELP = __doc__.split("\n\n", 1)[1]
+HELP = "Commands:\n\n" + __doc__.split("Meta-commands:\n\n", 1)[1]
 DISPLAY = "<repl>"
 
 
@@ -68,8 +68,8 @@ class Session:
             if handler is None:
                 return f"unknown command :{cmd} (try :help)"
             return handler(rest.strip())
-        from .syntax import ast
-        from .syntax.parser import parse_repl_input
+        from ..syntax import ast
+        from ..syntax.parser import parse_repl_input
 
         node, diags = parse_repl_input(line, DISPLAY)
         if node is None or any(d.is_error for d in diags):
@@ -105,7 +105,7 @@ class Session:
 
     def planned(self, expr: str, path: str, *, trace: bool = False) -> tuple[pipeline.Planned | None, str]:
         """The session with `export EXPR to PATH` added, planned; or the diagnostics as text."""
-        from .syntax.printer import quote
+        from ..syntax.printer import quote
 
         start = len(self.text().splitlines()) + 1
         planned = pipeline.plan(self.load(f"export\n{expr}\nto {quote(path)}", expect_exports=True),
@@ -138,7 +138,7 @@ class Session:
 
     def selector_vocabulary(self) -> dict[str, str]:
         """The components, blocks and classes of the architectures of the models in scope."""
-        from .check.values import ModelValue
+        from ..check.values import ModelValue
 
         out: dict[str, str] = {}
         seen: set[int] = set()
@@ -152,7 +152,7 @@ class Session:
         return out
 
     def cmd_save(self, rest: str) -> str:
-        from .syntax.fmt import format_text
+        from ..syntax.fmt import format_text
 
         try:
             words = shlex.split(rest)
@@ -186,7 +186,7 @@ class Session:
         return err if err else describe(value)
 
     def cmd_keys(self, rest: str) -> str:
-        from .check.values import ModelValue, a_type
+        from ..check.values import ModelValue, a_type
 
         expr, glob = _split_last(rest)
         if not glob or "*" not in glob:
@@ -202,7 +202,7 @@ class Session:
         return "\n".join([f"{len(keys)} keys"] + shown + more)
 
     def cmd_explain(self, rest: str) -> str:
-        from .commands.plan import explain_text
+        from ..commands.plan import explain_text
 
         expr, key = _split_last(rest)
         if not key:
@@ -211,8 +211,8 @@ class Session:
         return err if planned is None else explain_text(planned, key).rstrip()
 
     def cmd_plan(self, rest: str) -> str:
-        from .commands.plan import plan_text
-        from .graph.lower import filter_keys
+        from ..commands.plan import plan_text
+        from ..graph.lower import filter_keys
 
         expr, glob = _split_last(rest)
         if not glob or "*" not in glob:
@@ -221,9 +221,10 @@ class Session:
         return err if planned is None else plan_text(planned, filter_keys(planned.plan, glob)).rstrip()
 
     def cmd_run(self, rest: str) -> str:
-        from .units import format_bytes
+        from ..units import format_bytes
 
-        expr, sep, target = rest.rpartition(" to ")
+        cuts = list(re.finditer(r"\s+to\s+", rest))
+        expr, sep, target = (rest[:cuts[-1].start()], " to ", rest[cuts[-1].end():]) if cuts else (rest, "", "")
         try:
             words = shlex.split(target)
         except ValueError as exc:
@@ -239,7 +240,7 @@ class Session:
         result = pipeline.execute(planned, overwrite="--overwrite" in flags)
         if not result.ok:
             return render_text([d for d in result.diagnostics if d.is_error], planned.sources).rstrip()
-        from .commands.output import shown_path
+        from ..commands.output import shown_path
 
         return "\n".join(f"wrote {shown_path(o.path)}: {len(o.tensors)} tensors, {format_bytes(o.data_bytes)}"
                          for o in planned.plan.outputs)
@@ -257,7 +258,7 @@ def _split_last(rest: str) -> tuple[str, str]:
 
 
 def describe(value) -> str:
-    from .check.values import HyperValue, ListValue, ModelValue, show_scalar, type_name
+    from ..check.values import HyperValue, ListValue, ModelValue, show_scalar, type_name
 
     if isinstance(value, ModelValue):
         n = value.node
@@ -273,25 +274,82 @@ def describe(value) -> str:
     return type_name(value)
 
 
+def incomplete(text: str) -> bool:
+    """Whether `text` has a bracket, brace or parenthesis still open (outside strings and
+    comments), so that the input goes on on the next line."""
+    depth = 0
+    in_string = False
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if in_string:
+            if c == "\\":
+                i += 1
+            elif c == '"' or c == "\n":
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        i += 1
+    return depth > 0
+
+
 def run_repl(models_dir: str | None, plugins: Iterable[str] = ()) -> int:
     problems = pipeline.load_plugins(plugins)
     if problems:
         sys.stderr.write(render_text(problems))
         return 1
     session = Session(models_dir, plugins=())
-    interactive = sys.stdin.isatty()
-    if interactive:
-        print("mechalang REPL — :help for commands, :quit to leave")
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        from .terminal import run_terminal
+
+        return run_terminal(session)
+    return run_plain(session, sys.stdin, prompts=sys.stdin.isatty())
+
+
+def run_plain(session: Session, lines, *, prompts: bool = False) -> int:
+    """Line by line (a pipe, a file, tests): input goes on while brackets are open."""
+    pending: list[str] = []
     while True:
-        try:
-            line = input("mecha> " if interactive else "")
-        except (EOFError, KeyboardInterrupt):
-            if interactive:
+        if prompts:
+            try:
+                line = input("... " if pending else "mecha> ")
+            except KeyboardInterrupt:
                 print()
-            return 0
+                pending = []
+                continue
+            except EOFError:
+                print()
+                return 0
+        else:
+            line = lines.readline()
+            if not line:
+                if not pending:
+                    return 0
+                line = ""
+                eof = True
+            else:
+                eof = False
+            line = line.rstrip("\n")
+        pending.append(line)
+        text = "\n".join(pending)
+        if incomplete(text) and not (not prompts and eof):
+            continue
+        pending = []
         try:
-            out = session.handle(line)
+            out = session.handle(text)
         except EOFError:
             return 0
+        except KeyboardInterrupt:
+            out = "interrupted"
         if out:
-            print(out)
+            print(out, flush=True)
+        if not prompts and eof:
+            return 0
