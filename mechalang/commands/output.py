@@ -63,3 +63,17 @@ def summary_line(program: Program, file: str, keys: int) -> str:
         inputs += f" and {adapters} adapter{'s' if adapters != 1 else ''}"
     return (f"ok: {file}: {len(exports)} export{'s' if len(exports) != 1 else ''}, "
             f"{inputs} ({', '.join(archs) or 'none'}), {keys} output keys")
+
+
+def written_line(out) -> str:
+    """`wrote PATH: N tensors, SIZE` for a finished output. A LoRA with dynamic ranks was trimmed
+    after it was planned: its tensors' bytes are the file's, less its header."""
+    from ..units import format_bytes
+
+    size = out.data_bytes
+    if out.trim_lora:
+        from ..archs.header import read_header
+
+        h = read_header(out.path)
+        size = h.size - h.data_start
+    return f"wrote {shown_path(out.path)}: {len(out.tensors)} tensors, {format_bytes(size)}"

@@ -8,7 +8,7 @@ from typing import Iterable
 from .. import pipeline
 from ..units import format_bytes
 from .check import load
-from .output import USAGE_CODES, emit, fail, shown_path, summary_line
+from .output import USAGE_CODES, emit, fail, shown_path, summary_line, written_line
 
 
 def run_command(file: str, *, sets: Iterable[str] = (), output: str | None = None,
@@ -41,7 +41,7 @@ def run_command(file: str, *, sets: Iterable[str] = (), output: str | None = Non
                                                         if d.is_error) else 1)
     elapsed = time.perf_counter() - t0
     for o in planned.plan.outputs:
-        print(f"wrote {shown_path(o.path)}: {len(o.tensors)} tensors, {format_bytes(o.data_bytes)}")
+        print(written_line(o))
     peak = result.stats.peak_rss
     print(f"done in {elapsed:.1f} s" + (f", peak memory {format_bytes(peak)}" if peak else ""))
     _notes(planned, "  ")

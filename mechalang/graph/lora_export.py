@@ -17,7 +17,7 @@ from typing import Any
 
 from ..dtypes import EXPORT_DTYPES, FLOAT_DTYPES
 from ..kinds.export import CONCAT_OP, CONST_OP, PART_OP, SVD_OP
-from ..runtime.plan import OutputPlan, Read, layout
+from ..runtime.plan import Op, OutputPlan, Read, layout
 from .nodes import Node
 
 # kohya and LyCORIS (a LoCon) share the tensor names; they differ in the network module recorded.
@@ -189,9 +189,7 @@ def _read(idx: int, n: Node, name: str) -> Read:
     return Read(idx, name, m.dtype, tuple(m.shape), m.begin, m.end)
 
 
-def _op(op: str, args: tuple, hypers: tuple):
-    from ..runtime.plan import Op
-
+def _op(op: str, args: tuple, hypers: tuple) -> Op:
     return Op(op, args, tuple(sorted(hypers)))
 
 

@@ -352,9 +352,12 @@ def oft(parts: dict, ctx: KindContext):
     r = _cayley(blocks, _constraint(parts, base.shape[0]))
     w = base.reshape(n, size, *base.shape[1:])
     rotated = torch.einsum("k n m, k n ... -> k m ...", r, w).reshape(base.shape)
-    if "rescale" in parts:
-        rotated = rotated * parts["rescale"].reshape((-1,) + (1,) * (base.dim() - 1))
-    return rotated - base
+    return _rescaled(rotated, parts) - base
+
+
+def _rescaled(w, parts: dict):
+    """OFT's optional per-output-row factor."""
+    return w * parts["rescale"].reshape((-1,) + (1,) * (w.dim() - 1)) if "rescale" in parts else w
 
 
 def _boft_shape(parts: dict, params: dict) -> Inferred:
@@ -387,6 +390,4 @@ def boft(parts: dict, ctx: KindContext):
         w = w.unflatten(0, (-1, 2, k)).transpose(1, 2).flatten(0, 2).unflatten(0, (-1, size))
         w = torch.einsum("b i j, b j ... -> b i ...", r[i], w)
         w = w.flatten(0, 1).unflatten(0, (-1, k, 2)).transpose(1, 2).flatten(0, 2)
-    if "rescale" in parts:
-        w = w * parts["rescale"].reshape((-1,) + (1,) * (base.dim() - 1))
-    return w - base
+    return _rescaled(w, parts) - base

@@ -53,6 +53,7 @@ def svd_factors(delta, hypers: dict[str, Any]):
     clamp = hypers.get("clamp")
     if clamp is not None and clamp < 1:
         values = torch.cat([u.flatten(), vh.flatten()])
+        # torch.quantile takes at most 2^24 values: larger factors are sampled by their first 16 Mi
         hi = torch.quantile(values.abs().float()[: 1 << 24], clamp).to(u.dtype)
         u, vh = u.clamp(-hi, hi), vh.clamp(-hi, hi)
     return torch.cat([u.flatten(), vh.flatten(), torch.tensor([float(rank)], dtype=u.dtype, device=u.device)])

@@ -154,29 +154,24 @@ class Session:
     def cmd_save(self, rest: str) -> str:
         from ..syntax.fmt import format_text
 
-        try:
-            words = shlex.split(rest)
-        except ValueError as exc:
-            return f"usage: :save FILE [--overwrite] ({exc})"
-        flags = [w for w in words if w.startswith("--")]
-        paths = [w for w in words if not w.startswith("--")]
-        unknown = [f for f in flags if f != "--overwrite"]
-        if len(paths) != 1 or unknown:
-            return "usage: :save FILE [--overwrite]" + (f" (unknown option {unknown[0]})" if unknown else "")
+        parsed = _path_and_overwrite(rest, "usage: :save FILE [--overwrite]")
+        if isinstance(parsed, str):
+            return parsed
+        name, overwrite = parsed
         if not self.statements:
             return "nothing to save: the session has no statements yet"
-        path = (self.cwd / Path(paths[0]).expanduser())
-        if path.exists() and "--overwrite" not in flags:
-            return f"{paths[0]} exists; use :save {paths[0]} --overwrite to replace it"
+        path = (self.cwd / Path(name).expanduser())
+        if path.exists() and not overwrite:
+            return f"{name} exists; use :save {name} --overwrite to replace it"
         text = self.text()
         formatted, _ = format_text(text, str(path))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(formatted if formatted is not None else text, encoding="utf-8")
         except OSError as exc:
-            return f"cannot write {paths[0]}: {exc.strerror or exc}"
+            return f"cannot write {name}: {exc.strerror or exc}"
         n = len(self.statements)
-        return f"saved {n} statement{'s' if n != 1 else ''} to {paths[0]}"
+        return f"saved {n} statement{'s' if n != 1 else ''} to {name}"
 
     def cmd_session(self, rest: str) -> str:
         return self.text().rstrip() or "(empty)"
@@ -221,29 +216,51 @@ class Session:
         return err if planned is None else plan_text(planned, filter_keys(planned.plan, glob)).rstrip()
 
     def cmd_run(self, rest: str) -> str:
-        from ..units import format_bytes
-
         cuts = list(re.finditer(r"\s+to\s+", rest))
         expr, sep, target = (rest[:cuts[-1].start()], " to ", rest[cuts[-1].end():]) if cuts else (rest, "", "")
-        try:
-            words = shlex.split(target)
-        except ValueError as exc:
-            return f"usage: :run EXPR to PATH [--overwrite] ({exc})"
-        flags = [w for w in words if w.startswith("--")]
-        paths = [w for w in words if not w.startswith("--")]
-        unknown = [f for f in flags if f != "--overwrite"]
-        if not sep or not expr.strip() or len(paths) != 1 or unknown:
-            return "usage: :run EXPR to PATH [--overwrite]" + (f" (unknown option {unknown[0]})" if unknown else "")
-        planned, err = self.planned(expr, str((self.cwd / paths[0]).resolve()))
+        usage = "usage: :run EXPR to PATH [--overwrite]"
+        parsed = _path_and_overwrite(target, usage)
+        if isinstance(parsed, str):
+            return parsed
+        if not sep or not expr.strip():
+            return usage
+        name, overwrite = parsed
+        planned, err = self.planned(expr, str((self.cwd / name).resolve()))
         if planned is None:
             return err
-        result = pipeline.execute(planned, overwrite="--overwrite" in flags)
+        result = pipeline.execute(planned, overwrite=overwrite)
         if not result.ok:
             return render_text([d for d in result.diagnostics if d.is_error], planned.sources).rstrip()
-        from ..commands.output import shown_path
+        from ..commands.output import written_line
 
-        return "\n".join(f"wrote {shown_path(o.path)}: {len(o.tensors)} tensors, {format_bytes(o.data_bytes)}"
-                         for o in planned.plan.outputs)
+        return "\n".join(written_line(o) for o in planned.plan.outputs)
+
+
+def _path_and_overwrite(text: str, usage: str) -> tuple[str, bool] | str:
+    """`PATH [--overwrite]` (PATH may be quoted) as (PATH, overwrite), or the usage line saying why not."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        return f"{usage} ({exc})"
+    flags = [w for w in words if w.startswith("--")]
+    paths = [w for w in words if not w.startswith("--")]
+    unknown = [f for f in flags if f != "--overwrite"]
+    if len(paths) != 1 or unknown:
+        return usage + (f" (unknown option {unknown[0]})" if unknown else "")
+    return paths[0], "--overwrite" in flags
+
+
+def answer(session: "Session", text: str) -> bool:
+    """Handle one input and print its answer; False when the session is to end."""
+    try:
+        out = session.handle(text)
+    except EOFError:
+        return False
+    except KeyboardInterrupt:
+        out = "interrupted"
+    if out:
+        print(out, flush=True)
+    return True
 
 
 def _split_last(rest: str) -> tuple[str, str]:
@@ -343,13 +360,7 @@ def run_plain(session: Session, lines, *, prompts: bool = False) -> int:
         if incomplete(text) and not (not prompts and eof):
             continue
         pending = []
-        try:
-            out = session.handle(text)
-        except EOFError:
+        if not answer(session, text):
             return 0
-        except KeyboardInterrupt:
-            out = "interrupted"
-        if out:
-            print(out, flush=True)
         if not prompts and eof:
             return 0

@@ -22,7 +22,7 @@ from prompt_toolkit.styles import style_from_pygments_cls
 from pygments.styles import get_style_by_name
 
 from ..commands.highlight import BUILTINS, CONSTANTS, KEYWORDS, TYPES, MechaReplLexer, method_names
-from . import Session, incomplete
+from . import Session, answer, incomplete
 
 PROMPT = "mecha> "
 CONTINUATION = "... "
@@ -204,11 +204,5 @@ def run_terminal(session: Session) -> int:
             continue
         except EOFError:
             return 0
-        try:
-            out = session.handle(text)
-        except EOFError:
+        if not answer(session, text):
             return 0
-        except KeyboardInterrupt:
-            out = "interrupted"
-        if out:
-            print(out, flush=True)
