@@ -156,7 +156,7 @@ def test_weighted_sum_runs_and_matches(models, tmp_path):
 def test_recipe_is_the_quick_merge_recipe(models):
     """With no block weights, the form's recipe is the one `mecha merge --print-recipe` prints."""
     from mechalang.commands.merge import merge_recipe
-    from mechalang.tui.form import FormState, recipe_text
+    from mechalang.commands.quick_form import FormState, recipe_text
 
     s = FormState(models.resolve(), ["alpha_one.safetensors", "beta_two.safetensors", None], alpha=0.3)
     assert recipe_text(s) == merge_recipe(s.chosen, method="weighted_sum", alpha=0.3, output=str(s.output),

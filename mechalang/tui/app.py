@@ -39,8 +39,8 @@ from textual.widgets import (
 from textual.worker import Worker, WorkerState
 
 from ..units import format_bytes
-from .catalog import ModelEntry, models_folder, scan
-from .form import (
+from ..commands.catalog import ModelEntry, models_folder, scan
+from ..commands.quick_form import (
     DTYPES,
     NAME_RULE,
     NAME_RULE_TEXT,

@@ -1,4 +1,4 @@
-"""What the form holds, and the recipe, command line and check it stands for.
+"""What a quick-merge form holds (the TUI's, the web page's), and the recipe, command line and check it stands for.
 
 The form never checks or runs anything itself: `recipe_text` builds the `.mecha` text (the same
 text `mecha merge --print-recipe` prints whenever the quick merge can say it), and `check_form`
@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from ..check.provenance import literal
-from ..commands.merge import EXPORT_DTYPE_CHOICES, NAME_RULE, QUICK_METHODS, _let_name, merge_recipe
+from .merge import EXPORT_DTYPE_CHOICES, NAME_RULE, QUICK_METHODS, _let_name, merge_recipe
 from ..diagnostics import Diagnostic, render_text
 from ..syntax import ast
 from ..syntax.printer import print_module
 
 NAME_RULE_TEXT = "the output name takes only letters, digits and . + - (no spaces, no / or \\)"
 DTYPES = (*EXPORT_DTYPE_CHOICES, None)  # None: as the first model
-DISPLAY = "<tui>"
+DISPLAY = "<form>"
 
 
 def method_specs() -> dict[str, Any]:
