@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ..check.provenance import literal
-from .merge import EXPORT_DTYPE_CHOICES, NAME_RULE, QUICK_METHODS, _let_name, merge_recipe
 from ..diagnostics import Diagnostic, render_text
 from ..syntax import ast
 from ..syntax.printer import print_module
+from .merge import EXPORT_DTYPE_CHOICES, NAME_RULE, QUICK_METHODS, _let_name, merge_recipe
 
 NAME_RULE_TEXT = "the output name takes only letters, digits and . + - (no spaces, no / or \\)"
 DTYPES = (*EXPORT_DTYPE_CHOICES, None)  # None: as the first model

@@ -38,7 +38,6 @@ from textual.widgets import (
 )
 from textual.worker import Worker, WorkerState
 
-from ..units import format_bytes
 from ..commands.catalog import ModelEntry, models_folder, scan
 from ..commands.quick_form import (
     DTYPES,
@@ -52,6 +51,7 @@ from ..commands.quick_form import (
     method_specs,
     recipe_text,
 )
+from ..units import format_bytes
 
 EXIT_AFTER_MOUNT = "MECHA_TUI_EXIT_AFTER_MOUNT"  # startup benchmark: exit as soon as the form is mounted
 PRESETS = ("GRAD_V", "GRAD_A", "FLAT_25", "FLAT_75", "WRAP08", "WRAP12", "WRAP14", "WRAP16", "MID12_50", "OUT07",
