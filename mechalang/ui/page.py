@@ -37,7 +37,8 @@ def _rows(entries: list[ModelEntry]) -> str:
 
 def page_html(guard: Guard, entries: list[ModelEntry]) -> str:
     methods = "".join(f'<option value="{escape(n)}">{escape(n)}</option>' for n in method_specs())
-    dtypes = "".join(f'<option value="{escape(d or "")}">{escape(d or "as model A")}</option>' for d in DTYPES)
+    dtypes = "".join(f'<option value="{escape(d or "")}">{escape(d or "as model A")}</option>'
+                     for d in sorted(DTYPES, key=lambda d: d is not None))  # the default first
     tabs = "".join(f'<button type="button" role="tab" id="tab-{k}" aria-controls="panel-{k}" '
                    f'aria-selected="{"true" if i == 0 else "false"}" data-tab="{k}">{escape(label)}</button>'
                    for i, (k, label) in enumerate(TABS))

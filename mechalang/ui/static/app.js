@@ -104,8 +104,7 @@ function renderHypers() {
       div.append(label, input, note);
     }
     input.id = id; input.dataset.hyper = h.name; input.dataset.type = h.type;
-    input.addEventListener("input", formChanged);
-    input.addEventListener("change", formChanged);
+    input.addEventListener(input.tagName === "SELECT" || input.type === "checkbox" ? "change" : "input", formChanged);
     box.append(div);
   }
 }
@@ -133,6 +132,7 @@ function collect() {
 
 const checkForm = debounce(async () => {
   const gen = ++ui.formGen;
+  const changes = ui.changes;
   const form = collect();
   const r = await api("/api/form", form);
   if (gen !== ui.formGen) return;  // a later change is being checked
@@ -149,10 +149,15 @@ const checkForm = debounce(async () => {
   $("merge").disabled = !r.ok || (ui.job && !ui.job.finished);
   if (r.default_name) $("name").placeholder = r.default_name;
   $("strength-field").hidden = !r.baking;
-  document.body.dataset.formGen = String(gen);
+  if (changes === ui.changes) document.body.dataset.formBusy = "0";  // nothing newer waits to be checked
 }, 120);
 
-function formChanged() {
+function formChanged(again) {
+  const now = JSON.stringify(collect());
+  if (now === ui.lastSent && again !== true) return;  // the same form (a blur's change event, say): keep the shown check
+  ui.lastSent = now;
+  ui.changes = (ui.changes || 0) + 1;
+  document.body.dataset.formBusy = "1";
   $("merge").disabled = true;
   const name = $("name").value.trim();
   const bad = name !== "" && !NAME_RULE.test(name);  // the rule as you type; the server checks it too
@@ -161,10 +166,8 @@ function formChanged() {
   checkForm();
 }
 
-for (const id of ["model-b", "model-c", "force", "overwrite", "dtype", "name", "strength"]) {
-  $(id).addEventListener("input", formChanged);
-  $(id).addEventListener("change", formChanged);
-}
+for (const id of ["model-b", "model-c", "force", "overwrite", "dtype"]) $(id).addEventListener("change", formChanged);
+for (const id of ["name", "strength"]) $(id).addEventListener("input", formChanged);
 $("model-a").addEventListener("change", () => { loadArch(); formChanged(); });
 $("method").addEventListener("change", () => { renderHypers(); formChanged(); });
 
@@ -381,7 +384,7 @@ async function startRun(body) {
     ui.lastOutput = ui.job.outputs[0] || null;
     $("provenance").disabled = !ui.lastOutput;
     refreshModels();
-    formChanged();
+    formChanged(true);  // the output may exist now
   });
   es.onerror = () => { if (ui.job && !ui.job.finished) $("progress-text").textContent += " (connection lost)"; };
 }
