@@ -121,7 +121,7 @@ def test_path_traversal_and_links_out_are_refused(client, folders):
                  'let s = model("../outside/secret.safetensors")\nexport s to "x.safetensors"\n',
                  'let s = model("link.safetensors")\nexport s to "x.safetensors"\n',
                  f'let a = model("{A}")\nexport a to "../outside/stolen.safetensors"\n',
-                 f'param p: str = "../outside/secret.safetensors"\nlet a = model(p)\nexport a to "y.safetensors"\n'):
+                 'param p: str = "../outside/secret.safetensors"\nlet a = model(p)\nexport a to "y.safetensors"\n'):
         r = client.post("/api/check", json={"text": text})
         assert r.status_code == 403 and "outside" in r.json()["refused"], text
         assert client.post("/api/run", json={"text": text}).status_code == 403

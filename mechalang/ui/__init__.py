@@ -38,6 +38,7 @@ def run_ui(models_dir: str | os.PathLike | None = None, output_dir: str | os.Pat
     except OSError as exc:
         sys.stderr.write(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}\n")
         return 2
+    sock.listen(128)  # connections wait in the backlog until uvicorn serves: the browser may be faster
     port = sock.getsockname()[1]
     app = create_app(models, output, hosts=(host,), port=port)
     token = app.state.ui.guard.token
