@@ -266,6 +266,12 @@ def test_phone_width_and_keyboard(browser, server, tmp_path):
     pg.wait_for_selector("body[data-ready='1']")
     # nothing wider than the screen
     assert pg.evaluate("() => document.documentElement.scrollWidth") <= 390 + 1
+    # another method's hyperparameters, drawn from its declaration with their bounds
+    pg.select_option("#method", "tensor_sum")
+    beta = pg.locator("#hyper-beta")
+    expect(beta).to_have_attribute("max", "1")
+    expect(pg.locator("#hypers")).to_contain_text("beta: float in [0, 1], default")
+    assert pg.evaluate("() => document.documentElement.scrollWidth") <= 390 + 1
     _shot(pg, tmp_path, "9-phone-quick-merge")
     # by keyboard alone: tabs by arrow keys, fields by Tab, a visible focus ring
     pg.focus("#tab-merge")

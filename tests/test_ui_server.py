@@ -31,6 +31,7 @@ def folders(tmp_path_factory):
     make_model("sd1", models / A, dim_cap=8, dtype="float32", seed=1)
     make_model("sd1", models / B, dim_cap=8, dtype="float32", seed=2)
     make_lora(models / A, models / "style_lora.safetensors", rank=2, dtype="float32", seed=3)
+    make_model("sdxl", models / "xl.safetensors", dim_cap=8, dtype="float32", seed=5)
     secret = root / "outside"
     secret.mkdir()
     make_model("sd1", secret / "secret.safetensors", dim_cap=4, dtype="float32", seed=4)
@@ -57,7 +58,7 @@ def client(folders):
         while not job.finished and time.monotonic() < deadline:
             time.sleep(0.02)
     for p in models.iterdir():
-        if p.name not in {A, B, "style_lora.safetensors", "link.safetensors"}:
+        if p.name not in {A, B, "style_lora.safetensors", "link.safetensors", "xl.safetensors"}:
             p.unlink()
 
 
@@ -117,7 +118,9 @@ def test_path_traversal_and_links_out_are_refused(client, folders):
     assert "not read" in listed["link.safetensors"]["problem"] and listed["link.safetensors"]["size"] == 0
     assert client.get("/static/../server.py").status_code in (403, 404)
     # recipes typed in the editor: imports, models and exports outside the folders
-    for text in (f'import "{secret}/lib.mecha" as l\n',
+    (models / "nested.mecha").write_text(f'import "{secret}/lib.mecha" as l\n')
+    for text in (f'import "{secret}/lib.mecha" as l\n', 'import "lib" as l\n',  # not beside it: MECHA_PATH?
+                 'import "nested.mecha" as n\n',  # an import inside the folder that imports from outside
                  'let s = model("../outside/secret.safetensors")\nexport s to "x.safetensors"\n',
                  'let s = model("link.safetensors")\nexport s to "x.safetensors"\n',
                  f'let a = model("{A}")\nexport a to "../outside/stolen.safetensors"\n',
@@ -126,6 +129,11 @@ def test_path_traversal_and_links_out_are_refused(client, folders):
         assert r.status_code == 403 and "outside" in r.json()["refused"], text
         assert client.post("/api/run", json={"text": text}).status_code == 403
     assert not (secret / "stolen.safetensors").exists()
+    # a module beside the recipe, in the folder, is fine
+    (models / "blend.mecha").write_text("def blend(x, y) = weighted_sum(x, y, alpha=0.25)\n")
+    text = f'import "blend" as b\nlet a = model("{A}")\nexport b.blend(a, model("{B}")) to "z.safetensors"\n'
+    r = client.post("/api/check", json={"text": text}).json()
+    assert r["ok"], r
 
 
 # -- the form and the check -----------------------------------------------------------------------
@@ -151,6 +159,15 @@ def test_form_recipe_is_the_form_models(client, folders):
     # a preset with a class off: `PRESET with {class: 0.0}`
     r = client.post("/api/form", json=form(preset="GRAD_V", classes_off=["norm"])).json()
     assert r["ok"] and 'from "std/presets" import GRAD_V' in r["recipe"] and "GRAD_V with {norm: 0.0}" in r["recipe"]
+
+
+def test_force_and_dtype(client):
+    r = client.post("/api/form", json=form(models=[A, "xl.safetensors", None])).json()
+    assert not r["ok"] and "sdxl" in "\n".join(r["lines"])
+    r = client.post("/api/form", json=form(models=[A, "xl.safetensors", None], force=True, dtype="fp16")).json()
+    assert r["ok"], r["lines"]
+    assert "--force" in r["command"] and "--dtype fp16" in r["command"] and " as fp16" in r["recipe"]
+    assert client.post("/api/form", json=form(dtype="fp8")).status_code == 400
 
 
 def test_form_problems_and_name_rule(client):
@@ -314,3 +331,25 @@ def test_cli_help_lists_ui():
     r = subprocess.run([sys.executable, "-m", "mechalang", "ui", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--models-dir" in r.stdout and "--no-browser" in r.stdout
     assert Path(__file__).parent.parent.joinpath("mechalang", "ui", "static", "app.js").is_file()
+
+
+def test_mecha_ui_command_serves_the_page(folders):
+    """`mecha ui --no-browser`: the real server on a free port of 127.0.0.1, the token URL printed."""
+    import httpx
+
+    models, _ = folders
+    p = subprocess.Popen([sys.executable, "-m", "mechalang", "ui", "--models-dir", str(models), "--no-browser"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("mecha ui: http://127.0.0.1:"), line
+        url = line.split(": ", 1)[1].strip()
+        base = url.split("/?")[0]
+        with httpx.Client() as c:
+            assert c.get(base + "/").status_code == 403
+            r = c.get(url, follow_redirects=True)
+            assert r.status_code == 200 and "<title>mecha ui</title>" in r.text
+            assert c.get(base + "/api/models").json()["folder"] == str(models.resolve())
+    finally:
+        p.terminate()
+        p.wait(30)

@@ -85,17 +85,31 @@ class Guard:
             raise Refused(f"{name!r} links outside the folder the server was started with")
         return path
 
-    def recipe_paths(self, text: str) -> list[str]:
-        """What a recipe names outside the folders, read from its text before it is checked: imports
-        (other than `std/…`) and the literal file names of `model(…)` and `lora(…)`."""
+    def recipe_paths(self, text: str, base: Path | None = None, seen: set[Path] | None = None) -> list[str]:
+        """What a recipe names outside the folders, read from its text before it is checked: the
+        literal file names of `model(…)` and `lora(…)`, and imports other than `std/…`, which must
+        be files beside it (else the loader would look on MECHA_PATH), themselves read the same way."""
+        base = base or self.output
+        seen = set() if seen is None else seen
         tree, _ = parse(text, "<editor>")
         if tree is None:
             return []
         out = []
         for node in _walk(tree):
             if isinstance(node, (ast.Import, ast.FromImport)) and not node.path.startswith("std/"):
-                if not self.inside(self.output / node.path):
+                name = node.path if Path(node.path).suffix else node.path + ".mecha"
+                path = base / name
+                if not path.is_file() or not self.inside(path):
                     out.append(node.path)
+                    continue
+                real = path.resolve()
+                if real not in seen:
+                    seen.add(real)
+                    try:
+                        more = real.read_text(encoding="utf-8")
+                    except (OSError, ValueError):
+                        continue  # the checker says why it cannot be read
+                    out += self.recipe_paths(more, real.parent, seen)
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("model", "lora"):
                 first = node.args[0] if node.args else None
                 if isinstance(first, ast.String) and not any(self.inside(r / first.value) for r in self.roots):

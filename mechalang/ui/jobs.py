@@ -30,6 +30,7 @@ class Job:
     total_bytes: int = 0
     started: float = field(default_factory=time.perf_counter)
     ended: float | None = None
+    writing: float | None = None    # when execution began (after planning): what MB/s is measured from
     lines: list[str] = field(default_factory=list)   # the summary, or what went wrong
     outputs: list[str] = field(default_factory=list)  # file names written
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -48,8 +49,9 @@ class Job:
         """What the page shows: counts, percent, MB/s and time left."""
         with self._lock:
             keys, nbytes = self.keys, self.nbytes
-        elapsed = max((self.ended or time.perf_counter()) - self.started, 1e-6)
-        rate = nbytes / elapsed
+        now = self.ended or time.perf_counter()
+        elapsed = max(now - self.started, 1e-6)
+        rate = nbytes / max(now - self.writing, 1e-6) if self.writing is not None else 0.0
         left = (self.total_bytes - nbytes) / rate if rate > 0 and not self.finished else None
         percent = 100.0 if self.state == "done" else (100.0 * nbytes / self.total_bytes if self.total_bytes else 0.0)
         return {"id": self.id, "state": self.state, "keys": keys, "total_keys": self.total_keys,
@@ -68,6 +70,7 @@ class Job:
                 self._failed(planned.diagnostics, planned.sources)
                 return
             self.total_keys, self.total_bytes = planned.total_keys, planned.total_bytes
+            self.writing = time.perf_counter()
             self.state = "running"
             result = pipeline.execute(planned, overwrite=self.overwrite, progress=self.progress, cancel=self.cancel)
         except Exception as exc:  # a bug of ours: shown on the page, the server keeps serving
@@ -76,11 +79,12 @@ class Job:
             return
         if result.ok:
             elapsed = time.perf_counter() - self.started
+            writing = time.perf_counter() - (self.writing or self.started)
             self.outputs = [Path(o.path).name for o in planned.plan.outputs]
             self.lines = [f"wrote {Path(o.path).name}: {len(o.tensors)} tensors, {format_bytes(o.data_bytes)}"
                           for o in planned.plan.outputs]
             peak = result.stats.peak_rss if result.stats else None
-            self.lines.append(f"done in {elapsed:.1f} s ({self.nbytes / max(elapsed, 1e-6) / 1e6:.1f} MB/s)"
+            self.lines.append(f"done in {elapsed:.1f} s ({self.nbytes / max(writing, 1e-6) / 1e6:.1f} MB/s written)"
                               + (f", peak memory {format_bytes(peak)}" if peak else ""))
             self.state = "done"
         elif result.interrupted:

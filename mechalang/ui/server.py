@@ -63,6 +63,8 @@ class Gate:
         self.state = state
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":  # the page uses none: nothing to upgrade to
+            return await send({"type": "websocket.close", "code": 1008})
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
