@@ -219,6 +219,7 @@ def test_cancel_leaves_no_output(page, server, tmp_path, monkeypatch):
     other = page.context.new_page()
     other.goto(server["base"] + "/")
     expect(other.locator("h1")).to_have_text("mecha ui")
+    other.wait_for_function("() => document.body.dataset.runState === 'running'")  # it follows the merge
     r = other.request.post(server["base"] + "/api/run", data={"form": {"models": [A, B, None]}})
     assert r.status == 409 and "already running" in r.json()["refused"]
     other.close()

@@ -286,6 +286,11 @@ def create_app(models: str | Path, output: str | Path | None = None, *, token: s
         job = _job(request)
         return JSONResponse(job.snapshot()) if job else PlainTextResponse("no such merge", status_code=404)
 
+    async def current(request: Request) -> Response:
+        """The last merge started (a page opened while one runs follows it)."""
+        job = state.runner.current
+        return JSONResponse(job.snapshot() if job else {})
+
     async def cancel(request: Request) -> Response:
         job = _job(request)
         if job is None:
@@ -326,7 +331,7 @@ def create_app(models: str | Path, output: str | Path | None = None, *, token: s
         Route("/api/form", form, methods=["POST"]), Route("/api/save", save, methods=["POST"]),
         Route("/api/check", check, methods=["POST"]), Route("/api/keys", keys, methods=["POST"]),
         Route("/api/explain", explain, methods=["POST"]), Route("/api/run", run, methods=["POST"]),
-        Route("/api/run/{job}", status), Route("/api/run/{job}/events", events),
+        Route("/api/run/current", current), Route("/api/run/{job}", status), Route("/api/run/{job}/events", events),
         Route("/api/run/{job}/cancel", cancel, methods=["POST"]), Route("/api/provenance", provenance),
     ]
     app = Starlette(routes=routes)

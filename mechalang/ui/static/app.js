@@ -371,10 +371,14 @@ async function startRun(body) {
     $("summary").textContent = (r.lines || []).join("\n");
     return;
   }
-  ui.job = r.job;
+  follow(r.job);
+}
+
+function follow(job) {
+  ui.job = job;
   $("cancel").disabled = false; $("merge").disabled = true; $("provenance").disabled = true;
-  showProgress(r.job);
-  const es = new EventSource(`/api/run/${r.job.id}/events`);
+  showProgress(job);
+  const es = new EventSource(`/api/run/${job.id}/events`);
   const onEvent = (e) => { ui.job = JSON.parse(e.data); showProgress(ui.job); };
   es.addEventListener("progress", onEvent);
   es.addEventListener("done", (e) => {
@@ -439,5 +443,7 @@ async function refreshModels() {
   setAlpha($("alpha").value);
   showTab("merge");
   gutter([]);
+  const cur = await api("/api/run/current");  // a merge started from another tab, still running
+  if (cur.id && !["done", "cancelled", "failed"].includes(cur.state)) follow(cur);
   document.body.dataset.ready = "1";
 })();
