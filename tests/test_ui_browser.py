@@ -75,11 +75,15 @@ def browser():
 def page(browser, server):
     context = browser.new_context(viewport={"width": 1280, "height": 720})
     pg = context.new_page()
+    errors: list[str] = []  # script errors and console errors (a Content-Security-Policy refusal, say)
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     pg.set_default_timeout(WAIT)
     pg.goto(server["url"])
     pg.wait_for_selector("body[data-ready='1']")
     yield pg
     context.close()
+    assert not errors, errors
 
 
 def _shot(page, tmp_path: Path, name: str) -> None:

@@ -87,7 +87,9 @@ def test_token_url_becomes_a_cookie(folders):
     assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
     assert c.get("/").status_code == 200                          # the cookie now carries it
     assert c.get("/api/models").status_code == 200
-    assert TOKEN not in c.get("/").text                            # never written into the page
+    page = c.get("/")
+    assert TOKEN not in page.text                                  # never written into the page
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
 
 
 def test_wrong_host_and_origin_are_refused(client):

@@ -122,7 +122,10 @@ def create_app(models: str | Path, output: str | Path | None = None, *, token: s
 
     async def index(request: Request) -> Response:
         entries = await run_in_threadpool(state.entries)
-        return HTMLResponse(page_html(guard, entries))
+        # only the page's own files run in it, and no other site may frame it (clickjacking)
+        return HTMLResponse(page_html(guard, entries), headers={
+            "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+            "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"})
 
     async def asset(request: Request) -> Response:
         name = request.path_params["name"]
@@ -326,7 +329,7 @@ def create_app(models: str | Path, output: str | Path | None = None, *, token: s
             return refusal(exc)
 
     routes = [
-        Route("/", index), Route("/static/{name}", asset), Route("/api/models", models_),
+        Route("/", index), Route("/static/{name}", asset), Route("/favicon.ico", lambda r: Response(status_code=204)), Route("/api/models", models_),
         Route("/api/methods", methods), Route("/api/arch/{name}", arch),
         Route("/api/form", form, methods=["POST"]), Route("/api/save", save, methods=["POST"]),
         Route("/api/check", check, methods=["POST"]), Route("/api/keys", keys, methods=["POST"]),
