@@ -31,6 +31,7 @@ def folders(tmp_path_factory):
     make_model("sd1", models / A, dim_cap=8, dtype="float32", seed=1)
     make_model("sd1", models / B, dim_cap=8, dtype="float32", seed=2)
     make_lora(models / A, models / "style_lora.safetensors", rank=2, dtype="float32", seed=3)
+    make_lora(models / A, models / "other_lora.safetensors", rank=2, dtype="float32", seed=6)
     make_model("sdxl", models / "xl.safetensors", dim_cap=8, dtype="float32", seed=5)
     secret = root / "outside"
     secret.mkdir()
@@ -58,7 +59,8 @@ def client(folders):
         while not job.finished and time.monotonic() < deadline:
             time.sleep(0.02)
     for p in models.iterdir():
-        if p.name not in {A, B, "style_lora.safetensors", "link.safetensors", "xl.safetensors"}:
+        if p.name not in {A, B, "style_lora.safetensors", "other_lora.safetensors", "link.safetensors",
+                          "xl.safetensors"}:
             p.unlink()
 
 
@@ -194,6 +196,22 @@ def test_lora_baking_is_a_kind_of_model(client):
     assert "0.8 * style_lora" in r["recipe"] and "--lora 0.8" in r["command"]
     r = client.post("/api/form", json=form(models=["style_lora.safetensors", A, None])).json()
     assert not r["ok"] and any("put the model first" in line for line in r["lines"])
+    # two LoRAs: merged into one LoRA, as `mecha merge LORA1 LORA2 --alpha` does
+    r = client.post("/api/form", json=form(models=["style_lora.safetensors", "other_lora.safetensors", None],
+                                           alpha=0.3)).json()
+    assert r["ok"], r["lines"]
+    assert "0.7 * style_lora + 0.3 * other_lora" in r["recipe"] and " as lora(" in r["recipe"]
+
+
+def test_blocks_of_each_architecture(client):
+    sd1, sdxl = client.get("/api/arch/sd1").json(), client.get("/api/arch/sdxl").json()
+    assert len(sd1["blocks"]) == 26 and sd1["blocks"][0] == "BASE" and len(sdxl["blocks"]) == 20
+    assert len(sd1["presets"]["GRAD_V"]) == 26 and len(sdxl["presets"]["GRAD_V"]) == 20
+    assert "attn2" in sd1["classes"]
+    for arch in ("flux", "sd3"):
+        info = client.get(f"/api/arch/{arch}").json()
+        assert len(info["blocks"]) > 10 and info["presets"] == {}, arch
+    assert client.get("/api/arch/nonsense").json()["blocks"] == []
 
 
 def test_live_check_reports_the_line(client):
