@@ -172,32 +172,40 @@ def multislerp(*models: Same, weights: WeightList = "", normalize_weights: Bool(
     w = _model_weights(weights, len(models))
     if len(models) == 1:
         return models[0]
-    stacked, dtype = _up(*models)
+    rows, dtype = _up(*models)
     shape = models[0].shape
-    flat = torch.stack([m.reshape(-1) for m in stacked])
-    wt = torch.tensor(w, dtype=flat.dtype, device=flat.device)
+    rows = [r.reshape(-1) for r in rows]
     if normalize_weights:
-        total = wt.sum()
-        if abs(float(total)) < 1e-12:
+        total = sum(w)
+        if abs(total) < 1e-12:
             raise ValueError("multislerp: the weights sum to zero and cannot be normalized")
-        wt = wt / total
+        w = [x / total for x in w]
     eps = float(epsilon)
-    if flat.shape[1] == 0:
-        return _down((wt[:, None] * flat).sum(0).reshape(shape), dtype)
-    norms64 = rows_norm64(flat)  # whole-tensor reductions in float64
-    norms = norms64.to(flat.dtype)[:, None]
-    units = flat / (norms + eps)
-    mean = (units * wt[:, None]).sum(0)
+    work = rows[0].dtype
+
+    def weighted_sum():
+        out = torch.zeros_like(rows[0])
+        for wi, r in zip(w, rows):
+            out.add_(r, alpha=wi)
+        return _down(out.reshape(shape), dtype)
+
+    if rows[0].numel() == 0:
+        return weighted_sum()
+    norms = [float(norm64(r)) for r in rows]  # whole-tensor reductions, float64-accurate
+    # M = Σ wᵢ·m̂ᵢ, model by model (no (n, N) stacks of units or tangents). Each wᵢ·m̂ᵢ is rounded
+    # on its own before it is added (no fused multiply-add), so that antipodal inputs cancel exactly.
+    mean = torch.zeros_like(rows[0])
+    for wi, r, ni in zip(w, rows, norms):
+        mean.add_(torch.div(r, float(torch.tensor(ni, dtype=work)) + eps).mul_(wi))
     mean_norm = float(norm64(mean))
     if mean_norm < eps:
-        return _down((wt[:, None] * flat).sum(0).reshape(shape), dtype)
-    mean = mean / mean_norm
-    tangents = units - rows_dot64(units, mean).to(flat.dtype)[:, None] * mean
-    tangent = (tangents * wt[:, None]).sum(0)
-    tangent_norm = float(norm64(tangent)) + eps
-    res = mean * math.cos(tangent_norm) + tangent * (math.sin(tangent_norm) / tangent_norm)
-    res = res * float((norms64 * wt.to(torch.float64)).sum())
-    return _down(res.reshape(shape), dtype)
+        return weighted_sum()
+    mean.div_(mean_norm)  # μ
+    # The tangent step Σ wᵢ·P_μ(m̂ᵢ) = Σ wᵢm̂ᵢ − (Σ wᵢ m̂ᵢ·μ)·μ = M − |M|·μ is zero: μ is the direction
+    # of M itself. So exp_μ(0) = μ, and the result is μ scaled by the weighted mean norm (mergekit
+    # computes that zero vector out of rounding errors; its norm, ~1e-7, moves nothing a bfloat16
+    # can hold).
+    return _down(mean.mul_(sum(wi * ni for wi, ni in zip(w, norms))).reshape(shape), dtype)
 
 
 @merge_method(formula="(Σ|mᵢ|/n) · argmin_μ Σ d(μ, m̂ᵢ)²  on the unit sphere", family="spherical",
