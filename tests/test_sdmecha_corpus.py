@@ -23,8 +23,13 @@ CORPUS = Path(__file__).parent / "sdmecha_corpus"
 FILES = sorted(p for p in CORPUS.glob("*.mecha") if not p.name.startswith("v0_"))
 EXPECTED = json.loads((CORPUS / "expected.json").read_text())
 
-# corpus recipe → the sd-mecha method in it that mechalang refuses (E0930)
+# corpus recipe → what mechalang refuses in it (E0930): the method, and the setting if only that
 UNSUPPORTED = {
+    "slerp": "slerp",
+    "slerp_blocks": "slerp",
+    "ties_sum": "ties_sum` with k=0.5",
+    "ties_sum_vote_sgn": "ties_sum` with k=0.3",
+    "ties_sum_keep_all": "ties_sum` with vote_sgn=false",
     "add_opposite_mask": "add_opposite_mask",
     "add_strict_opposite_mask": "add_strict_opposite_mask",
     "add_ties_with_dare": "ties_sum_with_dropout",
@@ -102,12 +107,11 @@ def compare_with_sd_mecha(merged: dict[str, torch.Tensor], expected: dict) -> No
     them (float64, then float32); mechalang's output is float16 like its inputs."""
     for key, values in expected["values"].items():
         want = torch.tensor(values, dtype=torch.float64)
-        got = merged[key].double().flatten()
+        got = merged[key].double().flatten()[:len(want)]
         torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3, msg=lambda m, key=key: f"{key}: {m}")
-    total = sum(float(t.double().sum()) for t in merged.values())
-    total_abs = sum(float(t.double().abs().sum()) for t in merged.values())
-    if expected["sum"] != expected["sum"]:
-        return
+    finite = [t.double() for k, t in merged.items() if k not in expected["nonfinite"]]
+    total = sum(float(t.sum()) for t in finite)
+    total_abs = sum(float(t.abs().sum()) for t in finite)
     assert total == pytest.approx(expected["sum"], rel=1e-3, abs=0.5)
     assert total_abs == pytest.approx(expected["abs_sum"], rel=1e-3)
 
@@ -117,7 +121,7 @@ def compare_lora(merged: dict[str, torch.Tensor], models: Path, alpha: float) ->
     reference is the kohya formula: W + α·(alpha/rank)·up·down, on one attention weight."""
     base = load_file(str(models / "a.safetensors"))
     lora = load_file(str(models / "lora_a.safetensors"))
-    module = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k"
+    module = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
     key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
     up, down = lora[f"{module}.lora_up.weight"].double(), lora[f"{module}.lora_down.weight"].double()
     scale = float(lora[f"{module}.alpha"]) / down.shape[0]
@@ -133,7 +137,8 @@ def test_methods_without_an_exact_equivalent_are_refused_by_name(path: Path):
     assert module is None
     [d] = [d for d in diags if d.is_error]
     assert d.code == "E0930"
-    assert d.message == f"sd-mecha's `{UNSUPPORTED[path.stem]}` has no exact mechalang equivalent"
+    what = UNSUPPORTED[path.stem]
+    assert d.message == f"sd-mecha's `{what}{'' if '`' in what else '`'} has no exact mechalang equivalent"
     assert d.help
 
 
@@ -153,3 +158,49 @@ def test_scalar_hyperparameters_are_singletons_and_are_read_as_values():
     from mechalang.syntax.printer import print_module
 
     assert print_module(module).endswith("export weighted_sum(a, b, alpha=0.3) to out\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# sd-mecha's pre-1.0 format (hand-made files, see sdmecha_corpus/README.md)
+
+V0 = sorted(CORPUS.glob("v0_*.mecha"))
+
+
+def test_there_are_pre_1_0_recipes():
+    assert {p.stem for p in V0} >= {"v0_weighted_sum", "v0_call_lines", "v0_block_dict",
+                                    "v0_lora_and_parameter", "v0_ties"}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.xfail(
+    reason="needs extension-less resolution (sources branch)", strict=False)]
+    if p.stem == "v0_ties" else []) for p in V0])
+def test_pre_1_0_recipe_runs(path: Path, corpus_models: Path, tmp_path: Path, capsys):
+    sets = ["base=a.safetensors"] if "parameter" in path.stem else []
+    out = tmp_path / "out.safetensors"
+    code = run_command(str(path), sets=sets, output=str(out), models_dir=str(corpus_models), threads=1)
+    assert code == 0, capsys.readouterr().err
+    merged = load_file(str(out))
+    m = {n: load_file(str(corpus_models / f"{n}.safetensors")) for n in "abc"}
+    key = "model.diffusion_model.input_blocks.4.0.in_layers.2.weight"
+    te = "cond_stage_model.transformer.text_model.encoder.layers.3.self_attn.q_proj.weight"
+    a, b, c = (m[n][key].double() for n in "abc")
+    close = dict(rtol=2e-3, atol=2e-3)
+    if path.stem == "v0_weighted_sum":
+        torch.testing.assert_close(merged[key].double(), 0.7 * a + 0.3 * b, **close)
+    elif path.stem == "v0_call_lines":
+        torch.testing.assert_close(merged[key].double(), a + 0.5 * (b - c), **close)
+    elif path.stem == "v0_block_dict":  # sd1_unet_block_in3=0.1 is IN03; IN04 has the UNet default
+        torch.testing.assert_close(merged[key].double(), 0.5 * a + 0.5 * b, **close)
+        k3 = "model.diffusion_model.input_blocks.3.0.op.weight"
+        torch.testing.assert_close(merged[k3].double(),
+                                   0.9 * m["a"][k3].double() + 0.1 * m["b"][k3].double(), **close)
+        torch.testing.assert_close(merged[te].double(),
+                                   0.8 * m["a"][te].double() + 0.2 * m["b"][te].double(), **close)
+    elif path.stem == "v0_lora_and_parameter":
+        compare_lora(merged, corpus_models, alpha=0.8)
+    elif path.stem == "v0_ties":  # k=1, sum vote, disjoint mean of b − a and c − a
+        d1, d2 = b - a, c - a
+        sign = torch.sign(d1 + d2)
+        keep1, keep2 = (torch.sign(d1) == sign).double(), (torch.sign(d2) == sign).double()
+        want = a + torch.nan_to_num((d1 * keep1 + d2 * keep2) / (keep1 + keep2))
+        torch.testing.assert_close(merged[key].double(), want, **close)

@@ -643,17 +643,14 @@ class _Builder:
             hypers = self.legacy_hypers(method, hypers, ins)
         kwargs: list[ast.Keyword] = []
         given = set()
+        for n, (exact, _why, default) in mm.exact_only.items():
+            if not any(g == n for g, _, _ in hypers) and default != exact:
+                self.inexact(method, mm, n, default, ins.args[0].span)  # sd-mecha's default differs
         for n, e, a in hypers:
             given.add(n)
-            if n in mm.exact_only and not _same_value(e, mm.exact_only[n][0]):
-                value = _plain_value(e)
-                shown = f"{n}={_show(value)}" if value is not _MISSING else f"this `{n}`"
-                self.diags.append(error(
-                    codes.SDMECHA_UNSUPPORTED_METHOD,
-                    f"sd-mecha's `{method}` with {shown} has no exact mechalang equivalent", a.span,
-                    label="not translated", notes=[mm.exact_only[n][1]],
-                    help=f"write mechalang's `{mm.name}(...)` by hand, accepting the difference"))
-                raise _Skip()
+            untranslated = n in mm.values and mm.values[n].get(_plain_value(e), _MISSING) is _MISSING
+            if n in mm.exact_only and not untranslated and not _same_value(e, mm.exact_only[n][0]):
+                self.inexact(method, mm, n, _plain_value(e), a.span)
             if n in mm.drop_if_default and _same_value(e, mm.drop_if_default[n]):
                 continue
             if n in mm.values:
@@ -684,6 +681,14 @@ class _Builder:
                 raise _Skip()
         return ast.Call(ast.Name(mm.name, span=ins.args[0].span), tuple(positional), tuple(kwargs),
                         span=span)
+
+    def inexact(self, method: str, mm: MethodMap, n: str, value: object, span: Span) -> None:
+        shown = f"{n}={_show(value)}" if value is not _MISSING else f"this `{n}`"
+        self.diags.append(error(
+            codes.SDMECHA_UNSUPPORTED_METHOD, f"sd-mecha's `{method}` with {shown} has no exact mechalang equivalent",
+            span, label="not translated", notes=[mm.exact_only[n][1]],
+            help=f"write mechalang's `{mm.name}(...)` by hand, accepting the difference"))
+        raise _Skip()
 
     def legacy_hypers(self, method: str, hypers: list, ins: Instr) -> list:
         """Pre-1.0 values where they meant something else: ties_sum's `vote_sgn` was a number

@@ -95,7 +95,8 @@ class MethodMap:
     `drop_if_default`: sd-mecha-only keywords left out when they hold sd-mecha's default (which
     is what mechalang does); with another value they are kept, for the checker to report.
     `exact_only`: sd-mecha keyword → (the value with which the mechalang method computes the same,
-    why other values do not): another value is refused (E0930) rather than run differently.
+    why other values do not, sd-mecha's default): another value, given or by default, is refused
+    (E0930) rather than run differently.
     """
 
     name: str
@@ -103,20 +104,27 @@ class MethodMap:
     values: dict[str, dict[object, object]] = field(default_factory=dict)
     fill: dict[str, object] = field(default_factory=dict)
     drop_if_default: dict[str, object] = field(default_factory=dict)
-    exact_only: dict[str, tuple[object, str]] = field(default_factory=dict)
+    exact_only: dict[str, tuple[object, str, object]] = field(default_factory=dict)
 
 
 METHODS: dict[str, MethodMap] = {
     # sd-mecha 1.x (format 0.1.0): k = share of entries kept; vote_sgn=true elects sgn Σ δ (classic
     # TIES: "sum"), false sgn Σ sgn δ ("count"); the disjoint mean is mechalang's normalize=true
     # (its default). sd-mecha keeps the entries at least as large as the ⌊(1 − k)·N⌋-th smallest
-    # magnitude, one more than mechalang's ⌊k·N⌋ largest: the two agree only when k = 1.
+    # magnitude, one more than mechalang's ⌊k·N⌋ largest: the two agree only when k = 1. Where the
+    # vote is tied, sd-mecha keeps nothing and mechalang elects +: with the sum vote that needs
+    # deltas that cancel exactly, with the sign count any even split, so only the sum vote maps.
     "ties_sum": MethodMap("ties", renames={"k": "density", "vote_sgn": "consensus"},
                           values={"vote_sgn": {True: "sum", False: "count"}},
                           fill={"density": 1.0},
-                          exact_only={"k": (1.0, "sd-mecha keeps N − ⌊(1 − k)·N⌋ + 1 entries of each "
-                                                 "tensor, mechalang's `ties(density=k)` ⌊k·N⌋ (the "
-                                                 "paper's top-k); they agree only for k=1")}),
+                          exact_only={
+                              "k": (1.0, "sd-mecha keeps N − ⌊(1 − k)·N⌋ + 1 entries of each tensor, "
+                                         "mechalang's `ties(density=k)` ⌊k·N⌋ (the paper's top-k); "
+                                         "they agree only for k=1", 1.0),
+                              "vote_sgn": (True, "with vote_sgn=false (the sign count) an evenly split "
+                                                 "vote keeps nothing in sd-mecha and the positive "
+                                                 "deltas in mechalang's `ties(consensus=\"count\")`",
+                                           False)}),
     # sd-mecha's `alignment` and `alpha` are mechalang's `alpha` and `beta`.
     "rotate": MethodMap("rotate", renames={"alignment": "alpha", "alpha": "beta"},
                         drop_if_default={"centralization": 1.0, "stiefel_eps": 1e-8,
