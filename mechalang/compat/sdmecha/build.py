@@ -168,8 +168,8 @@ class _Builder:
             node.extra["lora"] = LORA_ARCHES[config.value]  # type: ignore[index]
         kind = extra.get("model_type")
         if kind is not None and kind.kind == "string" and kind.value != "base":
-            # pre-1.0 model types: "lora" (and its per-architecture variants) read as a LoRA
-            if str(kind.value).startswith("lora"):
+            # pre-1.0 model types: "lora", "lycoris" (and per-architecture variants): adapters
+            if str(kind.value).startswith(("lora", "lycoris")):
                 node.extra["lora"] = None
             else:
                 self.bad(node, error(codes.SDMECHA_UNSUPPORTED_METHOD, f"sd-mecha's model type `{kind.value}` has no "
