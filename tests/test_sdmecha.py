@@ -75,10 +75,10 @@ def test_positional_hyperparameter_and_literal_line_become_a_keyword():
         model "b.safetensors" model_config="sd1-ldm" merge_space="weight"
         literal 0.3 model_config="sd1-ldm" merge_space="param"
         merge "weighted_sum" &0 &1 &2
-        merge "slerp" &3 &1 0.25
+        merge "geometric_sum" &3 &1 0.25
     ''')
     assert "let weighted_sum_1 = weighted_sum(a, b, alpha=0.3)\n" in out
-    assert out.endswith("export slerp(weighted_sum_1, b, alpha=0.25) to out\n")
+    assert out.endswith("export geometric_sum(weighted_sum_1, b, alpha=0.25) to out\n")
     assert "literal" not in out and "0.3 " not in out.split("let")[0]
 
 
@@ -129,7 +129,7 @@ def test_ties_over_several_models():
         merge "subtract" &1 &0
         merge "subtract" &2 &0
         merge "subtract" &3 &0
-        merge "ties_sum" &4 &5 &6 k=0.2 vote_sgn=false
+        merge "ties_sum" &4 &5 &6 k=1.0 vote_sgn=true
         merge "add_difference" &0 &7 alpha=1.0
     ''')
     assert out == textwrap.dedent('''\
@@ -141,12 +141,12 @@ def test_ties_over_several_models():
         let subtract_1 = anime - base
         let subtract_2 = photo - base
         let subtract_3 = paint - base
-        let ties_1 = ties(subtract_1, subtract_2, subtract_3, density=0.2, consensus="sum")
+        let ties_1 = ties(subtract_1, subtract_2, subtract_3, density=1.0, consensus="sum")
         export base + ties_1 to out
     ''')
 
 
-def test_ties_sum_vote_sgn_true_is_the_sign_count_vote():
+def test_ties_sum_vote_sgn_true_is_the_sum_vote():
     out = ok('''
         version 0.1.0
         model "a.safetensors"
@@ -154,9 +154,27 @@ def test_ties_sum_vote_sgn_true_is_the_sign_count_vote():
         merge "subtract" &0 &1
         merge "ties_sum" &2 &2 vote_sgn=true
     ''')
-    # sd-mecha: vote_sgn <= 0 elects sgn Σ δ ("sum"), vote_sgn > 0 counts signs ("TIES-SOUP");
-    # k defaults to 0.2 like mechalang's density, so nothing else is written out
-    assert out.endswith('export ties(subtract_1, subtract_1, consensus="count") to out\n')
+    # sd-mecha 1.x: vote_sgn=true elects sgn Σ δ ("sum"), false counts signs; k defaults to 1.0
+    assert out.endswith('export ties(subtract_1, subtract_1, consensus="sum", density=1.0) to out\n')
+
+
+def test_ties_sum_trimming_other_than_k_1_is_refused():
+    (d,) = errors('''
+        version 0.1.0
+        model "a.safetensors"
+        model "b.safetensors"
+        merge "subtract" &0 &1
+        merge "ties_sum" &2 &2 k=0.2 vote_sgn=true
+    ''')
+    assert (d.code, d.message) == ("E0930", "sd-mecha's `ties_sum` with k=0.2 has no exact mechalang equivalent")
+    assert (d.span.line, d.span.col) == (5, 24)
+    (d,) = errors('''
+        version 0.1.0
+        model "a.safetensors"
+        merge "subtract" &0 &0
+        merge "ties_sum" &1 &1
+    ''')  # sd-mecha's default vote_sgn=false, the sign count, splits evenly differently
+    assert d.message == "sd-mecha's `ties_sum` with vote_sgn=false has no exact mechalang equivalent"
 
 
 def test_renamed_keywords_and_defaults_mechalang_has_built_in():
@@ -194,6 +212,8 @@ def test_supermerger_block_dict_becomes_a_block_map():
             M00: 0.5,
             OUT08: 0.7,
             vae: 0,
+            key("model.diffusion_model.time_embed.*"): 0,
+            key("model.diffusion_model.label_emb.*"): 0,
             key("model.diffusion_model.out.2.weight"): 1,
         }
         export weighted_sum(a, b, alpha=alpha_1) to out
@@ -223,11 +243,11 @@ def test_dict_used_twice_is_one_let_named_after_its_first_use():
         model "b.safetensors"
         dict IN00=0.1 OUT11=0.9
         merge "weighted_sum" &0 &1 alpha=&2
-        merge "slerp" &0 &3 &2
+        merge "geometric_sum" &0 &3 &2
     ''')
     assert out.count("{IN00: 0.1, OUT11: 0.9}") == 1
     assert "let alpha_1 = {IN00: 0.1, OUT11: 0.9}\n" in out
-    assert out.endswith("export slerp(a, weighted_sum_1, alpha=alpha_1) to out\n")
+    assert out.endswith("export geometric_sum(a, weighted_sum_1, alpha=alpha_1) to out\n")
 
 
 def test_model_names_are_sanitized_deduplicated_and_avoid_reserved_words():
@@ -337,10 +357,10 @@ def test_unknown_method_keeps_its_name_and_warns_about_positional_hyperparameter
         version 0.1.0
         model "a.safetensors"
         model "b.safetensors"
-        merge "crossover" &0 &1 0.5 tilt=0.2
+        merge "my_crossover" &0 &1 0.5 tilt=0.2
     ''')
-    assert out.endswith("export crossover(a, b, 0.5, tilt=0.2) to out\n")
-    assert [(d.code, d.span.line, d.span.col) for d in diags] == [("W0922", 4, 25)]
+    assert out.endswith("export my_crossover(a, b, 0.5, tilt=0.2) to out\n")
+    assert [(d.code, d.span.line, d.span.col) for d in diags] == [("W0922", 4, 28)]
 
 
 def test_null_keywords_are_left_out():
@@ -349,10 +369,10 @@ def test_null_keywords_are_left_out():
         model "a.safetensors"
         model "b.safetensors"
         merge "subtract" &0 &1
-        merge "dropout" &2 &2 probability=0.9 seed=null
+        merge "my_dropout" &2 &2 probability=0.9 seed=null
         merge "add_difference" &0 &3 alpha=0.5
     ''')
-    assert "dropout(subtract_1, subtract_1, probability=0.9)" in out
+    assert "my_dropout(subtract_1, subtract_1, probability=0.9)" in out
     assert "null" not in out and "seed" not in out
 
 
@@ -360,12 +380,26 @@ def test_conversion_of_a_model_is_dropped_with_a_warning():
     out, diags = convert('''
         version 0.1.0
         model "base.safetensors" model_config="sd1-ldm" merge_space="weight"
-        model "lora.safetensors" model_config="sd1-kohya_kohya_lora" merge_space="delta"
-        merge "convert_sd1_kohya_lora_to_ldm" &1
+        model "kohya.safetensors" model_config="sd-weird" merge_space="delta"
+        merge "convert_'sd-weird'_to_'sd1-ldm'" &1
         merge "add_difference" &0 &2 alpha=0.8
     ''')
-    assert out.endswith("export base + 0.8 * lora to out\n")
+    assert out.endswith("export base + 0.8 * kohya to out\n")
     assert codes(diags) == ["W0920", "W0923", "W0921"]
+
+
+def test_a_lora_config_is_read_with_lora_and_its_conversions_are_silent():
+    out, diags = convert('''
+        version 0.1.0
+        model "base.safetensors" model_config="sd1-ldm" merge_space="weight"
+        model "style.safetensors" model_config="sd1-kohya_kohya_lora" merge_space="weight"
+        merge "convert_'sd1-kohya_kohya_lora'_to_base" &1
+        merge "convert_'sd1-kohya'_to_'sd1-ldm'" &2
+        merge "add_difference" &0 &3 alpha=0.8
+    ''')
+    assert 'let style = lora("style.safetensors", arch=sd1)\n' in out
+    assert out.endswith("export base + 0.8 * style to out\n")
+    assert diags == []
 
 
 def test_last_line_that_is_only_a_conversion_exports_what_it_converts():
@@ -403,7 +437,7 @@ def test_default_output_name():
 # Round trips: the converted text parses back to the same tree, and is `mecha fmt`'s fixed point
 
 
-ROUND_TRIP_CASES = [c for c in CASES if not c.stem.startswith(("bad_", "no_", "empty", "last_"))]
+ROUND_TRIP_CASES = [c for c in CASES if not c.stem.startswith(("bad_", "no_", "empty", "last_", "unsupported"))]
 
 
 @pytest.mark.parametrize("case", ROUND_TRIP_CASES, ids=[c.stem for c in ROUND_TRIP_CASES])
@@ -450,8 +484,14 @@ def test_malformed_version_header():
 
 
 def test_missing_version():
-    (d,) = errors('model "a.safetensors"\nmerge "weighted_sum" &0 &0\n')
+    # 1.x lines without their header: a recipe that lost its first line
+    (d,) = errors('model "a.safetensors" model_config="sd1-ldm"\nmerge "weighted_sum" &0 &0\n')
     assert (d.code, d.span.line, d.span.col) == ("E0901", 1, 1)
+
+
+def test_headerless_pre_1_0_recipes_are_read():
+    out = ok('model "a.safetensors"\nmerge "weighted_sum" &0 &0\n')
+    assert out.endswith("export weighted_sum(a, a) to out\n")
 
 
 def test_empty_input_and_header_only():
@@ -730,9 +770,9 @@ def test_generated_recipes_convert_and_round_trip():
     from hypothesis import strategies as st
 
     values = st.sampled_from(["0.5", "1", "-0.25", "1e-05", "true", "false", '"s"'])
-    methods = st.sampled_from(["weighted_sum", "slerp", "subtract", "add_difference", "fallback",
-                               "ties_sum", "rotate", "n_average", "geometric_median", "my_method"])
-    keys = st.sampled_from(["alpha", "k", "vote_sgn", "gamma", "maxiter", "seed"])
+    methods = st.sampled_from(["weighted_sum", "geometric_sum", "subtract", "add_difference", "fallback",
+                               "my_sum", "rotate", "n_average", "geometric_median", "my_method"])
+    keys = st.sampled_from(["alpha", "vote_sgn", "gamma", "maxiter", "seed"])
     blocks = st.sampled_from(["BASE", "IN00", "M00", "OUT11", "VAE", "model.diffusion_model.out.0.bias",
                               "sd1-ldm_unet_block_in3", "sd1-ldm_unet_default", "sd1-ldm_txt_block_in1"])
 
@@ -757,7 +797,7 @@ def test_generated_recipes_convert_and_round_trip():
                 lines.append(f'literal {target} model_config="sd1-supermerger_blocks"')
             else:
                 method = draw(methods)
-                n = 2 if method in ("weighted_sum", "slerp", "subtract", "add_difference", "fallback",
+                n = 2 if method in ("weighted_sum", "geometric_sum", "subtract", "add_difference", "fallback",
                                     "rotate") else draw(st.integers(1, 3))
                 args = [f"&{draw(st.sampled_from(models))}" for _ in range(n)]
                 kw = draw(st.dictionaries(keys, values | st.sampled_from([f"&{j}" for j in maps] or ["0"]),
@@ -788,3 +828,39 @@ def test_model_and_merge_lines_need_a_quoted_first_argument():
     (d,) = errors('version 0.1.0\nmodel "a.safetensors"\nmerge &0\n')
     assert d.message == "a `merge` line needs a method name in quotes" and d.label == "not a string"
     assert d.help == 'write `merge "weighted_sum" &0 &1 alpha=0.5`'
+
+
+# ------------------------------------------------------------------------------------------------
+# `mecha fmt` on an sd-mecha file: a pointer to `mecha convert`, not syntax errors (golden)
+
+FMT_CASES = sorted((GOLDEN / "sdmecha_fmt").glob("*.mecha"))
+
+
+@pytest.mark.parametrize("case", FMT_CASES, ids=[c.stem for c in FMT_CASES])
+def test_fmt_on_an_sd_mecha_file_points_to_convert(case: Path, monkeypatch):
+    import io
+
+    from mechalang.commands.fmt import fmt_command
+
+    monkeypatch.chdir(GOLDEN)
+    before = case.read_bytes()
+    out, err = io.StringIO(), io.StringIO()
+    code = fmt_command([f"sdmecha_fmt/{case.name}"], check=False, diff=False, format="text",
+                       stdout=out, stderr=err)
+    assert case.read_bytes() == before  # never rewritten
+    got = f"exit {code}\n--- stdout\n{out.getvalue()}--- stderr\n{err.getvalue()}"
+    assert_matches_golden(got, case.with_suffix(".out"))
+    assert "E0932" in got and f"mecha convert sdmecha_fmt/{case.name}" in got
+
+
+def test_fmt_json_names_the_code(tmp_path):
+    import io
+    import json
+
+    from mechalang.commands.fmt import fmt_command
+
+    f = tmp_path / "r.mecha"
+    f.write_text('version 0.1.0\nmodel "a.safetensors"\n')
+    err = io.StringIO()
+    assert fmt_command([str(f)], check=True, diff=False, format="json", stdout=io.StringIO(), stderr=err) == 1
+    assert [d["code"] for d in json.loads(err.getvalue())] == ["E0932"]

@@ -19,6 +19,7 @@ import sys
 import tempfile
 from typing import TextIO
 
+from ..compat.sdmecha import not_mechalang
 from ..diagnostics import Diagnostic, codes, error, render_json, render_text
 from ..syntax.fmt import format_text
 from ..syntax.source import read_source
@@ -44,6 +45,11 @@ def fmt_command(files: list[str], *, check: bool, diff: bool, format: str, color
         text, diags = read_source(path)
         if text is None:
             report(diags, path, _display_text(path))
+            status = 1
+            continue
+        sdmecha = not_mechalang(text, path, "mecha fmt")
+        if sdmecha is not None:
+            report([sdmecha], path, text)
             status = 1
             continue
         new, diags = format_text(text, path)

@@ -265,6 +265,9 @@ SDMECHA_UNKNOWN_HYPER = _d("W0922", "sdmecha-unknown-hyper", "a positional value
 SDMECHA_MERGE_SPACE = _d("W0923", "sdmecha-merge-space", "an sd-mecha merge space other than weight")
 SDMECHA_UNUSED_RESULT = _d("W0924", "sdmecha-unused-result", "an instruction whose result is never used")
 SDMECHA_KEY_AS_SELECTOR = _d("W0925", "sdmecha-key-as-selector", "a `dict` key with no mechalang block, kept as a key selector")
+SDMECHA_UNSUPPORTED_METHOD = _d("E0930", "sdmecha-unsupported-method", "an sd-mecha method with no exact mechalang equivalent")
+SDMECHA_BAD_SINGLETON = _d("E0931", "sdmecha-bad-singleton", "a `singleton-mecha` value that is not `dict key=VALUE`")
+SDMECHA_NOT_MECHALANG = _d("E0932", "sdmecha-not-mechalang", "an sd-mecha recipe given to a command that reads only mechalang")
 SDMECHA_UNTRANSLATED_ARGUMENT = _d("W0926", "sdmecha-untranslated-argument", "an argument with no mechalang counterpart")
 
 # ------------------------------------------------------------------------------------------------

@@ -1963,12 +1963,13 @@ Give a number, or `&N` of a `literal` line holding a number.""",
 
     "W0920": """\
 A `model` line's `model_config` names an sd-mecha model config that has no mechalang
-architecture (a LoRA config, say). It is left out of the converted recipe; mechalang detects
-the architecture from the file's header instead.
+architecture (a config from an sd-mecha extension, say). It is left out of the converted
+recipe; mechalang detects the architecture from the file's header instead. (sd-mecha's LoRA
+configs, such as `sd1-kohya_kohya_lora`, are known: such a line becomes `lora(...)`.)
 
 ```sdmecha
 version 0.1.0
-model "sd1_a.safetensors" model_config="sd1-kohya_kohya_lora" merge_space="weight"
+model "sd1_a.safetensors" model_config="sd1-custom_pruned" merge_space="weight"
 model "sd1_b.safetensors" model_config="sd1-ldm" merge_space="weight"
 merge "weighted_sum" &0 &1 alpha=0.5
 ```
@@ -2004,7 +2005,7 @@ argument, which may not mean the same thing in mechalang's method.
 version 0.1.0
 model "sd1_a.safetensors" model_config="sd1-ldm"
 model "sd1_b.safetensors" model_config="sd1-ldm"
-merge "crossover" &0 &1 0.5
+merge "sigmoid" &0 &1 0.5
 ```
 
 Write the hyperparameter by name (`alpha=0.5`), checking the name with
@@ -2070,12 +2071,69 @@ model "sd1_b.safetensors" model_config="sd1-ldm"
 model "sd1_c.safetensors" model_config="sd1-ldm"
 merge "subtract" &1 &0
 merge "subtract" &2 &0
-merge "ties_sum" &3 &4 k=0.2 vote_sgn=0.5
+merge "ties_sum" &3 &4 k=1.0 vote_sgn=0.5
 merge "add_difference" &0 &5 alpha=1.0
 ```
 
 Set the argument by hand in the converted recipe (`mecha convert FILE`), with a value the
 label lists.""",
+
+    "E0930": """\
+An sd-mecha recipe uses a method (or a method with a setting) that mechalang has no exactly
+equivalent method for. mechalang refuses the recipe rather than run it with a formula whose
+results would differ from sd-mecha's; the help line says what to write instead, and the note why
+the two differ where a method of the same name exists.
+
+```sdmecha
+version 0.1.0
+model "sd1_a.safetensors" model_config="sd1-ldm" merge_space="weight"
+model "sd1_b.safetensors" model_config="sd1-ldm" merge_space="weight"
+dict key=0.5
+literal &2 model_config="singleton-mecha" merge_space="param"
+merge "convert_singleton" &3
+merge "slerp" &0 &1 &4
+```
+
+The methods concerned (sd-mecha 1.1): `slerp` (sd-mecha interpolates directions and rescales
+the norm; mechalang's `slerp` is mergekit's), `ties_sum` with `k` other than 1 (sd-mecha keeps
+one more entry per tensor than the paper's top-k) or `vote_sgn=false` (ties of the sign count
+are broken differently), `model_stock`, `dropout`,
+`ties_sum_with_dropout`, `ties_sum_extended`, `truncate_rank`, `truncate_kronecker`,
+`train_difference_mask`, `add_opposite_mask`, `add_strict_opposite_mask`, `multiply_quotient`,
+`stack`, `cast`, `omit_non_finite`, `exchange_ema`, `rebasin`, `randperm`, `balance_attention`,
+the `extract_*` LoRA extractions, and `pick_component`/`omit_component` other than as the first
+argument of a `fallback`. Convert the recipe (`mecha convert FILE`), then replace the method by
+hand with the mechalang method the help names, accepting the difference.""",
+
+    "E0931": """\
+sd-mecha 1.x writes a scalar hyperparameter as a one-key `dict key=VALUE`, wrapped in a `literal`
+with `model_config="singleton-mecha"` and converted by `merge "convert_singleton"`. Here the
+`dict` that such a `literal` wraps has other keys, or more than one.
+
+```sdmecha
+version 0.1.0
+model "sd1_a.safetensors" model_config="sd1-ldm" merge_space="weight"
+model "sd1_b.safetensors" model_config="sd1-ldm" merge_space="weight"
+dict alpha=0.5
+literal &2 model_config="singleton-mecha" merge_space="param"
+merge "convert_singleton" &3
+merge "weighted_sum" &0 &1 &4
+```
+
+Write the value as `dict key=0.5` (what sd-mecha writes), or pass it directly:
+`merge "weighted_sum" &0 &1 alpha=0.5`.""",
+
+    "E0932": """\
+The file is an sd-mecha recipe (it starts with sd-mecha's `version` header), given to a command
+that reads only mechalang: `mecha fmt` formats mechalang and would otherwise report the sd-mecha
+lines as syntax errors. The file is not changed.
+
+```sh
+mecha fmt old_recipe.mecha
+```
+
+`mecha convert old_recipe.mecha > new_recipe.mecha` writes the equivalent mechalang, which `mecha
+fmt` then formats and you can edit; `mecha check` and `mecha run` read the sd-mecha file as it is.""",
 
     # --------------------------------------------------------------------------------------------
     # a bug in mechalang

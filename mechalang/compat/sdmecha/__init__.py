@@ -47,10 +47,10 @@ from __future__ import annotations
 
 from ...diagnostics import Diagnostic, codes, error
 from ...syntax import ast
-from .detect import is_sdmecha
+from .detect import header_position, is_legacy, is_sdmecha
 from .tables import FORMAT_VERSION
 
-__all__ = ["FORMAT_VERSION", "convert_text", "is_sdmecha", "read_sdmecha"]
+__all__ = ["FORMAT_VERSION", "convert_text", "is_sdmecha", "not_mechalang", "read_sdmecha"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -63,13 +63,14 @@ def read_sdmecha(text: str, file: str) -> tuple[ast.Module | None, list[Diagnost
     from .build import _Builder, _output_default  # the reader is imported only for sd-mecha files
     from .lines import _Reader
 
-    reader = _Reader(text, file)
+    reader = _Reader(text, file, legacy=header_position(text) is None and is_legacy(text))
     reader.read()
     builder = _Builder(reader)
     builder.classify()
     if not any(d.is_error for d in reader.diags):
         builder.count_uses()
         builder.fuse()
+        builder.fuse_component_filters()
         builder.assign_names()
         builder.build_exprs()
     module = None
@@ -80,6 +81,23 @@ def read_sdmecha(text: str, file: str) -> tuple[ast.Module | None, list[Diagnost
         return None, diags
     return module, diags
 
+
+
+def not_mechalang(text: str, file: str, command: str) -> Diagnostic | None:
+    """E0932 when `text` is an sd-mecha recipe, for a command (`mecha fmt`) that reads only
+    mechalang; None otherwise."""
+    from ...diagnostics import Span
+
+    pos = header_position(text)
+    if pos is None:
+        return None
+    line, start, end = pos
+    return error(codes.SDMECHA_NOT_MECHALANG, f"`{file}` is an sd-mecha recipe, not mechalang",
+                 Span(file, line, start, line, end), label="sd-mecha's format header",
+                 notes=[f"`{command}` reads only mechalang; `mecha check` and `mecha run` also "
+                        "read sd-mecha recipes as they are"],
+                 help=f"run `mecha convert {file}` to print it as mechalang (save that to a new "
+                      "file to format or edit it)")
 
 
 def convert_text(text: str, file: str) -> tuple[str | None, list[Diagnostic]]:

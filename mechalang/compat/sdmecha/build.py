@@ -10,7 +10,21 @@ from pathlib import Path, PureWindowsPath
 from ...diagnostics import Diagnostic, Label, Span, codes, did_you_mean, error, warning
 from ...syntax import ast
 from .lines import _IDENT, Arg, Instr, Value, _Reader
-from .tables import _TEXT_LAYERS, ARCHES, COMPONENTS, METHOD_SIGNATURES, METHODS, MODEL_SUFFIXES, RESERVED, MethodMap
+from .tables import (
+    _TEXT_LAYERS,
+    ARCHES,
+    COMPONENT_FILTERS,
+    COMPONENTS,
+    LEGACY_ARCHES,
+    LORA_ARCHES,
+    METHOD_SIGNATURES,
+    METHODS,
+    MODEL_SUFFIXES,
+    RESERVED,
+    SINGLETON_CONFIG,
+    MethodMap,
+    unsupported_help,
+)
 
 # ------------------------------------------------------------------------------------------------
 # From instructions to a mechalang module
@@ -45,6 +59,7 @@ class _Builder:
 
     def classify(self) -> None:
         total = len(self.r.instrs)
+        self.singletons = _singleton_dicts(self.r.instrs)
         for ins in self.r.instrs:
             node = _Node(ins, "bad")
             self.nodes.append(node)
@@ -56,8 +71,11 @@ class _Builder:
                     refs_ok = False
             if not refs_ok:
                 continue
-            node.kind = {"model": "model", "merge": "merge", "dict": "map",
-                         "literal": "scalar"}[ins.kind]
+            node.kind = {"model": "model", "merge": "merge", "dict": "map", "literal": "scalar",
+                         "lora": "model", "parameter": "param"}[ins.kind]
+            if ins.kind == "dict" and ins.index in self.singletons:
+                self.shape_singleton(node)
+                continue
             getattr(self, "shape_" + ins.kind)(node)
 
     def check_ref(self, v: Value, ins: Instr, total: int) -> bool:
@@ -101,18 +119,30 @@ class _Builder:
                              help=f"write `{example}`"))
         return False
 
+    def shape_lora(self, node: _Node) -> None:
+        """Pre-1.0 `lora "path"`: a LoRA, its architecture detected."""
+        self.shape_model(node)
+        if node.kind == "model":
+            node.extra["lora"] = None
+
+    def shape_parameter(self, node: _Node) -> None:
+        """Pre-1.0 `parameter "name" "BASE" ["sd1"]`: a model given at merge time, a `param`."""
+        if not self.leading_string(node, "parameter", "name", 'parameter "base" "BASE"'):
+            return
+        node.extra["param"] = node.instr.positional[0].value.value
+
     def shape_model(self, node: _Node) -> None:
         ins = node.instr
         pos = ins.positional
-        if not self.leading_string(node, "model", "path", 'model "path/to/model.safetensors"'):
+        if not self.leading_string(node, ins.kind, "path", f'{ins.kind} "path/to/model.safetensors"'):
             return
         extra: dict[str, Value] = {}
-        names = ("model_config", "merge_space")
+        names = ("model_arch", "model_type") if self.r.legacy else ("model_config", "merge_space")
         for i, arg in enumerate(pos[1:]):
             if i >= len(names):
                 self.bad(node, error(codes.SDMECHA_BAD_LINE, "too many arguments for `model`", arg.span,
                                      label="unexpected argument",
-                                     help='`model "PATH" model_config="..." merge_space="..."`'))
+                                     help=f'`model "PATH" {" ".join(n + "=..." for n in names)}`'))
                 return
             extra[names[i]] = arg.value
         for arg in ins.keywords:
@@ -121,7 +151,7 @@ class _Builder:
                 self.bad(node, error(codes.SDMECHA_UNKNOWN_KEYWORD, f"unknown keyword `{arg.name}` for `model`",
                                      arg.name_span or arg.span, label="unknown keyword",
                                      help=f"did you mean `{guess}`?" if guess else
-                                     "`model` takes model_config= and merge_space="))
+                                     f"`model` takes {names[0]}= and {names[1]}="))
                 return
             if arg.name in extra:
                 self.bad(node, self.duplicate(arg))
@@ -133,6 +163,18 @@ class _Builder:
                                      label="expected a quoted name"))
                 return
         node.extra = {"path": pos[0].value.value, **{k: v for k, v in extra.items()}}
+        config = extra.get("model_config")
+        if config is not None and config.value in LORA_ARCHES:
+            node.extra["lora"] = LORA_ARCHES[config.value]  # type: ignore[index]
+        kind = extra.get("model_type")
+        if kind is not None and kind.kind == "string" and kind.value != "base":
+            # pre-1.0 model types: "lora", "lycoris" (and per-architecture variants): adapters
+            if str(kind.value).startswith(("lora", "lycoris")):
+                node.extra["lora"] = None
+            else:
+                self.bad(node, error(codes.SDMECHA_UNSUPPORTED_METHOD, f"sd-mecha's model type `{kind.value}` has no "
+                                     "exact mechalang equivalent", kind.span, label="not translated",
+                                     help='mechalang reads full models with model("...") and LoRAs with lora("...")'))
 
     def shape_literal(self, node: _Node) -> None:
         ins = node.instr
@@ -150,10 +192,17 @@ class _Builder:
                                      help="`literal` takes model_config= and merge_space="))
                 return
         v = pos[0].value
+        config = next((a.value for a in ins.keywords if a.name == "model_config"), None)
+        if v.kind == "ref" and config is not None and config.value == SINGLETON_CONFIG:
+            node.kind, node.target = "alias", v.value  # the one-key dict it wraps is the value
+            return
         if v.kind == "null":
             self.bad(node, self.null(v))
         elif v.kind == "ref":
             node.kind, node.target = "alias", v.value
+            blocks_of = _SUPERMERGER_BLOCKS.get(config.value) if config is not None else None  # type: ignore[arg-type]
+            if blocks_of is not None:
+                self.nodes[v.value].extra["blocks_of"] = blocks_of  # type: ignore[index]
         else:
             node.extra["value"] = v
 
@@ -179,7 +228,17 @@ class _Builder:
         if not self.leading_string(node, "merge", "method name", 'merge "weighted_sum" &0 &1 alpha=0.5'):
             return
         method = pos[0].value.value
-        if not _IDENT.fullmatch(method):
+        advice = unsupported_help(method)
+        if advice is not None:
+            self.bad(node, error(
+                codes.SDMECHA_UNSUPPORTED_METHOD, f"sd-mecha's `{method}` has no exact mechalang equivalent",
+                pos[0].span, label="not translated", help=advice,
+                notes=["mechalang does not run a recipe with a method whose results would differ "
+                       "from sd-mecha's"]))
+            return
+        if method.startswith("convert_") and _CONVERSION.fullmatch(method):
+            pass  # sd-mecha's conversions between configs: `convert_'sd1-kohya'_to_'sd1-ldm'`
+        elif not _IDENT.fullmatch(method):
             self.bad(node, error(codes.SDMECHA_BAD_LINE, f"`{method}` is not a method name", pos[0].span,
                                  label="expected a name like weighted_sum"))
             return
@@ -223,6 +282,20 @@ class _Builder:
             node.kind, node.target = "alias", args[0].value.value
             node.extra["conversion"] = True
 
+    def shape_singleton(self, node: _Node) -> None:
+        """`dict key=V` wrapped by a `singleton-mecha` literal: sd-mecha 1.x's scalar V."""
+        ins = node.instr
+        if ins.positional or [a.name for a in ins.keywords] != ["key"]:
+            span = ins.args[0].span if ins.args else ins.kind_span
+            self.bad(node, error(
+                codes.SDMECHA_BAD_SINGLETON, "a `singleton-mecha` value is a `dict` with one `key=`", span,
+                label="expected `dict key=VALUE`",
+                help="sd-mecha writes a scalar hyperparameter as `dict key=0.5`, then a `literal` "
+                     'with model_config="singleton-mecha"'))
+            return
+        node.kind = "scalar"
+        node.extra["value"] = ins.keywords[0].value
+
     def duplicate(self, arg: Arg) -> Diagnostic:
         return error(codes.SDMECHA_ARGUMENT_TWICE, f"`{arg.name}` is given twice", arg.name_span or arg.span,
                      label="given again here", help="give each keyword once")
@@ -253,6 +326,8 @@ class _Builder:
         for node in self.nodes:
             if node.kind == "alias" and node.extra.get("conversion"):
                 t = self.nodes[self.resolve(node.target)]
+                if t.kind == "model" and "lora" in t.extra:
+                    continue  # `lora(...)` applies the LoRA to its base's keys, as sd-mecha's conversion does
                 if t.kind in ("model", "merge"):
                     self.diags.append(warning(
                         codes.SDMECHA_CONVERSION_DROPPED, f"conversion `{node.extra['method']}` of a model is left out",
@@ -296,6 +371,37 @@ class _Builder:
                 sub.fused = True
                 node.extra["fused"] = sub
 
+    def fuse_component_filters(self) -> None:
+        """`fallback(pick_component(x, "diffuser"), y)`, the filter used once → a per-component
+        choice between x and y: `weighted_sum(y, x, alpha={default: 0, diffuser: 1})` (and
+        `{default: 1, vae: 0}` for `omit_component`); with α 0 or 1 it is x or y exactly."""
+        for node in self.nodes:
+            if node.kind != "merge" or node.extra["method"] != "fallback":
+                continue
+            args = node.instr.positional[1:]
+            if len(args) != 2 or node.instr.keywords or args[0].value.kind != "ref":
+                continue
+            sub = self.nodes[self.resolve(args[0].value.value)]
+            if sub.kind != "merge" or sub.extra["method"] not in COMPONENT_FILTERS or sub.uses != 1:
+                continue
+            comp = self.component_of(sub)
+            if comp is not None and sub is not self.nodes[-1]:
+                sub.fused = True
+                node.extra["component"] = (sub, comp)
+
+    def component_of(self, node: _Node) -> str | None:
+        """The mechalang component a `pick_component`/`omit_component` line names, if plain."""
+        args = [a for a in node.instr.args[1:] if a.name in (None, "component")]
+        if len(args) != 2:
+            return None
+        v = args[1].value
+        if v.kind == "ref":
+            target = self.nodes[self.resolve(v.value)]
+            if target.kind != "scalar":
+                return None
+            v = target.extra["value"]
+        return COMPONENTS.get(v.value) if v.kind == "string" else None  # type: ignore[arg-type]
+
     def assign_names(self) -> None:
         last = self.resolve(len(self.nodes) - 1) if self.nodes else None
         for i, node in enumerate(self.nodes):
@@ -310,6 +416,8 @@ class _Builder:
                     help="it is kept as a `let`; only the last line is the recipe's result"))
             if node.kind == "model":
                 node.name = self.fresh(_stem_name(node.extra["path"]), numbered=False)
+            elif node.kind == "param":
+                node.name = self.fresh(_stem_name(node.extra["param"]), numbered=False)
             elif node.kind == "map":
                 node.name = self.fresh(node.first_use or "hyper")
             else:
@@ -344,7 +452,7 @@ class _Builder:
 
     def build_exprs(self) -> None:
         for node in self.nodes:
-            if node.kind in ("bad", "alias"):
+            if node.kind in ("bad", "alias") or self.is_null_scalar(node):
                 continue
             try:
                 value = getattr(self, "expr_" + node.kind)(node)
@@ -357,10 +465,23 @@ class _Builder:
             else:
                 node.expr = value
 
+    @staticmethod
+    def is_null_scalar(node: _Node) -> bool:
+        return node.kind == "scalar" and node.extra["value"].kind == "null"
+
+    def is_null(self, v: Value) -> bool:
+        """`null`, written or through a `singleton-mecha` value: sd-mecha's "unset"."""
+        if v.kind == "null":
+            return True
+        return v.kind == "ref" and self.is_null_scalar(self.nodes[self.resolve(v.value)])
+
     def ref_expr(self, v: Value) -> ast.Expr:
         """The expression `&N` stands for, placed at the reference (a name, or a number or string
         written where it is used)."""
         node = self.nodes[self.resolve(v.value)]
+        if self.is_null_scalar(node):
+            self.diags.append(self.null(v))
+            raise _Skip()
         if node.kind == "bad" or node.expr is None:
             raise _Skip()
         return _respan(node.expr, v.span)
@@ -387,7 +508,7 @@ class _Builder:
             arch = ARCHES.get(config.value)  # type: ignore[arg-type]
             if arch is not None:
                 kwargs.append(ast.Keyword("arch", ast.Name(arch, span=config.span), span=config.span))
-            else:
+            elif config.value not in LORA_ARCHES:
                 self.diags.append(warning(
                     codes.SDMECHA_UNKNOWN_CONFIG, f"no mechalang architecture for sd-mecha's `{config.value}`",
                     config.span, label="left out",
@@ -399,9 +520,25 @@ class _Builder:
                 codes.SDMECHA_MERGE_SPACE, f"mechalang reads model files as weights, not `{space.value}`", space.span,
                 label="this merge space is not kept",
                 help="a difference of two models is written `a - b` in mechalang"))
-        return ast.Call(ast.Name("model", span=span),
+        legacy_arch = node.extra.get("model_arch")
+        if legacy_arch is not None and legacy_arch.kind == "string":
+            arch = LEGACY_ARCHES.get(legacy_arch.value)  # type: ignore[arg-type]
+            if arch is not None:
+                kwargs.append(ast.Keyword("arch", ast.Name(arch, span=legacy_arch.span), span=legacy_arch.span))
+            else:
+                self.diags.append(warning(
+                    codes.SDMECHA_UNKNOWN_CONFIG, f"no mechalang architecture for sd-mecha's `{legacy_arch.value}`",
+                    legacy_arch.span, label="left out",
+                    help="the architecture is detected from the file's header; "
+                         "`mecha info` lists the architectures mechalang knows"))
+        if node.extra.get("lora") is not None:  # an adapter: its delta, applied to the base it is added to
+            kwargs = [ast.Keyword("arch", ast.Name(node.extra["lora"], span=config.span), span=config.span)]
+        return ast.Call(ast.Name("lora" if "lora" in node.extra else "model", span=span),
                         (ast.String(node.extra["path"], span=node.instr.args[0].span),),
                         tuple(kwargs), span=span)
+
+    def expr_param(self, node: _Node) -> ast.Expr:
+        return ast.Name(node.name, span=node.instr.span)  # type: ignore[arg-type]
 
     def expr_map(self, node: _Node) -> ast.Expr:
         groups: dict[int, list[ast.MapEntry]] = {0: [], 1: [], 2: [], 3: []}
@@ -421,6 +558,12 @@ class _Builder:
                         secondary=[Label(target.instr.span, "defined here")]))
                     raise _Skip()
             groups[order].append(ast.MapEntry(sel, self.value_expr(v), span=arg.span))
+            if arg.name == "BASE" and node.extra.get("blocks_of"):
+                # sd-mecha's block conversions give the UNet's time (and label) embedding BASE's
+                # value; mechalang's block convention puts them in IN00
+                for glob in _EMBEDDINGS[node.extra["blocks_of"]]:
+                    groups[3].append(ast.MapEntry(ast.SelKey(glob, span=arg.name_span or arg.span),
+                                                  self.value_expr(v), span=arg.span))
         return ast.HyperMap(tuple(e for k in sorted(groups) for e in groups[k]), span=node.instr.span)
 
     def expr_merge(self, node: _Node) -> ast.Expr:
@@ -431,6 +574,8 @@ class _Builder:
         positional: list[ast.Expr] = []
         hypers: list[tuple[str, ast.Expr, Arg]] = []
         for i, arg in enumerate(ins.args):
+            if i in params and self.is_null(arg.value):
+                continue  # sd-mecha's "unset": the mechalang default applies
             if arg.name is None:
                 if i == 0:
                     continue
@@ -438,7 +583,7 @@ class _Builder:
                     hypers.append((params[i], self.value_expr(arg.value), arg))
                 else:
                     positional.append(self.value_expr(arg.value))
-            elif arg.value.kind == "null":
+            elif self.is_null(arg.value):
                 continue  # sd-mecha's "unset": the mechalang default applies
             else:
                 hypers.append((arg.name, self.value_expr(arg.value), arg))
@@ -453,8 +598,31 @@ class _Builder:
 
         if method == "subtract" and len(positional) == 2 and not hypers:
             return ast.BinOp("-", positional[0], positional[1], span=span)
+        if method in COMPONENT_FILTERS and node.fused:
+            return positional[0]  # stands for nothing: the `fallback` above reads the line itself
+        if method in COMPONENT_FILTERS:
+            self.diags.append(error(
+                codes.SDMECHA_UNSUPPORTED_METHOD, f"sd-mecha's `{method}` has no exact mechalang equivalent here",
+                ins.args[0].span, label="not translated", help=COMPONENT_FILTERS[method],
+                notes=["mechalang translates it only as the first argument of a `fallback`"]))
+            raise _Skip()
+        if method == "fallback" and "component" in node.extra:
+            sub, comp = node.extra["component"]
+            picked = _respan(self.value_expr(sub.instr.positional[1].value), ins.positional[1].span)
+            on, off = ("1", "0") if sub.extra["method"] == "pick_component" else ("0", "1")
+            sel_span = sub.instr.span
+            alpha = ast.HyperMap((ast.MapEntry(ast.SelDefault(span=sel_span), ast.Number(off, span=sel_span),
+                                               span=sel_span),
+                                  ast.MapEntry(ast.SelName(comp, span=sel_span), ast.Number(on, span=sel_span),
+                                               span=sel_span)), span=sel_span)
+            return ast.Call(ast.Name("weighted_sum", span=span), (positional[1], picked),
+                            (ast.Keyword("alpha", alpha, span=sel_span),), span=span)
         if method == "fallback" and len(positional) == 2 and not hypers:
             return ast.BinOp("|", positional[0], positional[1], span=span)
+        if method == "scale" and len(positional) == 1 and all(n == "alpha" for n, _, _ in hypers):
+            if not hypers or _is_one(hypers[0][1]):
+                return positional[0]
+            return ast.BinOp("*", hypers[0][1], positional[0], span=span)
         if method == "add_difference" and len(positional) == 2 and all(n == "alpha" for n, _, _ in hypers):
             alpha = hypers[0][1] if hypers else None
             sub: _Node | None = node.extra.get("fused")
@@ -471,10 +639,18 @@ class _Builder:
                 delta = ast.BinOp("*", alpha, delta, span=span)
             return ast.BinOp(op, positional[0], delta, span=span)
         mm = METHODS.get(method) or MethodMap(method)
+        if self.r.legacy:
+            hypers = self.legacy_hypers(method, hypers, ins)
         kwargs: list[ast.Keyword] = []
         given = set()
+        for n, (exact, _why, default) in mm.exact_only.items():
+            if not any(g == n for g, _, _ in hypers) and default != exact:
+                self.inexact(method, mm, n, default, ins.args[0].span)  # sd-mecha's default differs
         for n, e, a in hypers:
             given.add(n)
+            untranslated = n in mm.values and mm.values[n].get(_plain_value(e), _MISSING) is _MISSING
+            if n in mm.exact_only and not untranslated and not _same_value(e, mm.exact_only[n][0]):
+                self.inexact(method, mm, n, _plain_value(e), a.span)
             if n in mm.drop_if_default and _same_value(e, mm.drop_if_default[n]):
                 continue
             if n in mm.values:
@@ -506,6 +682,29 @@ class _Builder:
         return ast.Call(ast.Name(mm.name, span=ins.args[0].span), tuple(positional), tuple(kwargs),
                         span=span)
 
+    def inexact(self, method: str, mm: MethodMap, n: str, value: object, span: Span) -> None:
+        shown = f"{n}={_show(value)}" if value is not _MISSING else f"this `{n}`"
+        self.diags.append(error(
+            codes.SDMECHA_UNSUPPORTED_METHOD, f"sd-mecha's `{method}` with {shown} has no exact mechalang equivalent",
+            span, label="not translated", notes=[mm.exact_only[n][1]],
+            help=f"write mechalang's `{mm.name}(...)` by hand, accepting the difference"))
+        raise _Skip()
+
+    def legacy_hypers(self, method: str, hypers: list, ins: Instr) -> list:
+        """Pre-1.0 values where they meant something else: ties_sum's `vote_sgn` was a number
+        (≤ 0: the classic sum vote) and its `k` defaulted to 0.2."""
+        if method != "ties_sum":
+            return hypers
+        out = []
+        for n, e, a in hypers:
+            v = _plain_value(e)
+            if n == "vote_sgn" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                e = ast.Bool(v <= 0, span=e.span)  # as a 1.x boolean: true is the sum vote
+            out.append((n, e, a))
+        if not any(n == "k" for n, _, _ in hypers):
+            out.append(("k", _literal_expr(0.2, ins.span), Arg("k", Value("number", "0.2", ins.span), ins.span)))
+        return out
+
     # -- the module ---------------------------------------------------------------------------------
 
     def module(self, out_default: str) -> ast.Module | None:
@@ -535,9 +734,12 @@ class _Builder:
             if node.name is None or node.kind == "bad":
                 pending = pending or node.instr.span
                 continue
-            stmts.append(ast.Let(node.name, node.value,  # type: ignore[arg-type]
-                                 span=(pending or node.instr.span).to(node.instr.span),
-                                 name_span=node.instr.kind_span))
+            whole = (pending or node.instr.span).to(node.instr.span)
+            if node.kind == "param":  # a hole: `mecha run --set NAME=model.safetensors` fills it
+                stmts.append(ast.Param(node.name, span=whole, name_span=node.instr.kind_span))
+            else:
+                stmts.append(ast.Let(node.name, node.value,  # type: ignore[arg-type]
+                                     span=whole, name_span=node.instr.kind_span))
             pending = None
         value = last.expr if last.name is None else ast.Name(last.name, span=span)
         stmts.append(ast.Export(value, ast.Name("out", span=span),  # type: ignore[arg-type]
@@ -591,6 +793,10 @@ def _literal_expr(v: object, span: Span | None) -> ast.Expr:
     return _number(repr(v) if isinstance(v, float) else str(v), span)  # type: ignore[arg-type]
 
 
+def _show(v: object) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else f'"{v}"' if isinstance(v, str) else str(v)
+
+
 def _kind_word(kind: str) -> str:
     return {"map": "dict", "scalar": "literal value", "model": "model", "merge": "merge"}.get(kind, kind)
 
@@ -614,6 +820,31 @@ def _number(text: str, span: Span) -> ast.Expr:
     return ast.UnaryOp("-", num, span=span) if neg else num
 
 
+# sd-mecha's generated conversion names: `convert_'sd1-kohya'_to_'sd1-ldm'`, `convert_'X_lora'_to_base`.
+_CONVERSION = re.compile(r"convert_(?:'[^'\s]+'|[A-Za-z0-9_]+)_to_(?:'[^'\s]+'|[A-Za-z0-9_]+)")
+
+
+# sd-mecha's block configs, and the UNet keys its conversion to a model config puts in BASE.
+_SUPERMERGER_BLOCKS = {"sd1-supermerger_blocks": "sd1", "sdxl-supermerger_blocks": "sdxl"}
+_EMBEDDINGS = {"sd1": ("model.diffusion_model.time_embed.*",),
+               "sdxl": ("model.diffusion_model.time_embed.*", "model.diffusion_model.label_emb.*")}
+
+
+def _singleton_dicts(instrs: list[Instr]) -> set[int]:
+    """The `dict` lines that a `literal ... model_config="singleton-mecha"` wraps."""
+    out: set[int] = set()
+    for ins in instrs:
+        if ins.kind != "literal" or not ins.ok:
+            continue
+        config = next((a.value for a in ins.keywords if a.name == "model_config"), None)
+        pos = ins.positional
+        if config is not None and config.value == SINGLETON_CONFIG and len(pos) == 1 \
+                and pos[0].value.kind == "ref" and pos[0].value.value < ins.index \
+                and instrs[pos[0].value.value].kind == "dict":
+            out.add(pos[0].value.value)  # type: ignore[arg-type]
+    return out
+
+
 _BLOCK = re.compile(r"(?:BASE|IN\d\d|M00|OUT\d\d)")
 _OLD_BLOCK = re.compile(r"(?P<cfg>.+?)_(?P<comp>[A-Za-z0-9]+)_block_(?P<blk>[A-Za-z]+)(?P<n>\d*)")
 _OLD_DEFAULT = re.compile(r"(?P<cfg>.+?)_(?P<comp>[A-Za-z0-9]+)_default")
@@ -632,7 +863,7 @@ def _selector(k: str, span: Span) -> tuple[int, ast.Selector, str | None]:
     m = _OLD_BLOCK.fullmatch(k)
     if m:
         comp, blk, n = m.group("comp"), m.group("blk"), m.group("n")
-        arch = ARCHES.get(m.group("cfg"))
+        arch = ARCHES.get(m.group("cfg")) or LEGACY_ARCHES.get(m.group("cfg"))
         if comp in ("unet", "diffuser"):
             if blk == "in" and n:
                 return 1, ast.SelName(f"IN{int(n):02d}", span=span), None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ...diagnostics import Diagnostic, Span, codes, did_you_mean, error
 from ...syntax import ast
 from .detect import _strip_comment
-from .tables import FORMAT_VERSION, LINE_KINDS
+from .tables import FORMAT_VERSION, LEGACY_LINE_KINDS, LINE_KINDS
 
 # ------------------------------------------------------------------------------------------------
 # Lines and tokens
@@ -143,9 +143,11 @@ class _Lexer:
 
 
 class _Reader:
-    def __init__(self, text: str, file: str):
+    def __init__(self, text: str, file: str, legacy: bool = False):
         self.text = text
         self.file = file
+        self.legacy = legacy  # sd-mecha's pre-1.0 format: no header, older line kinds
+        self.kinds = LEGACY_LINE_KINDS if legacy else LINE_KINDS
         self.diags: list[Diagnostic] = []
         self.instrs: list[Instr] = []
         self.comments: list[ast.Comment] = []
@@ -160,7 +162,7 @@ class _Reader:
         lines = self.text.split("\n")
         if lines and lines[0].startswith("\ufeff"):
             lines[0] = lines[0][1:]
-        seen_version = False
+        seen_version = self.legacy
         first_content: tuple[int, str] | None = None
         for lineno, raw in enumerate(lines, 1):
             raw = raw.rstrip("\r")
@@ -232,16 +234,19 @@ class _Reader:
         line_span = self.span(lineno, len(raw) - len(raw.lstrip()), _tok_end(toks[-1]))
         head_span = self.span(lineno, head[2], head[3])
         kind = head[1] if head[0] == "word" else "?"
-        if head[0] != "word" or head[1] not in LINE_KINDS:
+        if self.legacy and kind == "call":
+            kind = "merge"  # the earliest name of `merge`
+        if head[0] != "word" or head[1] not in self.kinds:
             what = {"string": "a string", "kw": "a keyword argument"}.get(head[0], f"`{head[1]}`")
-            guess = did_you_mean(head[1], LINE_KINDS) if head[0] == "word" else None
+            guess = did_you_mean(head[1], self.kinds) if head[0] == "word" else None
             self.diags.append(error(
                 codes.SDMECHA_UNKNOWN_INSTRUCTION, f"unknown instruction {what}", head_span, label="not an sd-mecha instruction",
                 help=(f"did you mean `{guess}`?" if guess else
-                      "each line is `model`, `merge`, `dict` or `literal`, then its arguments")))
+                      "each line is " + ", ".join(f"`{k}`" for k in self.kinds[:-1])
+                      + f" or `{self.kinds[-1]}`, then its arguments")))
             return Instr(index, "?", head_span, (), line_span, ok=False)
         args: list[Arg] = []
-        if kind in ("model", "merge") and len(toks) > 1 and toks[1][0] == "word" \
+        if kind in ("model", "merge", "lora", "parameter") and len(toks) > 1 and toks[1][0] == "word" \
                 and not _is_value_word(toks[1][1]):
             t = toks[1]
             what = "method name" if kind == "merge" else "path"
