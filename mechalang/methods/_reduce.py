@@ -54,15 +54,3 @@ def norm64(a):
     """‖a‖₂ over all elements, as a 0-d float64 tensor."""
     a, _ = _same(a, a)
     return torch.sqrt(_blocked_dot(a, a))
-
-
-def rows_dot64(rows, v):
-    """(rows @ v) for a 2-d `rows` and a vector `v`, each dot product accumulated as `dot64`."""
-    return torch.stack([dot64(r, v) for r in rows]) if rows.shape[0] else \
-        torch.zeros(0, dtype=torch.float64, device=rows.device)
-
-
-def rows_norm64(rows):
-    """The norm of each row of a 2-d tensor, accumulated as `norm64`."""
-    return torch.stack([norm64(r) for r in rows]) if rows.shape[0] else \
-        torch.zeros(0, dtype=torch.float64, device=rows.device)

@@ -12,7 +12,7 @@ so it accepts deltas and returns a delta).
 import math
 
 from ._lazy import torch
-from ._reduce import dot64, norm64, rows_dot64, rows_norm64
+from ._reduce import dot64, norm64
 from .linear import _down, _up
 from .registry import Bool, Float, HyperKind, Int, Same, merge_method
 
@@ -223,35 +223,44 @@ def karcher_mean(*models: Same, max_iter: Int(1, None) = 10,
     """
     if len(models) == 1:
         return models[0]
-    stacked, dtype = _up(*models)
+    rows, dtype = _up(*models)
     shape = models[0].shape
     n = len(models)
-    flat = torch.stack([m.reshape(-1) for m in stacked])
+    rows = [r.reshape(-1) for r in rows]
     tol_f = float(tol)
-    # Norms, dot products and step lengths reduce whole tensors: accumulated in float64 (the
-    # per-model scalars stay float64; the vectors stay in the working dtype).
-    norms = rows_norm64(flat)
-    valid = norms > tol_f
-    if flat.shape[1] == 0 or not bool(valid.any()):
-        return _down(torch.zeros_like(stacked[0]), dtype)
-    units = flat[valid] / norms[valid].to(flat.dtype)[:, None]
-    k = units.shape[0]
-    mean = units.sum(0) / k
+    # Norms, dot products and step lengths reduce whole tensors, float64-accurate (the per-model
+    # scalars are float64; the vectors stay in the working dtype). Everything is done model by
+    # model: no (n, N) stacks of units and tangents.
+    norms = [float(norm64(r)) for r in rows]
+    units = [torch.div(r, float(torch.tensor(nr, dtype=r.dtype))) for r, nr in zip(rows, norms) if nr > tol_f]
+    if rows[0].numel() == 0 or not units:
+        return _down(torch.zeros_like(rows[0]).reshape(shape), dtype)
+    k = len(units)
+    mean = torch.zeros_like(units[0])
+    for u in units:
+        mean.add_(u)
+    mean.div_(k)
     mean_norm = float(norm64(mean))
-    mean = units[0].clone() if mean_norm < tol_f else mean / mean_norm
+    mean = units[0].clone() if mean_norm < tol_f else mean.div_(mean_norm)
     for _ in range(int(max_iter)):
-        cos = rows_dot64(units, mean).clamp(-1.0, 1.0)
-        theta = torch.acos(cos)
-        use = theta >= tol_f
-        factor = torch.where(use, theta / torch.where(use, torch.sin(theta), torch.ones_like(theta)),
-                             torch.zeros_like(theta)) / k
-        tangent = (factor.to(units.dtype)[:, None] * (units - cos.to(units.dtype)[:, None] * mean)).sum(0)
+        # tangent = Σ fᵢ·(m̂ᵢ − cos θᵢ·μ) / k = Σ (fᵢ/k)·m̂ᵢ − (Σ (fᵢ/k)·cos θᵢ)·μ,  fᵢ = θᵢ / sin θᵢ
+        coef, along = [], 0.0
+        for u in units:
+            c = min(1.0, max(-1.0, float(dot64(u, mean))))
+            theta = math.acos(c)
+            f = theta / math.sin(theta) / k if theta >= tol_f else 0.0
+            coef.append(f)
+            along += f * c
+        tangent = torch.zeros_like(mean)
+        for f, u in zip(coef, units):
+            if f:
+                tangent.add_(torch.mul(u, f))
+        tangent.sub_(torch.mul(mean, along))
         step = float(norm64(tangent))
         if step < tol_f:
             break
-        mean = math.cos(step) * mean + math.sin(step) * (tangent / step)
+        mean.mul_(math.cos(step)).add_(tangent.mul_(math.sin(step) / step))
         mean_norm = float(norm64(mean))
         if mean_norm > tol_f:
-            mean = mean / mean_norm
-    scale = float(norms.sum()) / n
-    return _down((scale * mean).reshape(shape), dtype)
+            mean.div_(mean_norm)
+    return _down(mean.mul_(sum(norms) / n).reshape(shape), dtype)
