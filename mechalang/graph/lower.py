@@ -42,8 +42,10 @@ class Lowered:
 
 class Lowerer:
     def __init__(self, program, *, precision: str = "fp32", output_paths: list[str] | None = None,
-                 metadata: Callable[[Any, str], dict[str, str]] | None = None, trace: bool = False):
+                 metadata: Callable[[Any, str], dict[str, str]] | None = None, trace: bool = False,
+                 shard_size: int | None = None):
         self.program = program
+        self.shard_size = shard_size  # `--shard-size` for `as hf` exports that do not say
         self.precision = precision
         self.output_paths = output_paths
         self.metadata = metadata or (lambda export, path: {})  # (export, the path written)
@@ -62,6 +64,7 @@ class Lowerer:
 
     def lower(self) -> Lowered:
         outputs = []
+        folders = []
         exports = self.program.runnable_exports
         for i, ex in enumerate(exports):
             for n in ex.node.walk():
@@ -71,29 +74,43 @@ class Lowerer:
                         self.names[len(self.inputs)] = f.name
                         self.inputs.append(f)
             path = self.output_paths[i] if self.output_paths else str(ex.path)
-            if ex.format is not None:
+            from .hf_export import HfFormat
+
+            if isinstance(ex.format, HfFormat):
+                from .hf_export import plan_hf
+
+                shards, folder = plan_hf(self, ex, path, ex.format, self.shard_size)
+                outputs.extend(shards)
+                folders.append(folder)
+            elif ex.format is not None:
                 from .lora_export import plan_output
 
                 out, self.left_out_of_lora[i] = plan_output(self, ex, path, ex.format)
                 outputs.append(out)
             else:
                 outputs.append(self._output(ex, path))
-        plan = Plan(tuple(self.inputs), tuple(outputs), self.precision)
+        plan = Plan(tuple(self.inputs), tuple(outputs), self.precision, tuple(folders))
         return Lowered(plan, self.names, exports, self)
 
     def _output(self, ex, path: str) -> OutputPlan:
+        return OutputPlan(path, layout(self.entries(ex)), tuple(sorted(self.metadata(ex, path).items())))
+
+    def entries(self, ex, dtype: str | None = None) -> list[tuple]:
+        """(key, expr, dtype written, shape) of every key an export writes, in key order. `dtype`
+        (an `as` name) overrides the export's own."""
         root: Node = ex.node
         entries = []
         memo: dict[tuple[int, str], KeyExpr | None] = {}
+        as_dtype = dtype or ex.dtype
         for key, meta in root.keys.items():
             expr = self.expr(root, key, memo)
             if expr is None:
                 continue
             dtype = meta.dtype
-            if ex.dtype is not None and dtype in FLOAT_DTYPES:
-                dtype = EXPORT_DTYPES[ex.dtype]
+            if as_dtype is not None and dtype in FLOAT_DTYPES:
+                dtype = EXPORT_DTYPES[as_dtype]
             entries.append((key, expr, dtype, meta.shape))
-        return OutputPlan(path, layout(entries), tuple(sorted(self.metadata(ex, path).items())))
+        return entries
 
     # -------------------------------------------------------------- per key
 

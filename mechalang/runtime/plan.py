@@ -100,6 +100,9 @@ class OutputPlan:
     # A LoRA with dynamic ranks: planned at the largest rank, trimmed to each module's `alpha` (the
     # rank its factorization kept) before the file appears.
     trim_lora: bool = False
+    # For a file of a folder output (a shard of `as hf`): that folder's final path (a FolderOutput
+    # of the plan). The file is written inside the folder's temporary copy.
+    folder: str = ""
 
     def header_bytes(self) -> bytes:
         """The safetensors header (length prefix included), padded to 8 bytes."""
@@ -111,10 +114,22 @@ class OutputPlan:
 
 
 @dataclass(frozen=True)
+class FolderOutput:
+    """A folder written as a whole (`as hf`): its OutputPlans (those whose `folder` is `path`), small
+    text files and files copied from an input, all made in a temporary folder beside it that is
+    renamed onto `path` only when everything is written."""
+
+    path: str  # the final folder, absolute
+    files: tuple[tuple[str, str], ...] = ()  # (name, text)
+    copies: tuple[tuple[str, str], ...] = ()  # (source file, name)
+
+
+@dataclass(frozen=True)
 class Plan:
     inputs: tuple[InputFile, ...]
     outputs: tuple[OutputPlan, ...]
     precision: str = "fp32"  # "fp32" | "fp64": the dtype arithmetic runs in
+    folders: tuple[FolderOutput, ...] = ()
 
 
 def layout(entries: list[tuple]) -> tuple[OutTensor, ...]:
