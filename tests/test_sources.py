@@ -351,3 +351,36 @@ def test_bare_model_names_resolve_like_a1111(tmp_path):
     assert r.exit_code == 0, r.output
     # ghostmix.safetensors (1) wins over ghostmix.ckpt; 1 + 1·(2 − 4)
     assert torch.equal(load_file(str(tmp_path / "o.safetensors"))["w"], torch.full((3,), -1.0))
+
+
+def test_per_component_output_dtypes(tmp_path):
+    from mechalang.synth import make_model
+
+    make_model("sd1", tmp_path / "a.safetensors", dim_cap=4, dtype="float16", seed=1)
+    make_model("sd1", tmp_path / "b.safetensors", dim_cap=4, dtype="float16", seed=2)
+    (tmp_path / "r.mecha").write_text(
+        'let a = model("a.safetensors")\nlet b = model("b.safetensors")\n'
+        'export weighted_sum(a, b, alpha=0.5) to "o.safetensors" as {vae: fp32, IN00: "bf16", default: fp16}\n')
+    r = mecha("run", "r.mecha", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
+    out = load_file(str(tmp_path / "o.safetensors"))
+    assert set(out) == set(a)
+    for k, v in out.items():
+        if not a[k].is_floating_point():
+            assert torch.equal(v, a[k])
+            continue
+        # independent of the arch data: the VAE's keys by prefix; IN00 is the UNet's first conv
+        # and (as sd-mecha's blocks have it) the time embedding
+        in00 = ("model.diffusion_model.input_blocks.0.", "model.diffusion_model.time_embed.")
+        want = torch.float32 if k.startswith("first_stage_model.") else \
+            torch.bfloat16 if k.startswith(in00) else torch.float16
+        assert v.dtype == want, k
+        torch.testing.assert_close(v, ((a[k].float() + b[k].float()) * 0.5).to(want), rtol=0, atol=0)
+    (tmp_path / "bad.mecha").write_text('export model("a.safetensors") to "p.safetensors" as {vea: fp32, default: fp17}\n')
+    r = mecha("check", "bad.mecha", cwd=tmp_path)
+    assert r.exit_code == 1 and "E0243" in r.output and "fp17" in r.output
+    (tmp_path / "bad.mecha").write_text('export model("a.safetensors") to "p.safetensors" as {vea: fp32}\n')
+    r = mecha("check", "bad.mecha", cwd=tmp_path)
+    assert r.exit_code == 1 and "E0311" in r.output and "vae" in r.output
+    assert not (tmp_path / "p.safetensors").exists()

@@ -300,8 +300,40 @@ class Evaluator:
             self.err(codes.UNKNOWN_OUTPUT_DTYPE, f"unknown output dtype `{dtype}`", stmt.span,
                      help=f"did you mean `{sugg}`?" if sugg else f"use one of {', '.join(EXPORT_DTYPES)}")
             dtype = None
+        dtypes = None
+        if stmt.dtypes is not None:
+            dtypes = self.export_dtypes(stmt.dtypes, node, env)
+            if dtypes is None:
+                node = None
         if exports is not None:
-            exports.append(Export(node, out_path, dtype, stmt.span, stmt.path.span, fmt))
+            exports.append(Export(node, out_path, dtype, stmt.span, stmt.path.span, fmt, dtypes))
+
+    def export_dtypes(self, hmap: ast.HyperMap, node: Node | None, env: Env) -> Any:
+        """`as {vae: fp32, default: fp16}`: the map's selectors checked against the exported model's
+        architecture like a hyperparameter map's; its values are dtype names (`fp16` or "fp16")."""
+        from dataclasses import replace
+
+        from ..dtypes import EXPORT_DTYPES
+        from ..methods.registry import HyperKind
+        from .calls import bind_hyper
+
+        entries = []
+        for entry in hmap.entries:
+            v = entry.value
+            if isinstance(v, ast.Name):
+                v = ast.String(v.id, span=v.span)
+            if not isinstance(v, ast.String) or v.value not in EXPORT_DTYPES:
+                shown = v.value if isinstance(v, ast.String) else "this value"
+                sugg = did_you_mean(shown, list(EXPORT_DTYPES)) if isinstance(v, ast.String) else None
+                self.err(codes.UNKNOWN_OUTPUT_DTYPE, f"unknown output dtype `{shown}`", entry.value.span,
+                         help=f"did you mean `{sugg}`?" if sugg else f"use one of {', '.join(EXPORT_DTYPES)}")
+                return None
+            entries.append(replace(entry, value=v))
+        value = self.e_HyperMap(replace(hmap, entries=tuple(entries)), env)
+        if node is None:
+            return None
+        return bind_hyper(self, HyperKind("str", choices=tuple(EXPORT_DTYPES)), value, hmap.span, node.arch,
+                          node.keys, "the output dtypes")
 
     def output_path(self, text: str, mod: SourceModule, span: Span | None, *,
                     folder: bool = False) -> Path | None:

@@ -109,6 +109,10 @@ class Lowerer:
             dtype = meta.dtype
             if as_dtype is not None and dtype in FLOAT_DTYPES:
                 dtype = EXPORT_DTYPES[as_dtype]
+            elif getattr(ex, "dtypes", None) is not None and dtype in FLOAT_DTYPES:
+                chosen = self.resolve(root, "dtype", ex.dtypes, key, None)
+                if isinstance(chosen, str):  # no rule for this key: its own dtype
+                    dtype = EXPORT_DTYPES[chosen]
             entries.append((key, expr, dtype, meta.shape))
         return entries
 
