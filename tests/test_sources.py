@@ -384,3 +384,45 @@ def test_per_component_output_dtypes(tmp_path):
     r = mecha("check", "bad.mecha", cwd=tmp_path)
     assert r.exit_code == 1 and "E0311" in r.output and "vae" in r.output
     assert not (tmp_path / "p.safetensors").exists()
+
+
+def test_sd_ckpt_detected_and_checked_without_torch(tmp_path):
+    """An SD1 `.ckpt` (nested state_dict, as the original repository saves it) is detected as sd1,
+    and `mecha check` of a recipe on it and on a Hugging Face folder imports no torch."""
+    import subprocess
+    import sys
+
+    from mechalang.synth import make_model
+
+    make_model("sd1", tmp_path / "a.safetensors", dim_cap=4, dtype="float16", seed=1)
+    torch.save({"state_dict": load_file(str(tmp_path / "a.safetensors")), "global_step": 470000},
+               tmp_path / "sd.ckpt")
+    tiny_llama(tmp_path / "la", 0)
+    (tmp_path / "r.mecha").write_text(
+        'export weighted_sum(model("sd.ckpt"), model("a.safetensors"), alpha=0.5) to "o.safetensors"\n'
+        'export model("la") to "o/" as hf\n')
+    code = ("import sys; from mechalang import pipeline; p = pipeline.check(pipeline.load('r.mecha')); "
+            "assert not [d for d in p.diagnostics if d.is_error], p.diagnostics; "
+            "assert 'torch' not in sys.modules; print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+    r = mecha("info", "sd.ckpt", cwd=tmp_path)
+    assert r.exit_code == 0 and "arch: sd1" in r.output and "kind: torch" in r.output
+
+
+def test_hash_of_a_sharded_source_is_of_its_files_in_index_order(tmp_path):
+    import hashlib
+
+    from safetensors import safe_open
+
+    tiny_llama(tmp_path / "la", 0)
+    (tmp_path / "r.mecha").write_text('export model("la") to "o.safetensors"\n')
+    r = mecha("run", "r.mecha", "--hash", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    wm = json.loads((tmp_path / "la" / "model.safetensors.index.json").read_text())["weight_map"]
+    h = hashlib.sha256()
+    for shard in dict.fromkeys(wm.values()):
+        h.update((tmp_path / "la" / shard).read_bytes())
+    with safe_open(str(tmp_path / "o.safetensors"), "pt") as f:
+        inputs = json.loads(f.metadata()["mechalang.inputs"])
+    assert inputs[0]["sha256"] == h.hexdigest()
