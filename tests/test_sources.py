@@ -426,3 +426,67 @@ def test_hash_of_a_sharded_source_is_of_its_files_in_index_order(tmp_path):
     with safe_open(str(tmp_path / "o.safetensors"), "pt") as f:
         inputs = json.loads(f.metadata()["mechalang.inputs"])
     assert inputs[0]["sha256"] == h.hexdigest()
+
+
+def test_a_registered_source_kind_with_derived_keys(tmp_path):
+    """The extension API a new kind (a diffusers folder) uses: a folder of two files whose model
+    keys are renamed, concatenated (q/k/v -> in_proj), reshaped (linear -> 1×1 conv) and scaled,
+    merged by `mecha run` and compared with the same transforms done by hand in torch."""
+    import os
+
+    from mechalang.sources import Source, SourceKind, register
+    from mechalang.sources import safetensors as st
+    from mechalang.sources.registry import _KINDS
+
+    g = torch.Generator().manual_seed(9)
+    one = {f"attn.{p}.weight": torch.randn(4, 6, generator=g).half() for p in "qkv"}
+    two = {"proj.weight": torch.randn(5, 3, generator=g).half(), "gain": torch.tensor([2.0]),
+           "norm.weight": torch.randn(3, generator=g).half()}
+
+    def claims(path):
+        return os.path.isfile(os.path.join(path, "toy_index.json"))
+
+    def open_folder(path):
+        f0, t0, _ = st.stored_tensors(os.path.join(path, "one.safetensors"), 0)
+        f1, t1, _ = st.stored_tensors(os.path.join(path, "two.safetensors"), 1)
+        q, k, v = (t0[f"attn.{p}.weight"] for p in "qkv")
+        proj = t1["proj.weight"]
+        tensors = {
+            "net.in_proj_weight": Derived("F16", (12, 6), "cat", (q, k, v)),
+            "net.proj.weight": Derived("F16", (5, 3, 1, 1), "reshape", (proj,)),
+            "net.norm.weight": Derived("F16", (3,), "mul", (t1["norm.weight"], t1["gain"])),
+            "net.proj_t": Derived("F16", (3, 5), "transpose", (proj,)),
+            "net.q": q,
+        }
+        return Source(os.path.abspath(path), "toy", (f0, f1), tensors, {})
+
+    register(SourceKind("toy", claims, open_folder, "a toy folder", folder=True))
+    try:
+        for name, seed in (("ta", 0), ("tb", 1)):
+            d = tmp_path / name
+            d.mkdir()
+            (d / "toy_index.json").write_text("{}")
+            scale = 1 + seed
+            save_file({k: (v.float() * scale).half() for k, v in one.items()}, str(d / "one.safetensors"))
+            save_file({k: (v.float() * scale) .to(v.dtype) for k, v in two.items()}, str(d / "two.safetensors"))
+        (tmp_path / "r.mecha").write_text(
+            'export weighted_sum(model("ta", arch=generic), model("tb", arch=generic), alpha=0.25) to "o.safetensors"\n')
+        r = mecha("run", "r.mecha", cwd=tmp_path)
+        assert r.exit_code == 0, r.output
+        out = load_file(str(tmp_path / "o.safetensors"))
+
+        def model(scale):
+            o = {k: (v.float() * scale).half().float() for k, v in one.items()}
+            t = {k: (v.float() * scale).to(v.dtype).float() for k, v in two.items()}
+            return {"net.in_proj_weight": torch.cat([o["attn.q.weight"], o["attn.k.weight"], o["attn.v.weight"]]),
+                    "net.proj.weight": t["proj.weight"].reshape(5, 3, 1, 1),
+                    "net.norm.weight": t["norm.weight"] * t["gain"],
+                    "net.proj_t": t["proj.weight"].t(),
+                    "net.q": o["attn.q.weight"]}
+
+        a, b = model(1), model(2)
+        assert set(out) == set(a)
+        for k in a:
+            torch.testing.assert_close(out[k], (a[k] * 0.75 + b[k] * 0.25).half(), rtol=0, atol=0, msg=k)
+    finally:
+        _KINDS[:] = [k for k in _KINDS if k.name != "toy"]
