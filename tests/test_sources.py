@@ -490,3 +490,21 @@ def test_a_registered_source_kind_with_derived_keys(tmp_path):
             torch.testing.assert_close(out[k], (a[k] * 0.75 + b[k] * 0.25).half(), rtol=0, atol=0, msg=k)
     finally:
         _KINDS[:] = [k for k in _KINDS if k.name != "toy"]
+
+
+def test_torch_files_that_cannot_be_read_in_place_are_refused(tmp_path):
+    import zipfile
+
+    torch.save({"w": torch.randn(2, 3, 4).permute(2, 0, 1)}, tmp_path / "view.pt")
+    with pytest.raises(SourceError, match="non-contiguous view"):
+        open_source(tmp_path / "view.pt")
+    torch.save({"w": torch.randn(8)}, tmp_path / "plain.pt")
+    with zipfile.ZipFile(tmp_path / "plain.pt") as src, \
+            zipfile.ZipFile(tmp_path / "zipped.pt", "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    with pytest.raises(SourceError, match="compressed"):
+        open_source(tmp_path / "zipped.pt")
+    (tmp_path / "junk.ckpt").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(SourceError, match="zip"):
+        open_source(tmp_path / "junk.ckpt")
