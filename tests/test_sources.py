@@ -508,3 +508,37 @@ def test_torch_files_that_cannot_be_read_in_place_are_refused(tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(SourceError, match="zip"):
         open_source(tmp_path / "junk.ckpt")
+
+
+def test_folder_output_with_subfolders_appears_whole(tmp_path):
+    """A folder output whose files lie in subfolders (the layout a diffusers pipeline needs): written
+    in a temporary folder, renamed at the end; on failure nothing is left."""
+    from mechalang.graph.source_reads import input_files, source_expr
+    from mechalang.runtime.executor import execute
+    from mechalang.runtime.plan import FolderOutput, OutputPlan, Plan, layout
+
+    save_file({"x": torch.arange(6, dtype=torch.float32).reshape(2, 3), "y": torch.ones(4)},
+              str(tmp_path / "in.safetensors"))
+    (tmp_path / "cfg.json").write_text('{"a": 1}')
+    src = open_source(tmp_path / "in.safetensors")
+    folder = str(tmp_path / "pipe")
+
+    def plan():
+        outs = (OutputPlan(folder + "/unet/w.safetensors",
+                           layout([("x", source_expr(0, src.tensors["x"]), "F16", (2, 3))]), folder=folder),
+                OutputPlan(folder + "/vae/w.safetensors",
+                           layout([("y", source_expr(0, src.tensors["y"]), "F32", (4,))]), folder=folder))
+        return Plan(tuple(input_files(src, "in")), outs, "fp32",
+                    (FolderOutput(folder, (("model_index.json", "{}\n"),), ((str(tmp_path / "cfg.json"), "unet/config.json"),)),))
+
+    execute(plan(), threads=2, fsync=False)
+    assert sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*")) == [
+        "model_index.json", "unet", "unet/config.json", "unet/w.safetensors", "vae", "vae/w.safetensors"]
+    assert torch.equal(load_file(folder + "/unet/w.safetensors")["x"], torch.arange(6.0).reshape(2, 3).half())
+    import shutil
+
+    shutil.rmtree(folder)
+    (tmp_path / "cfg.json").unlink()  # the copy fails at the end: nothing may be left
+    with pytest.raises(Exception):
+        execute(plan(), threads=1, fsync=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.safetensors"]

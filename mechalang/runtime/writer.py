@@ -91,8 +91,9 @@ class OutputWriter:
 
     def _create(self, i: int, out: OutputPlan) -> None:
         path = out.path
-        if out.folder:  # written inside its folder's temporary copy
-            path = os.path.join(self.temp_folders[out.folder], os.path.basename(out.path))
+        if out.folder:  # written inside its folder's temporary copy (subfolders made there)
+            path = self._in_temp_folder(out)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
         folder = os.path.dirname(os.path.abspath(path))
         if os.path.isdir(path):
             raise RuntimeFailure(f"cannot write {path}: it is a folder", path=path)
@@ -241,8 +242,7 @@ class OutputWriter:
                         raise
                     os.unlink(tmp)
                     self.temp_paths[i] = tmp = trimmed
-                final = out.path if not out.folder else os.path.join(
-                    self.temp_folders[out.folder], os.path.basename(out.path))
+                final = out.path if not out.folder else self._in_temp_folder(out)
                 for name, text in out.sidecars:  # before the output: it appears complete
                     side = os.path.join(os.path.dirname(os.path.abspath(final)), name)
                     with open(side + ".tmp", "w", encoding="utf-8") as f:
@@ -265,6 +265,10 @@ class OutputWriter:
             self._commit_folder(f)
         self.committed = True
 
+    def _in_temp_folder(self, out: OutputPlan) -> str:
+        """Where a file of a folder output is written: the same place in the temporary folder."""
+        return os.path.join(self.temp_folders[out.folder], os.path.relpath(out.path, out.folder))
+
     def _commit_folder(self, f: FolderOutput) -> None:
         """Write a folder's small files into its temporary copy, then rename it into place (an
         existing folder there, which preflight allowed with --overwrite, is moved aside first and
@@ -273,9 +277,11 @@ class OutputWriter:
 
         tmp = self.temp_folders[f.path]
         try:
-            for src, name in f.copies:
+            for src, name in f.copies:  # names may have subfolders (`unet/config.json`)
+                os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
                 shutil.copyfile(src, os.path.join(tmp, name))
             for name, text in f.files:
+                os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
                 with open(os.path.join(tmp, name), "w", encoding="utf-8") as fh:
                     fh.write(text)
             if self.fsync:
