@@ -78,3 +78,21 @@ def test_a_new_user_architecture_invalidates_the_cache(folder, tmp_path, monkeyp
     monkeypatch.setattr(catalog, "_entry", lambda *a: calls.append(a) or real(*a))
     catalog.scan(folder)
     assert len(calls) == 3
+
+
+def test_scan_lists_every_source_kind(folder):
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save({"state_dict": load_file(str(folder / "a.safetensors"))}, folder / "c.ckpt")
+    hf = folder / "llm"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    make_model("llama", hf / "model.safetensors", seed=4, dim_cap=4)
+    (folder / "notes").mkdir()  # a folder with no model layout is not listed
+    entries = {e.name: e for e in catalog.scan(folder)}
+    assert list(entries) == ["a.safetensors", "b.safetensors", "broken.safetensors", "c.ckpt", "llm"]
+    assert (entries["c.ckpt"].kind, entries["c.ckpt"].arch) == ("torch", "sd1")
+    assert (entries["llm"].kind, entries["llm"].arch) == ("hf", "llama")
+    assert entries["llm"].keys > 0 and entries["llm"].size == (hf / "model.safetensors").stat().st_size
+    assert catalog.scan(folder) == list(entries.values())  # and from the cache, the same

@@ -1,11 +1,13 @@
-"""The models folder as the form lists it: every `*.safetensors` with its architecture, size and a
-short hash, read from the headers only (no tensor is read, torch is not imported).
+"""The models folder as the form lists it: every model source in it (`*.safetensors`, `.ckpt`,
+`.pt`, `.bin` files, Hugging Face and other model folders) with its kind, architecture, size and a
+short hash, read from headers, indexes and pickles only (no tensor is read, torch is not imported).
 
 The hash is the first 8 hex digits of the sha256 of the file's *header* bytes (the 8-byte length
 and the JSON header) and of the first 64 KiB of tensor data, not of the whole file: instant for any
 size. It tells apart files with different keys, shapes, dtypes or metadata, and in practice files
 that differ in their values (two files equal in their first 64 KiB of data but not after would
-share it). The full sha256 is what `mecha run --hash` records.
+share it). For another source kind it is the sha256 of its tensors' names, dtypes and shapes and
+of the first 64 KiB of its first file. The full sha256 is what `mecha run --hash` records.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class ModelEntry:
     adapter: bool = False
     confident: bool = True
     problem: str | None = None
+    kind: str = "safetensors"  # the source kind (sources.kinds())
+    keys: int = 0
 
     @property
     def label(self) -> str:
@@ -56,12 +60,60 @@ def header_hash(path: str | os.PathLike) -> str:
         return hashlib.sha256(head + f.read(n) + f.read(DATA_SAMPLE)).hexdigest()[:8]
 
 
-def scan(folder: str | os.PathLike, *, confine: bool = False) -> list[ModelEntry]:
-    """Every `*.safetensors` of `folder` (not its subfolders), sorted by name.
+def source_hash(src) -> str:
+    """The short hash of a source that is not one safetensors file (see the module's docstring)."""
+    h = hashlib.sha256()
+    for name, t in src.tensors.items():
+        h.update(f"{name}\0{t.dtype}\0{list(t.shape)}\n".encode("utf-8", "backslashreplace"))
+    if src.files:
+        with open(src.files[0].path, "rb") as f:
+            h.update(f.read(DATA_SAMPLE))
+    return h.hexdigest()[:8]
 
-    What was learnt about a file is cached (`catalog.json` in the cache folder) under its path, size
-    and modification time, so a folder of large models is read once, not at every start of a form:
-    the next start lists it without reading a header.
+
+def _candidates(folder: Path) -> list[Path]:
+    """The files with a model suffix and the folders a folder source kind claims."""
+    from ..sources import name_suffixes
+    from ..sources.registry import kinds
+
+    suffixes = tuple(name_suffixes()) + (".sft", ".pth")
+    folder_kinds = [k for k in kinds() if k.folder]
+    out = []
+    try:
+        children = list(Path(folder).iterdir())
+    except OSError:
+        return []
+    for p in children:
+        if p.name.startswith("."):
+            continue
+        if p.is_file() and p.name.lower().endswith(suffixes):
+            out.append(p)
+        elif p.is_dir() and any(k.claims(str(p)) for k in folder_kinds):
+            out.append(p)
+    return sorted(out, key=lambda p: p.name.lower())
+
+
+def _stamp(p: Path) -> tuple[int, int]:
+    """(size, mtime_ns) of a file; of a folder, the total size and latest time of its files."""
+    if not p.is_dir():
+        st = p.stat()
+        return st.st_size, st.st_mtime_ns
+    size, mtime = 0, p.stat().st_mtime_ns
+    for e in os.scandir(p):
+        if e.is_file():
+            st = e.stat()
+            size, mtime = size + st.st_size, max(mtime, st.st_mtime_ns)
+    return size, mtime
+
+
+def scan(folder: str | os.PathLike, *, confine: bool = False) -> list[ModelEntry]:
+    """Every model source of `folder` (files, and model folders; not inside other folders), sorted
+    by name.
+
+    What was learnt about a source is cached (`catalog.json` in the cache folder) under its path,
+    size and modification time (a folder's: its files' total and latest), so a folder of large
+    models is read once, not at every start of a form: the next start lists it without reading a
+    header.
 
     confine: a link that leads out of `folder` is listed with a problem and not read (the web
     server reads nothing outside the folders it was started with).
@@ -69,19 +121,17 @@ def scan(folder: str | os.PathLike, *, confine: bool = False) -> list[ModelEntry
     cache = _Cache.load()
     root = Path(folder).resolve()
     out = []
-    for p in sorted(Path(folder).glob("*.safetensors"), key=lambda p: p.name.lower()):
+    for p in _candidates(Path(folder)):
         if confine and root not in p.resolve().parents:
             out.append(ModelEntry(p.name, p, "?", 0, "-" * 8, problem="a link out of the models folder: not read"))
             continue
         try:
-            st = p.stat()
+            st = _stamp(p)
         except OSError:
-            continue
-        if not p.is_file():
             continue
         entry = cache.get(p, st)
         if entry is None:
-            entry = _entry(p, st.st_size)
+            entry = _entry(p, st[0])
             cache.put(p, st, entry)
         out.append(entry)
     cache.save()
@@ -89,28 +139,30 @@ def scan(folder: str | os.PathLike, *, confine: bool = False) -> list[ModelEntry
 
 
 def _entry(p: Path, size: int) -> ModelEntry:
-    """What the form shows of one file, read from its header."""
-    from ..archs.detect import detect
-    from ..archs.header import HeaderError, read_header
+    """What the form shows of one source, read from its headers (indexes, pickles)."""
+    from ..archs.detect import detect_keys
     from ..kinds.adapter import is_adapter
+    from ..sources import SourceError, open_source
 
     try:
-        h = read_header(str(p))
-        short = header_hash(p)
-    except (HeaderError, OSError, ValueError) as exc:
+        src = open_source(str(p))
+        short = header_hash(p) if src.kind == "safetensors" else source_hash(src)
+    except (SourceError, OSError, ValueError) as exc:
         return ModelEntry(p.name, p, "?", size, "-" * 8, problem=getattr(exc, "message", str(exc)))
-    if is_adapter(h.tensors):
-        return ModelEntry(p.name, p, "LoRA", size, short, adapter=True)
-    d = detect(h)
-    return ModelEntry(p.name, p, d.arch.name, size, short, confident=d.confident)
+    if is_adapter(src.tensors):
+        return ModelEntry(p.name, p, "LoRA", src.size, short, adapter=True, kind=src.kind,
+                          keys=len(src.tensors))
+    d = detect_keys(list(src.tensors))
+    return ModelEntry(p.name, p, d.arch.name, src.size, short, confident=d.confident, kind=src.kind,
+                      keys=len(src.tensors))
 
 
 class _Cache:
     """The catalog cache: {"key": what the answers depend on, "files": {path: [size, mtime_ns,
-    arch, short_hash, adapter, confident, problem]}}. Unreadable, stale or unwritable is the same as
+    arch, short_hash, adapter, confident, problem, kind, keys, size]}}. Unreadable, stale or unwritable is the same as
     empty: the cache only ever saves time."""
 
-    FIELDS = ("arch", "short_hash", "adapter", "confident", "problem")
+    FIELDS = ("arch", "short_hash", "adapter", "confident", "problem", "kind", "keys", "size")
 
     def __init__(self, path: Path, key: str, files: dict):
         self.path, self.key, self.files, self.dirty = path, key, files, False
@@ -128,14 +180,14 @@ class _Cache:
             files = {}
         return cls(path, key, files)
 
-    def get(self, p: Path, st: os.stat_result) -> ModelEntry | None:
+    def get(self, p: Path, st: tuple[int, int]) -> ModelEntry | None:
         row = self.files.get(str(p))
-        if not isinstance(row, list) or len(row) != 2 + len(self.FIELDS) or row[:2] != [st.st_size, st.st_mtime_ns]:
+        if not isinstance(row, list) or len(row) != 2 + len(self.FIELDS) or row[:2] != list(st):
             return None
-        return ModelEntry(p.name, p, size=st.st_size, **dict(zip(self.FIELDS, row[2:])))
+        return ModelEntry(p.name, p, **dict(zip(self.FIELDS, row[2:])))
 
-    def put(self, p: Path, st: os.stat_result, e: ModelEntry) -> None:
-        self.files[str(p)] = [st.st_size, st.st_mtime_ns, *(getattr(e, f) for f in self.FIELDS)]
+    def put(self, p: Path, st: tuple[int, int], e: ModelEntry) -> None:
+        self.files[str(p)] = [*st, *(getattr(e, f) for f in self.FIELDS)]
         self.dirty = True
 
     def save(self) -> None:

@@ -16,11 +16,12 @@ from typing import Any, Callable
 
 from ..dtypes import EXPORT_DTYPES, FLOAT_DTYPES
 from ..methods.registry import REGISTRY
-from ..runtime.plan import InputFile, KeyExpr, Op, OutputPlan, Plan, Read, layout
+from ..runtime.plan import InputFile, KeyExpr, Op, OutputPlan, Plan, layout
 from ..syntax import ast
 from .coverage import node_name
 from .keys import key_source
 from .nodes import BoundHyper, Node
+from .source_reads import input_files, source_expr
 
 
 @dataclass
@@ -41,8 +42,10 @@ class Lowered:
 
 class Lowerer:
     def __init__(self, program, *, precision: str = "fp32", output_paths: list[str] | None = None,
-                 metadata: Callable[[Any, str], dict[str, str]] | None = None, trace: bool = False):
+                 metadata: Callable[[Any, str], dict[str, str]] | None = None, trace: bool = False,
+                 shard_size: int | None = None):
         self.program = program
+        self.shard_size = shard_size  # `--shard-size` for `as hf` exports that do not say
         self.precision = precision
         self.output_paths = output_paths
         self.metadata = metadata or (lambda export, path: {})  # (export, the path written)
@@ -61,38 +64,57 @@ class Lowerer:
 
     def lower(self) -> Lowered:
         outputs = []
+        folders = []
         exports = self.program.runnable_exports
         for i, ex in enumerate(exports):
             for n in ex.node.walk():
                 if n.load is not None and n.id not in self.input_index:
-                    h = n.load.header
                     self.input_index[n.id] = len(self.inputs)
-                    self.names[len(self.inputs)] = self.node_name(n)
-                    self.inputs.append(InputFile(n.load.path, h.data_start, h.size, self.node_name(n)))
+                    for f in input_files(n.load.header, self.node_name(n)):
+                        self.names[len(self.inputs)] = f.name
+                        self.inputs.append(f)
             path = self.output_paths[i] if self.output_paths else str(ex.path)
-            if ex.format is not None:
+            from .hf_export import HfFormat
+
+            if isinstance(ex.format, HfFormat):
+                from .hf_export import plan_hf
+
+                shards, folder = plan_hf(self, ex, path, ex.format, self.shard_size)
+                outputs.extend(shards)
+                folders.append(folder)
+            elif ex.format is not None:
                 from .lora_export import plan_output
 
                 out, self.left_out_of_lora[i] = plan_output(self, ex, path, ex.format)
                 outputs.append(out)
             else:
                 outputs.append(self._output(ex, path))
-        plan = Plan(tuple(self.inputs), tuple(outputs), self.precision)
+        plan = Plan(tuple(self.inputs), tuple(outputs), self.precision, tuple(folders))
         return Lowered(plan, self.names, exports, self)
 
     def _output(self, ex, path: str) -> OutputPlan:
+        return OutputPlan(path, layout(self.entries(ex)), tuple(sorted(self.metadata(ex, path).items())))
+
+    def entries(self, ex, dtype: str | None = None) -> list[tuple]:
+        """(key, expr, dtype written, shape) of every key an export writes, in key order. `dtype`
+        (an `as` name) overrides the export's own."""
         root: Node = ex.node
         entries = []
         memo: dict[tuple[int, str], KeyExpr | None] = {}
+        as_dtype = dtype or ex.dtype
         for key, meta in root.keys.items():
             expr = self.expr(root, key, memo)
             if expr is None:
                 continue
             dtype = meta.dtype
-            if ex.dtype is not None and dtype in FLOAT_DTYPES:
-                dtype = EXPORT_DTYPES[ex.dtype]
+            if as_dtype is not None and dtype in FLOAT_DTYPES:
+                dtype = EXPORT_DTYPES[as_dtype]
+            elif getattr(ex, "dtypes", None) is not None and dtype in FLOAT_DTYPES:
+                chosen = self.resolve(root, "dtype", ex.dtypes, key, None)
+                if isinstance(chosen, str):  # no rule for this key: its own dtype
+                    dtype = EXPORT_DTYPES[chosen]
             entries.append((key, expr, dtype, meta.shape))
-        return OutputPlan(path, layout(entries), tuple(sorted(self.metadata(ex, path).items())))
+        return entries
 
     # -------------------------------------------------------------- per key
 
@@ -126,15 +148,15 @@ class Lowerer:
             n = nxt
         return self._read(n, key)
 
-    def _read(self, n: Node, key: str) -> Read | None:
+    def _read(self, n: Node, key: str) -> KeyExpr | None:
         names = self._file_keys.get(n.id)
         if names is None:
             names = self._file_keys[n.id] = dict(n.load.file_keys)
         file_key = names.get(key, key)
-        meta = n.load.header.tensors.get(file_key)
-        if meta is None:
+        t = n.load.header.tensors.get(file_key)
+        if t is None:
             return None
-        return Read(self.input_index[n.id], file_key, meta.dtype, tuple(meta.shape), meta.begin, meta.end)
+        return source_expr(self.input_index[n.id], t)
 
     def _adapter(self, n: Node, key: str, memo: dict) -> KeyExpr | None:
         """An adapter's delta for `key`: its groups' tensors read, turned into a delta by their
@@ -150,8 +172,7 @@ class Lowerer:
         args: list[KeyExpr] = []
         for p in pieces:
             for _, name in p.parts:
-                m = tensors[name]
-                args.append(Read(idx, name, m.dtype, tuple(m.shape), m.begin, m.end))
+                args.append(source_expr(idx, tensors[name]))
         base = bool(n.args)
         if base:
             base_expr = self.expr(n.args[0], key, memo)

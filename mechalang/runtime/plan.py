@@ -18,6 +18,13 @@ Built-in operators (everything else names a method in `mechalang.methods.REGISTR
     "scale"  a * factor           (hyper `factor`)
     "adapter"  an adapter's delta for one key from its tensors (and the base weight, last, for
              kinds that need it), by the model kinds' formulas (kinds/apply.py)
+    "source.cat"        a model source's derived tensor (sources/model.py DERIVE_OPS): args
+    "source.reshape"    concatenated along dim 0; one arg reshaped to hyper `shape`; one 2-D arg
+    "source.transpose"  transposed; args[0] * args[1] (broadcast). ("convert" needs no op: every
+    "source.mul"        float read is converted to the compute dtype.)
+
+Each file of a model source is one `InputFile`; a single safetensors file has data_start = its
+data section's offset, a source's files have data_start 0 and absolute `Read` offsets.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ from ..kinds.export import OPS as LORA_OPS
 
 BUILTIN_OPS = ("add", "sub", "scale")  # element-wise
 ADAPTER_OP = "adapter"
-ENGINE_OPS = (ADAPTER_OP,) + LORA_OPS  # adapters in, LoRA factors out (not merge methods)
+SOURCE_OPS = ("source.cat", "source.reshape", "source.transpose", "source.mul")
+ENGINE_OPS = (ADAPTER_OP,) + LORA_OPS + SOURCE_OPS  # adapters/sources in, LoRA factors out
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,10 @@ class OutputPlan:
     # A LoRA with dynamic ranks: planned at the largest rank, trimmed to each module's `alpha` (the
     # rank its factorization kept) before the file appears.
     trim_lora: bool = False
+    # For a file of a folder output (a shard of `as hf`): that folder's final path (a FolderOutput
+    # of the plan); `path` is inside it, possibly in a subfolder (`unet/...`). The file is written
+    # at the same place inside the folder's temporary copy.
+    folder: str = ""
 
     def header_bytes(self) -> bytes:
         """The safetensors header (length prefix included), padded to 8 bytes."""
@@ -103,10 +115,22 @@ class OutputPlan:
 
 
 @dataclass(frozen=True)
+class FolderOutput:
+    """A folder written as a whole (`as hf`): its OutputPlans (those whose `folder` is `path`), small
+    text files and files copied from an input, all made in a temporary folder beside it that is
+    renamed onto `path` only when everything is written."""
+
+    path: str  # the final folder, absolute
+    files: tuple[tuple[str, str], ...] = ()  # (name relative to the folder, text)
+    copies: tuple[tuple[str, str], ...] = ()  # (source file, name relative to the folder)
+
+
+@dataclass(frozen=True)
 class Plan:
     inputs: tuple[InputFile, ...]
     outputs: tuple[OutputPlan, ...]
     precision: str = "fp32"  # "fp32" | "fp64": the dtype arithmetic runs in
+    folders: tuple[FolderOutput, ...] = ()
 
 
 def layout(entries: list[tuple]) -> tuple[OutTensor, ...]:

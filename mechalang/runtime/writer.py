@@ -20,7 +20,7 @@ import threading
 
 import torch
 
-from ..runtime.plan import OutputPlan, OutTensor
+from ..runtime.plan import FolderOutput, OutputPlan, OutTensor
 from ..units import format_bytes
 from .errors import RuntimeFailure
 from .reader import byte_view
@@ -54,8 +54,11 @@ class OutputWriter:
     """The temporary files of a run's outputs. `prepare()`, `write()` per tensor, then `commit()`;
     `abort()` (idempotent) on any failure."""
 
-    def __init__(self, outputs: tuple[OutputPlan, ...], *, fsync: bool = True):
+    def __init__(self, outputs: tuple[OutputPlan, ...], *, fsync: bool = True,
+                 folders: tuple[FolderOutput, ...] = ()):
         self.outputs = outputs
+        self.folders = folders
+        self.temp_folders: dict[str, str] = {}  # final folder -> its temporary copy
         self.fsync = fsync
         self.temp_paths: list[str | None] = [None] * len(outputs)
         self._fds: list[int | None] = [None] * len(outputs)
@@ -68,11 +71,29 @@ class OutputWriter:
     # -- setup ------------------------------------------------------------------------------------
 
     def prepare(self) -> None:
+        for f in self.folders:
+            self._create_folder(f)
         for i, out in enumerate(self.outputs):
             self._create(i, out)
 
+    def _create_folder(self, f: FolderOutput) -> None:
+        parent = os.path.dirname(os.path.abspath(f.path))
+        if not os.path.isdir(parent):
+            raise RuntimeFailure(f"cannot write {f.path}: the folder {parent} does not exist",
+                                 path=f.path)
+        tmp = temp_path_for(f.path)
+        try:
+            os.mkdir(tmp)
+        except OSError as e:
+            raise RuntimeFailure(f"cannot write {f.path}: {e.strerror} (creating a folder in "
+                                 f"{parent})", path=f.path) from None
+        self.temp_folders[f.path] = tmp
+
     def _create(self, i: int, out: OutputPlan) -> None:
         path = out.path
+        if out.folder:  # written inside its folder's temporary copy (subfolders made there)
+            path = self._in_temp_folder(out)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
         folder = os.path.dirname(os.path.abspath(path))
         if os.path.isdir(path):
             raise RuntimeFailure(f"cannot write {path}: it is a folder", path=path)
@@ -221,25 +242,63 @@ class OutputWriter:
                         raise
                     os.unlink(tmp)
                     self.temp_paths[i] = tmp = trimmed
+                final = out.path if not out.folder else self._in_temp_folder(out)
                 for name, text in out.sidecars:  # before the output: it appears complete
-                    side = os.path.join(os.path.dirname(os.path.abspath(out.path)), name)
+                    side = os.path.join(os.path.dirname(os.path.abspath(final)), name)
                     with open(side + ".tmp", "w", encoding="utf-8") as f:
                         f.write(text)
                     os.replace(side + ".tmp", side)
-                os.replace(tmp, out.path)
+                os.replace(tmp, final)
             except OSError as e:
                 done = [o.path for j, o in enumerate(self.outputs) if j < i]
                 note = f" ({', '.join(done)} already written)" if done else ""
                 raise RuntimeFailure(f"cannot move the finished file onto {out.path}: "
                                      f"{e.strerror}{note}", path=out.path) from None
             self.temp_paths[i] = None
-            folder = os.path.dirname(os.path.abspath(out.path))
+            folder = os.path.dirname(os.path.abspath(final))
             if folder not in folders:
                 folders.append(folder)
         if self.fsync:
             for folder in folders:
                 _fsync_dir(folder)
+        for f in self.folders:
+            self._commit_folder(f)
         self.committed = True
+
+    def _in_temp_folder(self, out: OutputPlan) -> str:
+        """Where a file of a folder output is written: the same place in the temporary folder."""
+        return os.path.join(self.temp_folders[out.folder], os.path.relpath(out.path, out.folder))
+
+    def _commit_folder(self, f: FolderOutput) -> None:
+        """Write a folder's small files into its temporary copy, then rename it into place (an
+        existing folder there, which preflight allowed with --overwrite, is moved aside first and
+        removed after)."""
+        import shutil
+
+        tmp = self.temp_folders[f.path]
+        try:
+            for src, name in f.copies:  # names may have subfolders (`unet/config.json`)
+                os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
+                shutil.copyfile(src, os.path.join(tmp, name))
+            for name, text in f.files:
+                os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
+                with open(os.path.join(tmp, name), "w", encoding="utf-8") as fh:
+                    fh.write(text)
+            if self.fsync:
+                _fsync_dir(tmp)
+            aside = None
+            if os.path.lexists(f.path):
+                aside = temp_path_for(f.path)
+                os.rename(f.path, aside)
+            os.rename(tmp, f.path)
+            del self.temp_folders[f.path]
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
+            if self.fsync:
+                _fsync_dir(os.path.dirname(os.path.abspath(f.path)))
+        except OSError as e:
+            raise RuntimeFailure(f"cannot finish the folder {f.path}: {e.strerror or e}",
+                                 path=f.path) from None
 
     def abort(self) -> None:
         """Close and remove every temporary file. Safe to call more than once."""
@@ -259,6 +318,12 @@ class OutputWriter:
                 except OSError:
                     continue
                 self.temp_paths[i] = None
+        if self.temp_folders:
+            import shutil
+
+            for final, tmp in list(self.temp_folders.items()):
+                shutil.rmtree(tmp, ignore_errors=True)
+                del self.temp_folders[final]
 
 
 def _fsync_dir(folder: str) -> None:
