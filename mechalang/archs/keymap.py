@@ -54,7 +54,8 @@ dim 1 (its input size, the hidden size of every fused projection we know), `[a:]
 rows follow the real shapes, so scaled-down test models map as well as full ones. The pieces of
 a fused weight must tile its dim 0 exactly, or the weight is left unnamed in that spelling. `if`
 names a module (relative to where the map was entered) that must exist as a weight for the rule
-to apply, for layers whose meaning changes in a model's last block. `as` says the dialect stores
+to apply, for layers whose meaning changes in a model's last block; `unless` one that must not
+(a prefix may have two rules, `if = X` and `unless = X`). `as` says the dialect stores
 the tensor in another form: "conv" (a linear [o, i] that the checkpoint stores as a 1x1
 convolution [o, i, 1, 1]), "transpose" (a matrix stored transposed), "swap" (the two halves of
 dim 0 in the other order); adapters never name such a weight (their delta would need the same
@@ -153,6 +154,7 @@ class _Rule:
     rows: tuple[int, int | None] | None  # [a:b] in units of the weight's dim 1
     map: str | None                     # the map for the rest of the path
     cond: str | None                    # a module that must exist for the rule to apply
+    unless: str | None = None           # a module that must NOT exist for the rule to apply
     transform: str | None = None        # how the dialect stores it: "conv" | "transpose" | "swap"
 
 
@@ -278,6 +280,8 @@ def _translate(km: _Keymap, map_name: str, path: str, has, base: str) -> list[tu
     for rule, groups in hits:
         if rule.cond is not None and not has(base + rule.cond):
             continue
+        if rule.unless is not None and has(base + rule.unless):
+            continue
         name = rule.name if groups is None else re.sub(r"\{(\w+)\}", lambda m, g=groups: g[m[1]], rule.name)
         if rule.map is not None:
             if rest:
@@ -372,7 +376,7 @@ def _load(name: str) -> _Keymap:
 _FILE_KEYS = {"description", "components", "maps", "diffusers"}
 _COMPONENT_KEYS = {"checkpoint", "names"}
 _NAME_KEYS = {"dialect", "prefix", "paths", "export"}
-_OPTION_KEYS = {"map", "if", "as"}
+_OPTION_KEYS = {"map", "if", "unless", "as"}
 TRANSFORMS = ("conv", "transpose", "swap")
 _DIFFUSERS_KEYS = {"pipelines", "components"}
 _DIFFUSERS_COMPONENT_KEYS = {"folder", "class", "checkpoint", "paths", "config", "optional_prefix"}
@@ -472,7 +476,7 @@ def _build_map(mname: str, rules: list, src: str) -> _Map:
             if opts.get("as") is not None and (opts["as"] not in TRANSFORMS or opts.get("map")):
                 raise KeymapError(f"map `{mname}`: rule {raw[0]!r}: `as` is one of {', '.join(TRANSFORMS)}, on a "
                                   f"rule without `map`", src)
-            rule = _Rule(ckpt, name, rows, opts.get("map"), opts.get("if"), opts.get("as"))
+            rule = _Rule(ckpt, name, rows, opts.get("map"), opts.get("if"), opts.get("unless"), opts.get("as"))
             free = re.findall(r"\{(\w+)\}", ckpt)
             if sorted(free) != sorted(re.findall(r"\{(\w+)\}", name)):
                 raise KeymapError(f"map `{mname}`: rule {raw[0]!r}: a free {{n}} must appear once on "
@@ -486,8 +490,12 @@ def _build_map(mname: str, rules: list, src: str) -> _Map:
                 slot = m.patterns.setdefault(ckpt, (re.compile(rx + r"(?=\.|$)"), []))[1]
             else:
                 slot = m.exact.setdefault(ckpt, [])
-            # Several rules for one prefix are the pieces of one fused weight, never alternatives.
-            if slot and (rows is None or any(r.rows is None for r in slot)):
+            # Several rules for one prefix are the pieces of one fused weight, or two alternatives
+            # of which exactly one applies (`if = X` and `unless = X`).
+            exclusive = len(slot) == 1 and rows is None and slot[0].rows is None and (
+                (rule.cond is not None and slot[0].unless == rule.cond)
+                or (rule.unless is not None and slot[0].cond == rule.unless))
+            if slot and not exclusive and (rows is None or any(r.rows is None for r in slot)):
                 raise KeymapError(f"map `{mname}`: `{ckpt}` is mapped twice", src)
             slot.append(rule)
     return m
