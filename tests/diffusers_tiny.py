@@ -79,7 +79,7 @@ def sd1_pipeline(seed: int = 0):
     for i, m in enumerate((unet, text, vae)):
         _randomize(m, seed * 10 + i)
     return StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=None, unet=unet,
-                                   scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
+                                   scheduler=DDIMScheduler(steps_offset=1, clip_sample=False), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
 
 
