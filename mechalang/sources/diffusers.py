@@ -25,9 +25,8 @@ import os
 from dataclasses import replace
 
 from ..archs import diffusers_map as dm
-from . import hf
+from . import hf, torchzip
 from . import safetensors as st
-from . import torchzip
 from .model import Derived, Source, SourceError, SourceFile, Stored, Tensor
 
 INDEX = "model_index.json"
