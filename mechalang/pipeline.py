@@ -283,15 +283,25 @@ def plan(program: Program, *, output: str | os.PathLike | None = None, precision
     lowerer = Lowerer(program, precision=precision, output_paths=outs, trace=trace,
                       metadata=lambda ex, path: build_metadata(program, ex, path, hashes=recorded))
     lowered = lowerer.lower()
+    for i, keys in lowerer.left_out_of_diffusers.items():
+        if keys:
+            from .graph.coverage import summarize_keys
+            from .paths import shown_path
+
+            diags.append(warning(codes.DIFFUSERS_LEFT_OUT,
+                                 f"{len(keys)} key{'s' if len(keys) != 1 else ''} with no place in a diffusers "
+                                 f"pipeline left out of `{shown_path(lowerer.export_paths[i])}/`: "
+                                 f"{summarize_keys(keys)}", exports[i].span, label="written as diffusers",
+                                 help="a single-file export keeps them"))
     for i, keys in lowerer.left_out_of_lora.items():
         if keys:
             from .graph.coverage import summarize_keys
             from .paths import shown_path
 
-            ex = lowered.exports[i]
+            ex = exports[i]
             diags.append(warning(codes.LORA_EXPORT_LEFT_OUT,
                                  f"{len(keys)} key{'s' if len(keys) != 1 else ''} with no LoRA form left out of "
-                                 f"`{shown_path(lowered.plan.outputs[i].path)}`: {summarize_keys(keys)}",
+                                 f"`{shown_path(lowerer.export_paths[i])}`: {summarize_keys(keys)}",
                                  ex.span, label="written as a LoRA",
                                  help="biases and norms have no low-rank form; bake the delta into a model "
                                       "to keep them"))
@@ -392,13 +402,16 @@ def preflight(planned: Planned, *, overwrite: bool = False, threads: int | None 
         diags.append(error(codes.INVALID_OPTION, f"threads must be at least 1, not {threads}", None))
     if not _DEVICE.fullmatch(device):
         diags.append(error(codes.INVALID_OPTION, f"device must be cpu, cuda or cuda:N, not {device!r}", None))
-    for p in (o.path for o in planned.plan.outputs if os.path.exists(o.path) and not overwrite):
-        diags.append(error(codes.OUTPUT_EXISTS, f"the output `{shown_path(p)}` exists", None,
-                           help="pass --overwrite (overwrite=True) to replace it"))
+    files = [o.path for o in planned.plan.outputs if not o.folder]
+    for p in [*files, *(f.path for f in planned.plan.folders)]:
+        if os.path.lexists(p) and not overwrite:
+            diags.append(error(codes.OUTPUT_EXISTS, f"the output `{shown_path(p)}` exists", None,
+                               help="pass --overwrite (overwrite=True) to replace it"))
     if diags:
         return diags
-    for o in planned.plan.outputs:
-        folder = os.path.dirname(o.path)
+    # a folder output's own folders appear with it (runtime/writer.py): only its parent is made here
+    for path in [*files, *(f.path for f in planned.plan.folders)]:
+        folder = os.path.dirname(path)
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:

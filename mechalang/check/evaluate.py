@@ -261,6 +261,10 @@ class Evaluator:
             from .lora_format import lora_export
 
             node, fmt = lora_export(self, stmt, value, env)
+        elif stmt.dtype == "diffusers":
+            from .diffusers_format import diffusers_export
+
+            node, fmt = diffusers_export(self, stmt, value, env)
         elif isinstance(value, ModelValue):
             if value.node.space != "weight":
                 self.err(codes.EXPORT_NOT_MODEL, f"cannot export a {value.node.type_name}: an output file must be a Model",
@@ -275,11 +279,15 @@ class Evaluator:
         if isinstance(path_v, str):
             if not path_v:
                 self.err(codes.BAD_OUTPUT_PATH, "the output path is empty", stmt.path.span)
+            elif stmt.dtype == "diffusers":
+                from .diffusers_format import output_folder
+
+                out_path = output_folder(self, path_v, mod, stmt.path.span)
             else:
                 out_path = self.output_path(path_v, mod, stmt.path.span)
         elif path_v is not POISON:
             self.err(codes.BAD_OUTPUT_PATH, f"an output path must be a string, found {type_name(path_v)}", stmt.path.span)
-        dtype = stmt.dtype if stmt.dtype != "lora" else None
+        dtype = stmt.dtype if stmt.dtype not in ("lora", "diffusers") else None
         if dtype is not None and dtype not in EXPORT_DTYPES:
             sugg = did_you_mean(dtype, list(EXPORT_DTYPES))
             self.err(codes.UNKNOWN_OUTPUT_DTYPE, f"unknown output dtype `{dtype}`", stmt.span,

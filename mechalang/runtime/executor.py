@@ -101,7 +101,7 @@ def execute(plan: Plan, *, threads: int | None = None, device: str = "cpu",
 
     jobs = _group(plan)
     reader = InputReader(plan.inputs, pin_memory=dev.type == "cuda")
-    writer = OutputWriter(plan.outputs, fsync=fsync)
+    writer = OutputWriter(plan.outputs, fsync=fsync, folders=plan.folders)
     evaluator = Evaluator(reader, device=dev, dtype=cdtype, registry=registry,
                           check_finite=check_finite)
     run = _Run(jobs, evaluator, writer, dev, registry, cdtype, workers, budget, progress, t0, cancel)
@@ -373,6 +373,12 @@ def _check_paths(plan: Plan) -> None:
         if real in seen:
             raise RuntimeFailure(f"two outputs write the same file {out.path}", path=out.path)
         seen[real] = out.path
+    for f in plan.folders:  # replacing a folder must never remove a file the merge reads
+        real = os.path.realpath(f.path) + os.sep
+        for in_real, in_path in inputs + [(os.path.realpath(src), src) for src, _ in f.copies]:
+            if in_real.startswith(real):
+                raise RuntimeFailure(f"the output folder {f.path} holds the input {in_path}: refusing "
+                                     f"to replace a folder that the merge reads", path=f.path)
 
 
 def _validate(plan: Plan, registry: MethodRegistry) -> None:

@@ -92,6 +92,8 @@ class OutputPlan:
     # A LoRA with dynamic ranks: planned at the largest rank, trimmed to each module's `alpha` (the
     # rank its factorization kept) before the file appears.
     trim_lora: bool = False
+    # The folder output (`FolderOutput.path`) this file is part of; "" for a file of its own.
+    folder: str = ""
 
     def header_bytes(self) -> bytes:
         """The safetensors header (length prefix included), padded to 8 bytes."""
@@ -103,10 +105,22 @@ class OutputPlan:
 
 
 @dataclass(frozen=True)
+class FolderOutput:
+    """An output that is a folder (a diffusers pipeline): its weight files are the OutputPlans
+    naming it as their `folder`; everything else in it is copied or written. It is built in a
+    temporary folder beside `path` and appears, renamed, only when complete."""
+
+    path: str  # the final folder, absolute
+    copies: tuple[tuple[str, str], ...] = ()  # (source file, path relative to the folder)
+    texts: tuple[tuple[str, str], ...] = ()  # (path relative to the folder, text)
+
+
+@dataclass(frozen=True)
 class Plan:
     inputs: tuple[InputFile, ...]
     outputs: tuple[OutputPlan, ...]
     precision: str = "fp32"  # "fp32" | "fp64": the dtype arithmetic runs in
+    folders: tuple[FolderOutput, ...] = ()
 
 
 def layout(entries: list[tuple]) -> tuple[OutTensor, ...]:

@@ -7,6 +7,12 @@ much is needed and free), the header is written, then each tensor is written wit
 flushed to disk and renamed onto its final path. On failure `abort()` removes every temporary file:
 no partial output is ever visible under the final name.
 
+A folder output (`FolderOutput`, a diffusers pipeline) is staged the same way one level up: a
+temporary folder `.<name>.mecha-tmp-<random>/` beside the final one receives its files (each
+written and renamed as above, inside it) and its copied and written files; then the staged folder
+is renamed onto the final path (an existing folder there, which `--overwrite` allowed, is moved
+aside first and removed after). `abort()` removes the staged folder.
+
 While writing, the kernel is asked to start writing dirty pages back early, so that the final
 flush overlaps with computing instead of following it.
 """
@@ -16,11 +22,12 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import shutil
 import threading
 
 import torch
 
-from ..runtime.plan import OutputPlan, OutTensor
+from ..runtime.plan import FolderOutput, OutputPlan, OutTensor
 from ..units import format_bytes
 from .errors import RuntimeFailure
 from .reader import byte_view
@@ -54,9 +61,12 @@ class OutputWriter:
     """The temporary files of a run's outputs. `prepare()`, `write()` per tensor, then `commit()`;
     `abort()` (idempotent) on any failure."""
 
-    def __init__(self, outputs: tuple[OutputPlan, ...], *, fsync: bool = True):
+    def __init__(self, outputs: tuple[OutputPlan, ...], *, fsync: bool = True,
+                 folders: tuple[FolderOutput, ...] = ()):
         self.outputs = outputs
         self.fsync = fsync
+        self.folders = folders
+        self.staged: dict[str, str] = {}  # folder output -> its temporary folder
         self.temp_paths: list[str | None] = [None] * len(outputs)
         self._fds: list[int | None] = [None] * len(outputs)
         self.data_start: list[int] = [0] * len(outputs)
@@ -68,14 +78,38 @@ class OutputWriter:
     # -- setup ------------------------------------------------------------------------------------
 
     def prepare(self) -> None:
+        for f in self.folders:
+            self._stage_folder(f)
         for i, out in enumerate(self.outputs):
             self._create(i, out)
 
+    def _stage_folder(self, f: FolderOutput) -> None:
+        parent = os.path.dirname(os.path.abspath(f.path))
+        if not os.path.isdir(parent):
+            raise RuntimeFailure(f"cannot write {f.path}: the folder {parent} does not exist", path=f.path)
+        tmp = temp_path_for(f.path)
+        try:
+            os.mkdir(tmp)
+        except OSError as e:
+            raise RuntimeFailure(f"cannot write {f.path}: {e.strerror} (creating a folder in {parent})",
+                                 path=f.path) from None
+        self.staged[f.path] = tmp
+
+    def staged_path(self, out: OutputPlan) -> str:
+        """Where an output file is written until it appears: inside its folder output's staging."""
+        if not out.folder:
+            return out.path
+        rel = os.path.relpath(out.path, out.folder)
+        return os.path.join(self.staged[out.folder], rel)
+
     def _create(self, i: int, out: OutputPlan) -> None:
-        path = out.path
+        shown = out.path
+        path = self.staged_path(out)
+        if out.folder:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
         folder = os.path.dirname(os.path.abspath(path))
         if os.path.isdir(path):
-            raise RuntimeFailure(f"cannot write {path}: it is a folder", path=path)
+            raise RuntimeFailure(f"cannot write {shown}: it is a folder", path=shown)
         if not os.path.isdir(folder):
             raise RuntimeFailure(f"cannot write {path}: the folder {folder} does not exist",
                                  path=path)
@@ -226,20 +260,52 @@ class OutputWriter:
                     with open(side + ".tmp", "w", encoding="utf-8") as f:
                         f.write(text)
                     os.replace(side + ".tmp", side)
-                os.replace(tmp, out.path)
+                os.replace(tmp, self.staged_path(out))
             except OSError as e:
                 done = [o.path for j, o in enumerate(self.outputs) if j < i]
                 note = f" ({', '.join(done)} already written)" if done else ""
                 raise RuntimeFailure(f"cannot move the finished file onto {out.path}: "
                                      f"{e.strerror}{note}", path=out.path) from None
             self.temp_paths[i] = None
-            folder = os.path.dirname(os.path.abspath(out.path))
+            folder = os.path.dirname(os.path.abspath(self.staged_path(out)))
             if folder not in folders:
                 folders.append(folder)
         if self.fsync:
             for folder in folders:
                 _fsync_dir(folder)
+        for f in self.folders:
+            self._finish_folder(f)
         self.committed = True
+
+    def _finish_folder(self, f: FolderOutput) -> None:
+        """Copy and write the folder's other files into its staging, then put it in place."""
+        tmp = self.staged[f.path]
+        try:
+            for src, rel in f.copies:
+                dest = os.path.join(tmp, rel)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                shutil.copyfile(src, dest)
+            for rel, text in f.texts:
+                dest = os.path.join(tmp, rel)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                with open(dest, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+            aside = None
+            if os.path.lexists(f.path):  # allowed by --overwrite: replaced only now, when complete
+                aside = temp_path_for(f.path)
+                os.rename(f.path, aside)
+            os.rename(tmp, f.path)
+        except OSError as e:
+            raise RuntimeFailure(f"cannot finish the folder {f.path}: {e.strerror or e}"
+                                 + (f" ({e.filename})" if e.filename else ""), path=f.path) from None
+        del self.staged[f.path]
+        if aside is not None:
+            if os.path.isdir(aside) and not os.path.islink(aside):
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.unlink(aside)
+        if self.fsync:
+            _fsync_dir(os.path.dirname(os.path.abspath(f.path)))
 
     def abort(self) -> None:
         """Close and remove every temporary file. Safe to call more than once."""
@@ -259,6 +325,8 @@ class OutputWriter:
                 except OSError:
                     continue
                 self.temp_paths[i] = None
+        for path in list(self.staged):
+            shutil.rmtree(self.staged.pop(path), ignore_errors=True)
 
 
 def _fsync_dir(folder: str) -> None:

@@ -160,7 +160,7 @@ def _build(path: str, arch: str, present: dict[str, str], what: str, single: boo
     for folder_name, names in unused.items():
         for n in names:
             out[f"{folder_name}/{n}"] = stored[folder_name][n]
-    extra = () if single else _other_files(path)
+    extra = () if single else other_files(path)
     note = what + ": " + ", ".join(present) + (f" ({'; '.join(notes)})" if notes else "")
     if unused:
         note += "; kept under their folder's name, with no place in the single-file layout: " + ", ".join(
@@ -320,7 +320,7 @@ def _json(p: str):
         raise SourceError(p, f"cannot read: {e.strerror or e}") from None
 
 
-def _other_files(path: str) -> tuple[str, ...]:
+def other_files(path: str) -> tuple[str, ...]:
     """Every file of the pipeline folder that is not weights (configs, tokenizers, scheduler,
     model_index.json, README...), relative to it: what a diffusers output copies."""
     out = []
