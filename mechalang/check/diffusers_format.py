@@ -116,7 +116,9 @@ def _config_source(ev, node, config, span, arch: str) -> tuple[str, str] | None:
             ev.err(codes.DIFFUSERS_BAD_CONFIG, f"`{config}` is not a diffusers pipeline folder (no readable "
                                                f"model_index.json)", span)
             return None
-        their = dm.pipeline_classes().get(cls)
+        from ..sources.diffusers import pipeline_arch
+
+        their = pipeline_arch(index)
         if their != arch:
             ev.err(codes.DIFFUSERS_BAD_CONFIG, f"`{config}` is a {cls} pipeline ({their or 'unknown'}), the model is "
                                                f"`{arch}`", span, help=f"give a {arch} pipeline's folder")
@@ -125,9 +127,11 @@ def _config_source(ev, node, config, span, arch: str) -> tuple[str, str] | None:
     for n in node.walk():
         src = n.load.header if n.load is not None else None
         if getattr(src, "kind", None) == "diffusers" and os.path.isfile(os.path.join(src.path, "model_index.json")):
+            from ..sources.diffusers import pipeline_arch
+
             index = _index(src.path)
-            if dm.pipeline_classes().get(index.get("_class_name")) == arch:
-                return src.path, index["_class_name"]
+            if pipeline_arch(index) == arch:
+                return src.path, str(index.get("_class_name"))
     ev.err(codes.DIFFUSERS_NEEDS_CONFIG, "a diffusers folder needs its pipeline's configs (model_index.json, "
                                          "component configs, tokenizers, scheduler), and no input is a "
                                          f"{arch} pipeline folder to copy them from", span,

@@ -69,12 +69,12 @@ def _open_pipeline(path: str) -> Source:
         raise SourceError(index_path, "model_index.json is not a JSON object")
     cls = index.get("_class_name")
     listed = {k: v for k, v in index.items() if not k.startswith("_") and _is_component(v)}
-    arch = dm.pipeline_classes().get(cls) if isinstance(cls, str) else None
+    arch = pipeline_arch(index)
     if arch is None:
-        arch = _arch_by_components(listed)
-        if arch is None:
-            known = ", ".join(sorted(dm.pipeline_classes()))
-            raise SourceError(index_path, f"unknown pipeline class `{cls}`: mechalang maps {known}")
+        known = ", ".join(sorted(dm.pipeline_classes()))
+        raise SourceError(index_path, f"unknown pipeline class `{cls}` (components "
+                                      f"{', '.join(sorted(listed)) or 'none'}): mechalang maps {known}, and "
+                                      f"pipelines with exactly their components")
     lay = dm.layout(arch)
     present = {}
     for comp in lay.components:
@@ -92,6 +92,17 @@ def _open_pipeline(path: str) -> Source:
     return _build(path, arch, present, f"diffusers {cls}")
 
 
+def pipeline_arch(index: dict) -> str | None:
+    """The architecture of a model_index.json: by its pipeline class, else (a community pipeline
+    class) by its components, when they are exactly one architecture's (by folder and class)."""
+    cls = index.get("_class_name")
+    arch = dm.pipeline_classes().get(cls) if isinstance(cls, str) else None
+    if arch is None:
+        listed = {k: v for k, v in index.items() if not k.startswith("_") and _is_component(v)}
+        arch = _arch_by_components(listed)
+    return arch
+
+
 def _is_component(v) -> bool:
     return isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)
 
@@ -99,12 +110,17 @@ def _is_component(v) -> bool:
 def _arch_by_components(listed: dict) -> str | None:
     """An unknown pipeline class whose components are exactly one architecture's (by folder and
     class): that architecture."""
+    weights = {k: v[1] for k, v in listed.items() if k in _WEIGHT_FOLDERS}
     for arch in dm.archs_with_layout():
         comps = {c.folder: c.cls for c in dm.layout(arch).components}
-        mine = {k: v[1] for k, v in listed.items() if k in comps}
-        if mine and mine == comps:
+        if weights == comps:
             return arch
     return None
+
+
+#: Component folders that hold weights in some pipeline (others: tokenizers, schedulers, ...).
+_WEIGHT_FOLDERS = ("unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3", "prior",
+                   "image_encoder", "safety_checker", "controlnet", "decoder", "movq")
 
 
 # ------------------------------------------------------------------------------------------------
