@@ -26,6 +26,7 @@ from .values import (
 )
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+MODEL_SUFFIXES = SAFETENSORS_SUFFIXES + (".ckpt", ".pt", ".pth", ".bin", ".json")
 
 
 def builtin_names() -> set[str]:
@@ -112,20 +113,31 @@ def _model_builtin(ev, e: ast.Call, args, kwargs) -> Any:
 
 
 def find_model_file(ev, path: str, base: Path) -> tuple[Path | None, list[Path]]:
+    """Where a model path a recipe names is: next to the recipe, then in the models folders. A
+    name without a suffix is completed as sd-mecha and A1111 do, in each folder in turn:
+    `ghostmix.safetensors`, `.ckpt`, `.pt`, `.bin`, then a model folder `ghostmix/`."""
+    from ..sources import name_suffixes
+
     p = Path(path).expanduser()
     tried = [p] if p.is_absolute() else [base / p] + [Path(d) / p for d in ev.options.models_dirs]
+    complete = not path.endswith(("/", "\\")) and not p.name.lower().endswith(MODEL_SUFFIXES)
     for c in tried:
+        if complete:
+            for suffix in name_suffixes():
+                full = c.with_name(c.name + suffix)
+                if paths.is_file(full):
+                    return full, tried
         if paths.exists(c):
             return c, tried
     return None, tried
 
 
 def open_file(ev, path: str, span: Span | None, what: str, base: Path):
-    """(the file, its validated header) for a model or adapter path a recipe names, or POISON with
-    the reason reported: an unusable path, not found (where it looked), not a readable safetensors
-    file, or tensors of a dtype mechalang cannot compute with."""
-    from ..archs.header import HeaderError, read_header
+    """(the path, its source: sources.Source) for a model or adapter path a recipe names, or POISON
+    with the reason reported: an unusable path, not found (where it looked), not a readable model
+    source (the file at fault named), or tensors of a dtype mechalang cannot compute with."""
     from ..modules import display_name
+    from ..sources import SourceError, open_source
 
     problem = paths.path_problem(path)
     if problem:
@@ -136,9 +148,12 @@ def open_file(ev, path: str, span: Span | None, what: str, base: Path):
                       help="looked in: " + ", ".join(display_name(t) for t in tried)
                            + "; --models-dir or MECHA_MODELS_DIR add a folder")
     try:
-        header = read_header(str(found))
-    except HeaderError as exc:
-        return ev.err(codes.MODEL_UNREADABLE, f"cannot read `{path}`: {exc.message}", span, label="this file")
+        header = open_source(str(found))
+    except SourceError as exc:
+        where = "" if Path(exc.path) == found or Path(exc.path) == found.resolve() else \
+            f"{display_name(Path(exc.path))}: "
+        return ev.err(codes.MODEL_UNREADABLE, f"cannot read `{path}`: {where}{exc.message}", span,
+                      label="this file")
     unsupported = [(k, m.dtype) for k, m in header.tensors.items() if m.dtype not in SUPPORTED_DTYPES]
     if unsupported:
         kinds = sorted({d for _, d in unsupported})
@@ -199,9 +214,16 @@ def load_model(ev, path: str, span: Span | None, *, arch=None, sha256: str | Non
                                        f"{arch.name} does not know", span,
                               help="is arch= right? `mecha info` lists the architectures"))
     resolved = str(found.resolve())
-    info = LoadInfo(resolved, found.stem, header, tuple(file_keys), sha256)
+    info = LoadInfo(resolved, _stem(found), header, tuple(file_keys), sha256)
     node = ev.builder.node("load", (), space="weight", arch=arch, keys=keys, load=info, origin=span)
     return ModelValue(node)
+
+
+def _stem(found: Path) -> str:
+    """A model's name from its path: the file's stem, a folder's name (an index's folder's)."""
+    if found.name.lower().endswith(".index.json"):
+        return found.resolve().parent.name
+    return found.stem if not found.is_dir() else found.resolve().name
 
 
 # ------------------------------------------------------------------------------------------------
@@ -308,7 +330,7 @@ def coerce_set(ev, stmt: ast.Param, raw: str, span: Span | None) -> Any:
 
     if raw.lower().endswith(".mecha") and tname in (None, "Model", "Delta"):
         return recipe_value(ev, raw, span)
-    if tname in ("Model", "Delta") or (tname is None and raw.lower().endswith(SAFETENSORS_SUFFIXES)):
+    if tname in ("Model", "Delta") or (tname is None and raw.lower().endswith(MODEL_SUFFIXES[:-1])):
         return load_model(ev, raw, span, base=Path.cwd())
     if tname in ("float", "int", "Hyper") or tname is None:
         try:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..dtypes import EXPORT_DTYPES, FLOAT_DTYPES
 from ..kinds.export import CONCAT_OP, CONST_OP, PART_OP, SVD_OP
-from ..runtime.plan import Op, OutputPlan, Read, layout
+from ..runtime.plan import Op, OutputPlan, layout
 from .nodes import Node
 
 # kohya and LyCORIS (a LoCon) share the tensor names; they differ in the network module recorded.
@@ -184,9 +184,10 @@ def _tensor_names(module: str, dialect: str) -> dict[str, str]:
     return {"up": module + ".lora_up.weight", "down": module + ".lora_down.weight", "alpha": module + ".alpha"}
 
 
-def _read(idx: int, n: Node, name: str) -> Read:
-    m = n.load.header.tensors[name]
-    return Read(idx, name, m.dtype, tuple(m.shape), m.begin, m.end)
+def _read(idx: int, n: Node, name: str):
+    from .source_reads import source_expr
+
+    return source_expr(idx, n.load.header.tensors[name])
 
 
 def _op(op: str, args: tuple, hypers: tuple) -> Op:

@@ -16,11 +16,12 @@ from typing import Any, Callable
 
 from ..dtypes import EXPORT_DTYPES, FLOAT_DTYPES
 from ..methods.registry import REGISTRY
-from ..runtime.plan import InputFile, KeyExpr, Op, OutputPlan, Plan, Read, layout
+from ..runtime.plan import InputFile, KeyExpr, Op, OutputPlan, Plan, layout
 from ..syntax import ast
 from .coverage import node_name
 from .keys import key_source
 from .nodes import BoundHyper, Node
+from .source_reads import input_files, source_expr
 
 
 @dataclass
@@ -69,10 +70,10 @@ class Lowerer:
         for i, ex in enumerate(exports):
             for n in ex.node.walk():
                 if n.load is not None and n.id not in self.input_index:
-                    h = n.load.header
                     self.input_index[n.id] = len(self.inputs)
-                    self.names[len(self.inputs)] = self.node_name(n)
-                    self.inputs.append(InputFile(n.load.path, h.data_start, h.size, self.node_name(n)))
+                    for f in input_files(n.load.header, self.node_name(n)):
+                        self.names[len(self.inputs)] = f.name
+                        self.inputs.append(f)
             path = self.output_paths[i] if self.output_paths else str(ex.path)
             self.export_paths[i] = path
             from ..check.diffusers_format import DiffusersFormat
@@ -142,15 +143,15 @@ class Lowerer:
             n = nxt
         return self._read(n, key)
 
-    def _read(self, n: Node, key: str) -> Read | None:
+    def _read(self, n: Node, key: str) -> KeyExpr | None:
         names = self._file_keys.get(n.id)
         if names is None:
             names = self._file_keys[n.id] = dict(n.load.file_keys)
         file_key = names.get(key, key)
-        meta = n.load.header.tensors.get(file_key)
-        if meta is None:
+        t = n.load.header.tensors.get(file_key)
+        if t is None:
             return None
-        return Read(self.input_index[n.id], file_key, meta.dtype, tuple(meta.shape), meta.begin, meta.end)
+        return source_expr(self.input_index[n.id], t)
 
     def _adapter(self, n: Node, key: str, memo: dict) -> KeyExpr | None:
         """An adapter's delta for `key`: its groups' tensors read, turned into a delta by their
@@ -166,8 +167,7 @@ class Lowerer:
         args: list[KeyExpr] = []
         for p in pieces:
             for _, name in p.parts:
-                m = tensors[name]
-                args.append(Read(idx, name, m.dtype, tuple(m.shape), m.begin, m.end))
+                args.append(source_expr(idx, tensors[name]))
         base = bool(n.args)
         if base:
             base_expr = self.expr(n.args[0], key, memo)

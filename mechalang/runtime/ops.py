@@ -27,7 +27,7 @@ import torch
 
 from ..dtypes import FLOAT_DTYPES, element_size
 from ..methods.registry import REGISTRY, MethodRegistry
-from ..runtime.plan import ADAPTER_OP, BUILTIN_OPS, LORA_OPS, KeyExpr, Op, OutTensor, Read
+from ..runtime.plan import ADAPTER_OP, BUILTIN_OPS, LORA_OPS, SOURCE_OPS, KeyExpr, Op, OutTensor, Read
 from .errors import RuntimeFailure
 from .reader import InputReader, torch_dtype, view_as
 
@@ -266,6 +266,8 @@ class Evaluator:
                 from ..kinds.apply import evaluate
 
                 result = evaluate(args, hypers)
+            elif e.op in SOURCE_OPS:
+                result = _source_op(e.op, args, hypers)
             elif e.op in LORA_OPS:
                 from ..kinds.export import evaluate as lora_factor
 
@@ -311,6 +313,21 @@ class Evaluator:
         if out.device.type != "cpu":
             out = out.to("cpu")
         return out.contiguous(), finite
+
+
+def _source_op(op: str, args: list[torch.Tensor], hypers: dict) -> torch.Tensor:
+    """A model source's derived tensor from its stored parts (sources/model.py DERIVE_OPS)."""
+    if op == "source.cat":
+        return torch.cat(args, dim=0)
+    if op == "source.reshape":
+        return args[0].reshape(tuple(hypers["shape"]))
+    if op == "source.transpose":
+        return args[0].t().contiguous()
+    # source.mul: a scale of one value, or one per row of the weight
+    w, s = args
+    if s.numel() == 1:
+        return w * s.reshape(())
+    return w * s.reshape((w.shape[0],) + (1,) * (w.dim() - 1))
 
 
 def _all_finite(t: torch.Tensor) -> bool:

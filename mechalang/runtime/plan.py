@@ -18,6 +18,13 @@ Built-in operators (everything else names a method in `mechalang.methods.REGISTR
     "scale"  a * factor           (hyper `factor`)
     "adapter"  an adapter's delta for one key from its tensors (and the base weight, last, for
              kinds that need it), by the model kinds' formulas (kinds/apply.py)
+    "source.cat"        a model source's derived tensor (sources/model.py DERIVE_OPS): args
+    "source.reshape"    concatenated along dim 0; one arg reshaped to hyper `shape`; one 2-D arg
+    "source.transpose"  transposed; args[0] * args[1] (broadcast). ("convert" needs no op: every
+    "source.mul"        float read is converted to the compute dtype.)
+
+Each file of a model source is one `InputFile`; a single safetensors file has data_start = its
+data section's offset, a source's files have data_start 0 and absolute `Read` offsets.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ from ..kinds.export import OPS as LORA_OPS
 
 BUILTIN_OPS = ("add", "sub", "scale")  # element-wise
 ADAPTER_OP = "adapter"
-ENGINE_OPS = (ADAPTER_OP,) + LORA_OPS  # adapters in, LoRA factors out (not merge methods)
+SOURCE_OPS = ("source.cat", "source.reshape", "source.transpose", "source.mul")
+ENGINE_OPS = (ADAPTER_OP,) + LORA_OPS + SOURCE_OPS  # adapters/sources in, LoRA factors out
 
 
 @dataclass(frozen=True)
