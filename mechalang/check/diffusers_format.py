@@ -101,7 +101,6 @@ def diffusers_export(ev, stmt, value: Any, env) -> tuple[Any, DiffusersFormat | 
 
 def _config_source(ev, node, config, span, arch: str) -> tuple[str, str] | None:
     """(the config pipeline folder, its pipeline class), or None (reported)."""
-    from ..archs import diffusers_map as dm
 
     if config is not None:
         if not isinstance(config, str):
