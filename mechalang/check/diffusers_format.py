@@ -15,25 +15,16 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..diagnostics import codes, did_you_mean, warning
 from ..dtypes import EXPORT_DTYPES
+from ..graph.diffusers_export import DiffusersFormat
 from .values import POISON, ModelValue, a_type
 
 OPTIONS = ("dtype", "variant", "config")
 FILE_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".json")
-
-
-@dataclass(frozen=True)
-class DiffusersFormat:
-    arch: str                       # the architecture whose layout is written
-    config: str                     # the pipeline folder the other files are copied from (absolute)
-    dtype: str | None = None        # an EXPORT_DTYPES name for float tensors; None: as computed
-    variant: str | None = None      # weight files named `<stem>.<variant>.safetensors`
-    copied: tuple[str, ...] = ()    # component folders copied whole from `config`
 
 
 def diffusers_export(ev, stmt, value: Any, env) -> tuple[Any, DiffusersFormat | None]:

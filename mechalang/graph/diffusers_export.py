@@ -12,6 +12,7 @@ another form is reshaped, transposed or has its halves swapped on the way out.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from ..archs import diffusers_map as dm
 from ..dtypes import EXPORT_DTYPES, FLOAT_DTYPES
@@ -19,6 +20,17 @@ from ..runtime.plan import FolderOutput, Op, OutputPlan, layout
 from .nodes import Node
 
 ROWS_OP = "source.rows"
+
+
+@dataclass(frozen=True)
+class DiffusersFormat:
+    """`as diffusers(...)`, checked (check/diffusers_format.py)."""
+
+    arch: str                       # the architecture whose layout is written
+    config: str                     # the pipeline folder the other files are copied from (absolute)
+    dtype: str | None = None        # an EXPORT_DTYPES name for float tensors; None: as computed
+    variant: str | None = None      # weight files named `<stem>.<variant>.safetensors`
+    copied: tuple[str, ...] = ()    # component folders copied whole from `config`
 
 
 def plan_output(lowerer, ex, folder: str) -> tuple[list[OutputPlan], FolderOutput, list[str]]:

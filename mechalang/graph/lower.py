@@ -76,7 +76,7 @@ class Lowerer:
                         self.inputs.append(f)
             path = self.output_paths[i] if self.output_paths else str(ex.path)
             self.export_paths[i] = path
-            from ..check.diffusers_format import DiffusersFormat
+            from .diffusers_export import DiffusersFormat
 
             if isinstance(ex.format, DiffusersFormat):
                 from .diffusers_export import plan_output as plan_folder
