@@ -102,6 +102,8 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="Check and plan; write nothing."),
     check_finite: bool = typer.Option(False, "--check-finite", help="Fail on NaN/inf outputs, naming the keys."),
     hash_: bool = typer.Option(False, "--hash", help="Record the inputs' sha256 in the output's metadata."),
+    shard_size: Optional[str] = typer.Option(None, "--shard-size",
+                                             help="Largest shard of `as hf` folder outputs (e.g. 5GB, 500MiB; default 5GB)."),
     plugin: Optional[List[str]] = PluginOpt,
     format: Format = FormatOpt,
     allow_unused: bool = AllowUnusedOpt,
@@ -113,7 +115,7 @@ def run(
                                  device=device, threads=threads, precision=precision.value,
                                  overwrite=overwrite, strict=strict, dry_run=dry_run,
                                  check_finite=check_finite, hash_inputs=hash_, plugins=plugin or [],
-                                 format=format.value, allow_unused=allow_unused))
+                                 format=format.value, allow_unused=allow_unused, shard_size=shard_size))
 
 
 @app.command()
@@ -160,13 +162,14 @@ def explain_code(code: Optional[str] = typer.Argument(None, help="A diagnostic c
 
 @app.command()
 def info(
-    arch: Optional[str] = typer.Argument(None, help="An architecture to describe."),
+    arch: Optional[str] = typer.Argument(None, help="An architecture to describe, or a model file or folder."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="List keys too."),
     methods: bool = typer.Option(False, "--methods", help="List merge methods."),
     kinds: bool = typer.Option(False, "--kinds", help="List adapter kinds (LoRA, LoHa, LoKr, ...) and their formulas."),
     plugin: Optional[List[str]] = PluginOpt,
 ):
-    """Architectures, an architecture's components/blocks/classes, the merge methods or the adapter kinds."""
+    """Architectures, an architecture's components/blocks/classes, the merge methods or the adapter kinds;
+    or a model (any source: safetensors, .ckpt/.pt/.bin, Hugging Face folder): kind, arch, size, keys."""
     from .commands.info import info_command
 
     raise typer.Exit(info_command(arch, verbose=verbose, methods=methods, plugins=plugin or [], kinds=kinds))

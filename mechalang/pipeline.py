@@ -241,7 +241,8 @@ class Planned:
 
 
 def plan(program: Program, *, output: str | os.PathLike | None = None, precision: str = "fp32",
-         strict: bool = False, hash_inputs: bool = False, trace: bool = False) -> Planned:
+         strict: bool = False, hash_inputs: bool = False, trace: bool = False,
+         shard_size: int | str | None = None) -> Planned:
     """The key plan of a checked program: every output's exact header and each key's expression.
 
     output: write the (one) export here instead of where the recipe says (`-o`).
@@ -249,6 +250,7 @@ def plan(program: Program, *, output: str | os.PathLike | None = None, precision
     hash_inputs: compute every input's sha256 (cached) and record it in the outputs' metadata;
         inputs given with `sha256=` are always hashed and compared.
     trace: keep, for `explain`, which rule set each hyperparameter of each key.
+    shard_size: the largest shard of `as hf` exports that do not say (bytes, or "5GB").
     """
     from .graph.lower import Lowerer
     from .graph.metadata import build_metadata
@@ -258,6 +260,14 @@ def plan(program: Program, *, output: str | os.PathLike | None = None, precision
     if precision not in PRECISIONS:
         diags.append(error(codes.INVALID_OPTION, f"precision must be one of {', '.join(PRECISIONS)}, "
                                                  f"not {precision!r}", None))
+    shard_bytes = None
+    if shard_size is not None:
+        from .units import parse_size
+
+        shard_bytes = parse_size(shard_size)
+        if shard_bytes is None:
+            diags.append(error(codes.BAD_SHARD_SIZE, f"--shard-size must be a size such as 5GB or 500MiB, "
+                                                     f"not {shard_size!r}", None))
     if any(d.is_error for d in diags):
         return Planned(program, None, diags, checked=checked)
     exports = program.runnable_exports
@@ -280,7 +290,7 @@ def plan(program: Program, *, output: str | os.PathLike | None = None, precision
         if bad:
             return Planned(program, None, diags, hashes, checked)
     recorded = hashes if hash_inputs else None
-    lowerer = Lowerer(program, precision=precision, output_paths=outs, trace=trace,
+    lowerer = Lowerer(program, precision=precision, output_paths=outs, trace=trace, shard_size=shard_bytes,
                       metadata=lambda ex, path: build_metadata(program, ex, path, hashes=recorded))
     lowered = lowerer.lower()
     for i, keys in lowerer.left_out_of_diffusers.items():
@@ -309,12 +319,12 @@ def plan(program: Program, *, output: str | os.PathLike | None = None, precision
 
 
 def _hash_inputs(program: Program) -> tuple[dict[str, str], list[Diagnostic]]:
-    from .runtime.hashing import sha256_file
+    from .runtime.hashing import sha256_source
 
     hashes: dict[str, str] = {}
     bad = []
     for n in program.builder.file_nodes():
-        sha = hashes.get(n.load.path) or sha256_file(n.load.path)
+        sha = hashes.get(n.load.path) or sha256_source([f.path for f in n.load.header.files])
         hashes[n.load.path] = sha
         if n.load.sha256 and n.load.sha256 != sha:
             bad.append(error(codes.SHA256_MISMATCH,
@@ -402,16 +412,22 @@ def preflight(planned: Planned, *, overwrite: bool = False, threads: int | None 
         diags.append(error(codes.INVALID_OPTION, f"threads must be at least 1, not {threads}", None))
     if not _DEVICE.fullmatch(device):
         diags.append(error(codes.INVALID_OPTION, f"device must be cpu, cuda or cuda:N, not {device!r}", None))
-    files = [o.path for o in planned.plan.outputs if not o.folder]
-    for p in [*files, *(f.path for f in planned.plan.folders)]:
-        if os.path.lexists(p) and not overwrite:
-            diags.append(error(codes.OUTPUT_EXISTS, f"the output `{shown_path(p)}` exists", None,
-                               help="pass --overwrite (overwrite=True) to replace it"))
+    for f in planned.plan.folders:
+        if os.path.lexists(f.path) and not os.path.isdir(f.path):
+            diags.append(error(codes.OUTPUT_FORMAT_MISMATCH, f"the output folder `{shown_path(f.path)}` is a file",
+                               None, help="write the folder elsewhere"))
+        elif os.path.exists(f.path) and not overwrite:
+            diags.append(error(codes.OUTPUT_EXISTS, f"the output folder `{shown_path(f.path)}` exists", None,
+                               help="pass --overwrite (overwrite=True) to replace it (all of it)"))
+    for p in (o.path for o in planned.plan.outputs
+              if not o.folder and os.path.exists(o.path) and not overwrite):
+        diags.append(error(codes.OUTPUT_EXISTS, f"the output `{shown_path(p)}` exists", None,
+                           help="pass --overwrite (overwrite=True) to replace it"))
     if diags:
         return diags
-    # a folder output's own folders appear with it (runtime/writer.py): only its parent is made here
-    for path in [*files, *(f.path for f in planned.plan.folders)]:
-        folder = os.path.dirname(path)
+    for o in planned.plan.outputs:
+        # a folder output's parent (the folder itself appears only when complete)
+        folder = os.path.dirname(o.folder or o.path)
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
@@ -423,9 +439,11 @@ def preflight(planned: Planned, *, overwrite: bool = False, threads: int | None 
 def run(program: Program, *, output: str | os.PathLike | None = None, precision: str = "fp32",
         strict: bool = False, hash_inputs: bool = False, device: str = "cpu",
         threads: int | None = None, overwrite: bool = False, check_finite: bool = False,
-        progress: Progress | None = None, cancel: threading.Event | None = None) -> RunResult:
+        progress: Progress | None = None, cancel: threading.Event | None = None,
+        shard_size: int | str | None = None) -> RunResult:
     """`plan`, then `execute`: the options are theirs."""
-    planned = plan(program, output=output, precision=precision, strict=strict, hash_inputs=hash_inputs)
+    planned = plan(program, output=output, precision=precision, strict=strict, hash_inputs=hash_inputs,
+                   shard_size=shard_size)
     return execute(planned, device=device, threads=threads, overwrite=overwrite,
                    check_finite=check_finite, progress=progress, cancel=cancel)
 

@@ -84,7 +84,7 @@ def example_dir(tmp_path_factory):
 
 
 def write_pipeline(d: Path) -> None:
-    """The tiny SD1 diffusers pipeline folder the diffusers codes' examples (E0293-W0291) name."""
+    """The tiny SD1 diffusers pipeline folder the diffusers codes' examples (W0290, W0291) name."""
     from .diffusers_tiny import make
 
     make("sd1", d / "sd1_pipe")

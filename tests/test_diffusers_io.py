@@ -305,4 +305,4 @@ def test_output_over_an_input_folder_is_refused(pipes, tmp_path):
 
 def test_output_path_naming_a_file(pipes, tmp_path):
     planned = check(tmp_path, f'export model("{pipes}/sd1_a/") to "out.safetensors" as diffusers\n')
-    assert "E0293" in codes_of(planned)
+    assert "E0280" in codes_of(planned)

@@ -4,6 +4,7 @@ safetensors themselves read, and merged end to end by `mecha run`."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -187,3 +188,241 @@ def test_plain_fp8_input_merges(tmp_path):
     assert r.exit_code == 0, r.output
     out = load_file(str(tmp_path / "o.safetensors"))["x.weight"]
     torch.testing.assert_close(out, (a["x.weight"].float() * 0.5 + b["x.weight"].float() * 0.5).half())
+
+
+# ------------------------------------------------------------------------------------------------
+# Hugging Face folders in and out
+
+
+def tiny_llama(folder: Path, seed: int, shard: str = "4KB"):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32,
+                      tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    m = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    m.save_pretrained(folder, max_shard_size=shard)
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+def bin_shards(folder: Path, sd: dict[str, torch.Tensor], config_from: Path) -> None:
+    """A `pytorch_model.bin` sharded folder, as older transformers wrote it (torch.save shards)."""
+    folder.mkdir()
+    keys = list(sd)
+    halves = [keys[: len(keys) // 2], keys[len(keys) // 2:]]
+    wm = {}
+    for i, part in enumerate(halves):
+        name = f"pytorch_model-{i + 1:05d}-of-00002.bin"
+        torch.save({k: sd[k] for k in part}, folder / name)
+        wm.update({k: name for k in part})
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": wm}))
+    (folder / "config.json").write_text((config_from / "config.json").read_text())
+
+
+def test_hf_folders_merged_to_sharded_hf_loaded_by_transformers(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    a = tiny_llama(tmp_path / "la", 0)
+    b = tiny_llama(tmp_path / "lb", 1)
+    assert len(list((tmp_path / "la").glob("model-*.safetensors"))) > 1  # really sharded
+    bin_shards(tmp_path / "lbin", b, tmp_path / "lb")
+    src = open_source(tmp_path / "lbin")
+    assert src.kind == "hf" and len(src.files) == 2
+    (tmp_path / "r.mecha").write_text(
+        'let a = model("la")\n'
+        'let b = model("lb/model.safetensors.index.json")\n'
+        'let c = model("lbin")\n'
+        'export weighted_sum(a, b, alpha=0.25) to "out/" as hf(shard_size="10KB")\n'
+        'export weighted_sum(a, c, alpha=0.25) to "out_bin/" as hf\n')
+    r = mecha("run", str(tmp_path / "r.mecha"), "--shard-size", "1MB", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "out"
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1 and set(index["weight_map"]) == set(a)
+    assert (out / "config.json").exists() and (out / "generation_config.json").exists()
+    assert [p.name for p in (tmp_path / "out_bin").glob("*.safetensors")] == ["model.safetensors"]
+    for folder in ("out", "out_bin"):
+        m = AutoModelForCausalLM.from_pretrained(tmp_path / folder, torch_dtype=torch.bfloat16)
+        got = m.state_dict()
+        assert set(got) == set(a)
+        for k in a:
+            exp = (a[k].float() * 0.75 + b[k].float() * 0.25).to(torch.bfloat16)
+            torch.testing.assert_close(got[k], exp, rtol=0, atol=0, msg=k)
+    # nothing temporary left beside the outputs
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_hf_output_interrupted_leaves_nothing(tmp_path):
+    tiny_llama(tmp_path / "la", 0)
+    sd = load_file(str(next((tmp_path / "la").glob("model-00001-*.safetensors"))))
+    key = next(iter(sd))
+    sd[key] = sd[key].clone()
+    sd[key].view(-1)[0] = float("nan")
+    save_file(sd, str(next((tmp_path / "la").glob("model-00001-*.safetensors"))), metadata={"format": "pt"})
+    (tmp_path / "r.mecha").write_text('export model("la") to "out/" as hf(shard_size="4KB")\n')
+    r = mecha("run", str(tmp_path / "r.mecha"), "--check-finite", cwd=tmp_path)
+    assert r.exit_code != 0 and "non-finite" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["la", "r.mecha"]
+
+
+BAD_INDEX_CASES = {
+    "missing shard": (lambda f: _shard(f, 2).unlink(), "shard `model-00002-of-0000"),
+    "named twice": (lambda f: _edit_index(f, twice=True), "names tensor `lm_head.weight` twice"),
+    "not in shard": (lambda f: _edit_index(f, ghost=True), "the index says tensor `ghost.weight` is in this shard"),
+    "config disagrees": (lambda f: _edit_config(f), "config.json says hidden_size = 32"),
+    "no layout": (lambda f: [p.unlink() for p in f.iterdir() if "safetensors" in p.name], "no known model layout"),
+}
+
+
+def _shard(folder: Path, i: int) -> Path:
+    return next(folder.glob(f"model-{i:05d}-of-*.safetensors"))
+
+
+def _edit_index(folder: Path, twice=False, ghost=False):
+    p = folder / "model.safetensors.index.json"
+    text = p.read_text()
+    if twice:
+        text = text.replace('"weight_map": {', f'"weight_map": {{\n    "lm_head.weight": "{_shard(folder, 1).name}",', 1)
+    if ghost:
+        text = text.replace('"weight_map": {', f'"weight_map": {{\n    "ghost.weight": "{_shard(folder, 1).name}",', 1)
+    p.write_text(text)
+
+
+def _edit_config(folder: Path):
+    p = folder / "config.json"
+    doc = json.loads(p.read_text())
+    doc["hidden_size"] = 32
+    p.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("case", list(BAD_INDEX_CASES))
+def test_bad_hf_inputs_are_diagnostics(tmp_path, case):
+    tiny_llama(tmp_path / "la", 0)
+    assert len(list((tmp_path / "la").glob("model-*-of-*.safetensors"))) > 2
+    breaker, message = BAD_INDEX_CASES[case]
+    breaker(tmp_path / "la")
+    (tmp_path / "r.mecha").write_text('export model("la") to "out/" as hf\n')
+    for args in (("check", "r.mecha"), ("run", "r.mecha"), ("info", "la")):
+        r = mecha(*args, cwd=tmp_path)
+        assert r.exit_code == 1, (args, r.output)
+        assert "E0202" in r.output and message in r.output, r.output
+        assert "Traceback" not in r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_path_must_fit_the_format(tmp_path):
+    tiny_llama(tmp_path / "la", 0)
+    cases = {
+        'export model("la") to "x.bin"\n': ("E0280", "safetensors only"),
+        'export model("la") to "x.safetensors" as hf\n': ("E0280", "`as hf` writes a folder"),
+        'export model("la") to "dir/"\n': ("E0242", "as hf"),
+        'export model("la") to "la2/" as hf(shard_size="big")\n': ("E0281", "shard_size="),
+        'export model("la") to "here/" as hf(rank=3)\n': ("E0218", "no option `rank`"),
+        'export model("la") to "la/" as hf\n': ("E0241", "one of this recipe's inputs"),
+    }
+    for text, (code, msg) in cases.items():
+        (tmp_path / "r.mecha").write_text(text)
+        r = mecha("run", "r.mecha", cwd=tmp_path)
+        assert r.exit_code == 1 and code in r.output and msg in r.output, (text, r.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["la", "r.mecha"]
+    (tmp_path / "r.mecha").write_text('export model("la") to "o/" as hf\n')
+    assert mecha("run", "r.mecha", "--shard-size", "lots", cwd=tmp_path).exit_code == 1
+
+
+def test_hf_output_without_hf_input_warns(tmp_path):
+    save_file({"w": torch.ones(3)}, str(tmp_path / "m.safetensors"))
+    (tmp_path / "r.mecha").write_text('export model("m", arch=generic) to "o/" as hf\n')
+    r = mecha("run", "r.mecha", cwd=tmp_path)
+    assert r.exit_code == 0 and "W0282" in r.output
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["model.safetensors"]
+
+
+def test_bare_model_names_resolve_like_a1111(tmp_path):
+    save_file({"w": torch.ones(3)}, str(tmp_path / "ghostmix.safetensors"))
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, tmp_path / "ghostmix.ckpt")
+    torch.save({"state_dict": {"w": torch.full((3,), 2.0)}}, tmp_path / "dreamshaper.ckpt")
+    (tmp_path / "models").mkdir()
+    save_file({"w": torch.full((3,), 4.0)}, str(tmp_path / "models" / "other.safetensors"))
+    (tmp_path / "r.mecha").write_text(
+        'export add_difference(model("ghostmix", arch=generic), model("dreamshaper", arch=generic), '
+        'model("other", arch=generic), alpha=1.0) to "o.safetensors"\n')
+    r = mecha("run", "r.mecha", "--models-dir", "models", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    # ghostmix.safetensors (1) wins over ghostmix.ckpt; 1 + 1·(2 − 4)
+    assert torch.equal(load_file(str(tmp_path / "o.safetensors"))["w"], torch.full((3,), -1.0))
+
+
+def test_per_component_output_dtypes(tmp_path):
+    from mechalang.synth import make_model
+
+    make_model("sd1", tmp_path / "a.safetensors", dim_cap=4, dtype="float16", seed=1)
+    make_model("sd1", tmp_path / "b.safetensors", dim_cap=4, dtype="float16", seed=2)
+    (tmp_path / "r.mecha").write_text(
+        'let a = model("a.safetensors")\nlet b = model("b.safetensors")\n'
+        'export weighted_sum(a, b, alpha=0.5) to "o.safetensors" as {vae: fp32, IN00: "bf16", default: fp16}\n')
+    r = mecha("run", "r.mecha", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
+    out = load_file(str(tmp_path / "o.safetensors"))
+    assert set(out) == set(a)
+    for k, v in out.items():
+        if not a[k].is_floating_point():
+            assert torch.equal(v, a[k])
+            continue
+        # independent of the arch data: the VAE's keys by prefix; IN00 is the UNet's first conv
+        # and (as sd-mecha's blocks have it) the time embedding
+        in00 = ("model.diffusion_model.input_blocks.0.", "model.diffusion_model.time_embed.")
+        want = torch.float32 if k.startswith("first_stage_model.") else \
+            torch.bfloat16 if k.startswith(in00) else torch.float16
+        assert v.dtype == want, k
+        torch.testing.assert_close(v, ((a[k].float() + b[k].float()) * 0.5).to(want), rtol=0, atol=0)
+    (tmp_path / "bad.mecha").write_text('export model("a.safetensors") to "p.safetensors" as {vea: fp32, default: fp17}\n')
+    r = mecha("check", "bad.mecha", cwd=tmp_path)
+    assert r.exit_code == 1 and "E0243" in r.output and "fp17" in r.output
+    (tmp_path / "bad.mecha").write_text('export model("a.safetensors") to "p.safetensors" as {vea: fp32}\n')
+    r = mecha("check", "bad.mecha", cwd=tmp_path)
+    assert r.exit_code == 1 and "E0311" in r.output and "vae" in r.output
+    assert not (tmp_path / "p.safetensors").exists()
+
+
+def test_sd_ckpt_detected_and_checked_without_torch(tmp_path):
+    """An SD1 `.ckpt` (nested state_dict, as the original repository saves it) is detected as sd1,
+    and `mecha check` of a recipe on it and on a Hugging Face folder imports no torch."""
+    import subprocess
+    import sys
+
+    from mechalang.synth import make_model
+
+    make_model("sd1", tmp_path / "a.safetensors", dim_cap=4, dtype="float16", seed=1)
+    torch.save({"state_dict": load_file(str(tmp_path / "a.safetensors")), "global_step": 470000},
+               tmp_path / "sd.ckpt")
+    tiny_llama(tmp_path / "la", 0)
+    (tmp_path / "r.mecha").write_text(
+        'export weighted_sum(model("sd.ckpt"), model("a.safetensors"), alpha=0.5) to "o.safetensors"\n'
+        'export model("la") to "o/" as hf\n')
+    code = ("import sys; from mechalang import pipeline; p = pipeline.check(pipeline.load('r.mecha')); "
+            "assert not [d for d in p.diagnostics if d.is_error], p.diagnostics; "
+            "assert 'torch' not in sys.modules; print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+    r = mecha("info", "sd.ckpt", cwd=tmp_path)
+    assert r.exit_code == 0 and "arch: sd1" in r.output and "kind: torch" in r.output
+
+
+def test_hash_of_a_sharded_source_is_of_its_files_in_index_order(tmp_path):
+    import hashlib
+
+    from safetensors import safe_open
+
+    tiny_llama(tmp_path / "la", 0)
+    (tmp_path / "r.mecha").write_text('export model("la") to "o.safetensors"\n')
+    r = mecha("run", "r.mecha", "--hash", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    wm = json.loads((tmp_path / "la" / "model.safetensors.index.json").read_text())["weight_map"]
+    h = hashlib.sha256()
+    for shard in dict.fromkeys(wm.values()):
+        h.update((tmp_path / "la" / shard).read_bytes())
+    with safe_open(str(tmp_path / "o.safetensors"), "pt") as f:
+        inputs = json.loads(f.metadata()["mechalang.inputs"])
+    assert inputs[0]["sha256"] == h.hexdigest()

@@ -6,7 +6,8 @@ as a diffusers pipeline folder. Checked here without reading a tensor:
   pipeline folder of the same architecture: `config=`, else the model's first input that is a
   diffusers pipeline; with neither (every input a single file) the export is refused, since a
   pipeline cannot be loaded without its configs;
-- the output path names a folder (no file suffix), never an input;
+- the output path names a folder (no file suffix: check/evaluate.py `output_path`), never an
+  input nor a folder holding one;
 - components the config pipeline has and the model lacks (a UNet-only merge) are copied from it
   unchanged, and keys with no place in the layout are left out: both are reported as warnings.
 """
@@ -24,7 +25,6 @@ from ..graph.diffusers_export import DiffusersFormat
 from .values import POISON, ModelValue, a_type
 
 OPTIONS = ("dtype", "variant", "config")
-FILE_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".json")
 
 
 def diffusers_export(ev, stmt, value: Any, env) -> tuple[Any, DiffusersFormat | None]:
@@ -152,20 +152,3 @@ def _index(folder: str) -> dict:
 
 def _shown(folder: str) -> str:
     return os.path.basename(folder.rstrip(os.sep)) + "/"
-
-
-def output_folder(ev, text: str, mod, span) -> Path | None:
-    """A diffusers export's folder, absolute; None (reported) for a path naming a file."""
-    from ..paths import path_problem
-
-    problem = path_problem(text)
-    if problem:
-        ev.err(codes.BAD_OUTPUT_PATH, f"the output path {problem}", span)
-        return None
-    stripped = text.rstrip("/" + os.sep)
-    if not stripped or stripped.lower().endswith(FILE_SUFFIXES):
-        ev.err(codes.DIFFUSERS_OUTPUT_PATH, f"`{text}` names a file: a diffusers pipeline is a folder", span,
-               help=f'write to a folder: to "{Path(stripped).stem or "merged"}/"')
-        return None
-    p = Path(stripped).expanduser()
-    return (p if p.is_absolute() else mod.path.parent / p).resolve()

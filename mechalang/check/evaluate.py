@@ -55,6 +55,18 @@ class Options:
 
 
 # Limits on what evaluation builds, each reported as a diagnostic when exceeded.
+TORCH_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
+OUTPUT_FILE_SUFFIXES = (".safetensors", ".sft") + TORCH_SUFFIXES
+
+
+def is_folder_format(fmt: Any) -> bool:
+    """Whether an export format writes a folder (`as hf`, `as diffusers`)."""
+    from ..graph.diffusers_export import DiffusersFormat
+    from ..graph.hf_export import HfFormat
+
+    return isinstance(fmt, (HfFormat, DiffusersFormat))
+
+
 MAX_ITEMS = 100_000  # elements of a list, rules of a map
 MAX_STRING = 1_000_000  # characters of a string built with `+`
 MAX_TEMPLATE_DEPTH = 10_000  # templates calling templates
@@ -265,6 +277,10 @@ class Evaluator:
             from .diffusers_format import diffusers_export
 
             node, fmt = diffusers_export(self, stmt, value, env)
+        elif stmt.dtype == "hf":
+            from .hf_format import hf_export
+
+            node, fmt = hf_export(self, stmt, value, env)
         elif isinstance(value, ModelValue):
             if value.node.space != "weight":
                 self.err(codes.EXPORT_NOT_MODEL, f"cannot export a {value.node.type_name}: an output file must be a Model",
@@ -279,36 +295,81 @@ class Evaluator:
         if isinstance(path_v, str):
             if not path_v:
                 self.err(codes.BAD_OUTPUT_PATH, "the output path is empty", stmt.path.span)
-            elif stmt.dtype == "diffusers":
-                from .diffusers_format import output_folder
-
-                out_path = output_folder(self, path_v, mod, stmt.path.span)
             else:
-                out_path = self.output_path(path_v, mod, stmt.path.span)
+                folder = stmt.dtype if stmt.dtype in ("hf", "diffusers") else None
+                out_path = self.output_path(path_v, mod, stmt.path.span, folder=folder)
         elif path_v is not POISON:
             self.err(codes.BAD_OUTPUT_PATH, f"an output path must be a string, found {type_name(path_v)}", stmt.path.span)
-        dtype = stmt.dtype if stmt.dtype not in ("lora", "diffusers") else None
+        dtype = stmt.dtype if stmt.dtype not in ("lora", "hf", "diffusers") else None
         if dtype is not None and dtype not in EXPORT_DTYPES:
             sugg = did_you_mean(dtype, list(EXPORT_DTYPES))
             self.err(codes.UNKNOWN_OUTPUT_DTYPE, f"unknown output dtype `{dtype}`", stmt.span,
                      help=f"did you mean `{sugg}`?" if sugg else f"use one of {', '.join(EXPORT_DTYPES)}")
             dtype = None
+        dtypes = None
+        if stmt.dtypes is not None:
+            dtypes = self.export_dtypes(stmt.dtypes, node, env)
+            if dtypes is None:
+                node = None
         if exports is not None:
-            exports.append(Export(node, out_path, dtype, stmt.span, stmt.path.span, fmt))
+            exports.append(Export(node, out_path, dtype, stmt.span, stmt.path.span, fmt, dtypes))
 
-    def output_path(self, text: str, mod: SourceModule, span: Span | None) -> Path | None:
-        """An export's file, absolute (relative paths start at the recipe's folder), or None
-        (reported) when it cannot be a file to write: everything `mecha run` would refuse about a
-        path is refused here, before any tensor is read."""
+    def export_dtypes(self, hmap: ast.HyperMap, node: Node | None, env: Env) -> Any:
+        """`as {vae: fp32, default: fp16}`: the map's selectors checked against the exported model's
+        architecture like a hyperparameter map's; its values are dtype names (`fp16` or "fp16")."""
+        from dataclasses import replace
+
+        from ..dtypes import EXPORT_DTYPES
+        from ..methods.registry import HyperKind
+        from .calls import bind_hyper
+
+        entries = []
+        for entry in hmap.entries:
+            v = entry.value
+            if isinstance(v, ast.Name):
+                v = ast.String(v.id, span=v.span)
+            if not isinstance(v, ast.String) or v.value not in EXPORT_DTYPES:
+                shown = v.value if isinstance(v, ast.String) else "this value"
+                sugg = did_you_mean(shown, list(EXPORT_DTYPES)) if isinstance(v, ast.String) else None
+                self.err(codes.UNKNOWN_OUTPUT_DTYPE, f"unknown output dtype `{shown}`", entry.value.span,
+                         help=f"did you mean `{sugg}`?" if sugg else f"use one of {', '.join(EXPORT_DTYPES)}")
+                return None
+            entries.append(replace(entry, value=v))
+        value = self.e_HyperMap(replace(hmap, entries=tuple(entries)), env)
+        if node is None:
+            return None
+        return bind_hyper(self, HyperKind("str", choices=tuple(EXPORT_DTYPES)), value, hmap.span, node.arch,
+                          node.keys, "the output dtypes")
+
+    def output_path(self, text: str, mod: SourceModule, span: Span | None, *,
+                    folder: str | None = None) -> Path | None:
+        """An export's file (or, with `folder`, the folder of `as hf` / `as diffusers`), absolute (relative paths
+        start at the recipe's folder), or None (reported) when it cannot be one to write:
+        everything `mecha run` would refuse about a path is refused here, before any tensor is
+        read. The path must fit the format: a folder for `as hf`, a safetensors file otherwise."""
         problem = path_problem(text)
         if problem:
             self.err(codes.BAD_OUTPUT_PATH, f"the output path {problem}", span)
             return None
         p = Path(text).expanduser()
         out = (p if p.is_absolute() else mod.path.parent / p).resolve()
+        lower = text.rstrip("/" + os.sep).lower()
+        if folder:
+            if lower.endswith(OUTPUT_FILE_SUFFIXES) or (out.exists() and not is_dir(out)):
+                self.err(codes.OUTPUT_FORMAT_MISMATCH, f"`as {folder}` writes a folder, but `{text}` names a file",
+                         span, label="a file", help=f'name a folder: "{Path(text).stem}/"')
+                return None
+            return out
+        if lower.endswith(TORCH_SUFFIXES):
+            self.err(codes.OUTPUT_FORMAT_MISMATCH, f"`{text}` names a pickled torch file; mechalang writes "
+                                                   "safetensors only", span, label="not written",
+                     help=f'write "{Path(text).with_suffix(".safetensors").as_posix()}", or a Hugging Face '
+                          f'folder with `as hf`')
+            return None
         if text.endswith(("/", os.sep)) or is_dir(out):
             self.err(codes.BAD_OUTPUT_PATH, f"the output path `{text}` is a folder: an output is a file", span,
-                     help=f'name the file: "{text.rstrip("/" + os.sep) or "."}/merged.safetensors"')
+                     help=f'name the file: "{text.rstrip("/" + os.sep) or "."}/merged.safetensors", or write '
+                          f'a Hugging Face folder: `as hf`')
             return None
         return out
 
@@ -319,8 +380,9 @@ class Evaluator:
         for e in exports:
             if e.path is None:
                 continue
-            if e.path in inputs:
-                self.err(codes.OUTPUT_IS_INPUT, f"the output `{e.path.name}` is one of this recipe's inputs",
+            if e.path in inputs or (is_folder_format(e.format) and any(e.path in i.parents for i in inputs)):
+                self.err(codes.OUTPUT_IS_INPUT, f"the output `{e.path.name}` is one of this recipe's inputs"
+                         if e.path in inputs else f"the output folder `{e.path.name}` holds an input of this recipe",
                          e.path_span, label="would overwrite an input", help="write to another file")
             if e.path in seen:
                 self.err(codes.DUPLICATE_OUTPUT, f"two exports write `{e.path.name}`", e.path_span,

@@ -67,12 +67,72 @@ def kinds_text(verbose: bool = False) -> str:
                      for line in out) + "\n"
 
 
+def looks_like_path(text: str) -> bool:
+    import os
+
+    from ..sources import name_suffixes
+
+    return (os.path.exists(text) or "/" in text or os.sep in text
+            or text.lower().endswith(tuple(name_suffixes()) + (".sft", ".pth", ".json")))
+
+
+def source_text(path: str, verbose: bool = False) -> str:
+    """A model source as `mecha info PATH` shows it: kind, architecture, size, keys and dtypes
+    (raises sources.SourceError)."""
+    from collections import Counter
+
+    from ..archs.detect import detect_keys
+    from ..kinds.adapter import dialect_of, is_adapter
+    from ..paths import shown_path
+    from ..sources import Derived, open_source
+    from ..units import format_bytes
+
+    src = open_source(path)
+    if is_adapter(src.tensors):
+        arch = f"adapter ({dialect_of(src.tensors)} names)"
+    else:
+        d = detect_keys(list(src.tensors))
+        arch = d.arch.name + ("" if d.confident or d.arch.name == "generic" else " (a partial match)")
+    dtypes = Counter(t.dtype for t in src.tensors.values())
+    derived = sum(1 for t in src.tensors.values() if isinstance(t, Derived))
+    out = [f"{shown_path(path)}",
+           f"  kind: {src.kind}" + (f" ({src.note})" if src.note else ""),
+           f"  arch: {arch}",
+           f"  size: {format_bytes(src.size)} in {len(src.files)} file{'s' if len(src.files) != 1 else ''}",
+           f"  keys: {len(src.tensors)} (" + ", ".join(f"{n} {dt}" for dt, n in dtypes.most_common()) + ")"
+           + (f", {derived} derived from stored tensors" if derived else "")]
+    if src.extra_files:
+        import os
+
+        out.append("  other files: " + ", ".join(os.path.basename(f) for f in src.extra_files))
+    if verbose:
+        for f in src.files:
+            out.append(f"  file {shown_path(f.path)}: {format_bytes(f.size)}")
+        for name, t in src.tensors.items():
+            how = f" = {t.op}(" + ", ".join(a.name for a in t.args) + ")" if isinstance(t, Derived) else ""
+            out.append(f"    {name}  {t.dtype} {list(t.shape)}{how}")
+    if src.metadata and verbose:
+        for k, v in src.metadata.items():
+            out.append(f"  metadata {k}: {v[:100]}{'…' if len(v) > 100 else ''}")
+    return "\n".join(out) + "\n"
+
+
 def info_command(arch: str | None = None, *, verbose: bool = False, methods: bool = False,
                  plugins: Iterable[str] = (), format: str = "text", kinds: bool = False) -> int:
     problems = pipeline.load_plugins(plugins)
     if problems:
         return fail(problems, None, format)
     emit(pipeline.architecture_problems(), None, format)
+    if arch is not None and looks_like_path(arch) and info_text(arch, verbose) is None:
+        from ..sources import SourceError
+
+        try:
+            sys.stdout.write(source_text(arch, verbose))
+        except SourceError as e:
+            return fail([error(codes.MODEL_UNREADABLE, f"cannot read `{arch}`: "
+                               + (f"{e.path}: " if e.path.rstrip("/") != arch.rstrip("/") else "")
+                               + e.message, None)], None, format)
+        return 0
     if methods:
         sys.stdout.write(methods_text(verbose))
         return 0

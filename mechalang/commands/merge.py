@@ -66,17 +66,17 @@ def merge_recipe(models: list[str], *, method: str, alpha: float, output: str, d
 def _adapters(models: list[str], models_dir: str | None) -> list[bool]:
     """Which of the files are adapters (read from their headers; a file that cannot be read is
     left to the recipe's check, which says why)."""
-    from ..archs.header import HeaderError, read_header
     from ..kinds.adapter import is_adapter
+    from ..sources import SourceError, open_source
 
     found = []
     for m in models:
         p = Path(m).expanduser()
         candidates = [p] if p.is_absolute() else [Path.cwd() / p] + [d / p for d in models_dirs(models_dir)]
-        path = next((c for c in candidates if c.is_file()), None)
+        path = next((c for c in candidates if c.exists()), None)
         try:
-            found.append(path is not None and is_adapter(read_header(str(path)).tensors))
-        except HeaderError:
+            found.append(path is not None and is_adapter(open_source(str(path)).tensors))
+        except SourceError:
             found.append(False)
     return found
 

@@ -16,7 +16,8 @@ def run_command(file: str, *, sets: Iterable[str] = (), output: str | None = Non
                 precision: str = "fp32", overwrite: bool = False, strict: bool = False,
                 dry_run: bool = False, check_finite: bool = False, hash_inputs: bool = False,
                 plugins: Iterable[str] = (), format: str = "text", force: bool = False,
-                text: str | None = None, display: str | None = None, allow_unused: bool = False) -> int:
+                text: str | None = None, display: str | None = None, allow_unused: bool = False,
+                shard_size: str | None = None) -> int:
     t0 = time.perf_counter()
     if text is not None:
         program = pipeline.load(text=text, name=display or file, models_dir=models_dir,
@@ -24,7 +25,7 @@ def run_command(file: str, *, sets: Iterable[str] = (), output: str | None = Non
     else:
         program = load(file, sets, models_dir, plugins, force=force, allow_unused=allow_unused)
     planned = pipeline.plan(program, output=output, precision=precision, strict=strict,
-                            hash_inputs=hash_inputs and not dry_run)
+                            hash_inputs=hash_inputs and not dry_run, shard_size=shard_size)
     if not planned.ok:
         return fail(planned.diagnostics, planned.sources, format, file)
     if dry_run:

@@ -110,7 +110,7 @@ PARSER_INTERNAL = _d("E0199", "parser-internal", "the parser failed (a bug)")
 # E02xx: values, types, calls, model files, exports
 
 MODEL_NOT_FOUND = _d("E0201", "model-not-found", "a model file does not exist")
-MODEL_UNREADABLE = _d("E0202", "model-unreadable", "a model file is not a readable safetensors file")
+MODEL_UNREADABLE = _d("E0202", "model-unreadable", "a model path is not a readable model (file or folder)")
 ARCH_UNDETECTED = _d("E0203", "arch-undetected", "a model's architecture cannot be told from its keys")
 NOT_CALLABLE = _d("E0204", "not-callable", "a value that is not a function is called")
 NO_MEMBER = _d("E0205", "no-member", "`a.b` where `a` has no member or component `b`")
@@ -171,6 +171,11 @@ ADAPTER_NEEDS_BASE = _d("E0272", "adapter-needs-base", "an adapter kind that nee
 ADAPTER_CONFIG = _d("E0273", "adapter-config", "a PEFT adapter without a readable adapter_config.json")
 NOT_AN_ADAPTER = _d("E0274", "not-an-adapter", "`lora(...)` on a file with no adapter tensors")
 ADAPTER_DEFAULT_ALPHA = _d("W0275", "adapter-default-alpha", "a LoRA without alpha tensors: scale 1, as kohya assumes")
+OUTPUT_FORMAT_MISMATCH = _d("E0280", "output-format-mismatch",
+                            "an output path that does not fit the format written (`.bin`, a folder, `as hf` to a file)")
+BAD_SHARD_SIZE = _d("E0281", "bad-shard-size", "`shard_size=` / `--shard-size` that is not a size such as \"5GB\"")
+NO_CONFIG_TO_COPY = _d("W0282", "no-config-to-copy",
+                       "an `as hf` folder whose inputs have no config.json to copy (it will not load alone)")
 LORA_EXPORT_LEFT_OUT = _d("W0276", "lora-export-left-out",
                           "keys with no LoRA form (biases, norms, EMA copies) left out of a LoRA export")
 MODEL_IS_ADAPTER = _d("E0277", "model-is-adapter", "`model(...)` on a LoRA/adapter file (read it with `lora(...)`)")
@@ -180,7 +185,6 @@ DIFFUSERS_NEEDS_CONFIG = _d("E0290", "diffusers-needs-config",
 DIFFUSERS_BAD_CONFIG = _d("E0291", "diffusers-bad-config",
                           "`as diffusers(config=...)` that is not a pipeline folder of the model's architecture")
 DIFFUSERS_NO_LAYOUT = _d("E0292", "diffusers-no-layout", "`as diffusers` for an architecture with no diffusers layout")
-DIFFUSERS_OUTPUT_PATH = _d("E0293", "diffusers-output-path", "`as diffusers` to a path that names a file")
 DIFFUSERS_LEFT_OUT = _d("W0290", "diffusers-left-out", "keys a diffusers output has no place for, left out")
 DIFFUSERS_COPIED = _d("W0291", "diffusers-copied",
                       "pipeline components the exported model lacks, copied unchanged from the config pipeline")

@@ -339,18 +339,24 @@ Fix the name, use an absolute path, or point `--models-dir` at the folder that h
 checkpoints (`mecha run merge.mecha --models-dir ~/sd/models/Stable-diffusion`).""",
 
     "E0202": """\
-The model file exists but is not a readable safetensors file; the message says why: the header
-is not valid JSON, the file is truncated (an interrupted download), a tensor has a dtype
-safetensors does not define, or the path is a folder. mechalang reads only `.safetensors`
-files; a `.ckpt`, `.pt` or `.bin` pickle renamed to `.safetensors` fails here too.
+The model path exists but is not a model mechalang can read; the message names the file at fault
+and the problem. For a `.safetensors` file: the header is not valid JSON, the file is truncated (an
+interrupted download), a tensor has a dtype safetensors does not define. For a `.ckpt`, `.pt`,
+`.pth` or `.bin` file: it is not in torch's zip format (re-save it with a current torch), or its
+pickle refers to something that is not a tensor or a plain container (a training callback's
+class, or code such as `os.system`: it is refused, never run). For a Hugging Face folder or
+`*.index.json`: a shard the index lists is missing, the index names a tensor twice or a tensor
+its shard does not hold, or `config.json` disagrees with the weights. A folder with none of the
+known layouts is refused with what it holds.
 
 ```mecha
 let a = model(".")
 export a to "out.safetensors"
 ```
 
-Download the file again if it is truncated, and convert pickled checkpoints to safetensors
-(the web UIs and most model hubs offer a safetensors version).""",
+Download the file again if it is truncated; convert a pickled checkpoint that needs code to
+safetensors with the tool that made it (the web UIs and most model hubs offer a safetensors
+version). `mecha info PATH` shows what mechalang reads from a file or folder.""",
 
     "E0203": """\
 mechalang could not tell which architecture a model file is from the tensor names in its
@@ -838,6 +844,45 @@ export weighted_sum(a, b) to ""
 Give a file name in quotes: `to "out/merged.safetensors"` (relative to the recipe's folder), or a
 string-valued `param` you set with `--set`.""",
 
+    "E0280": """\
+An export's path does not fit the format it writes. mechalang writes safetensors only: a `.bin`,
+`.ckpt`, `.pt` or `.pth` output path is refused (they are pickles, which mechalang never writes);
+`as hf` writes a Hugging Face folder, so its path must name a folder, not a `.safetensors` file
+(nor an existing file).
+
+```mecha
+let a = model("sd1_a.safetensors")
+export a to "merged.bin"
+```
+
+Write `"merged.safetensors"`, or a folder: `export a to "merged/" as hf`. A single-file export to a
+folder path is E0242.""",
+
+    "E0281": """\
+The largest shard of an `as hf` folder, given by `shard_size=` or `mecha run --shard-size`, is not
+a size. Sizes are written as Hugging Face writes `max_shard_size`: a number with `KB`, `MB`, `GB`
+(powers of ten) or `KiB`, `MiB`, `GiB` (powers of two), or a whole number of bytes.
+
+```mecha
+let a = model("sd1_a.safetensors")
+export a to "merged/" as hf(shard_size="huge")
+```
+
+Write `shard_size="5GB"` (the default) or `shard_size="500MiB"`.""",
+
+    "W0282": """\
+An `as hf` export writes a Hugging Face folder, whose `config.json` and tokenizer files are copied
+from the first input that is a Hugging Face folder; none of this export's inputs is one, so the
+output has weights and an index but no `config.json`, and `from_pretrained` cannot load it alone.
+
+```mecha
+let a = model("sd1_a.safetensors")
+export a to "merged/" as hf
+```
+
+Copy a matching `config.json` (and tokenizer files) into the folder, merge Hugging Face folders,
+or write a single file instead (`to "merged.safetensors"`).""",
+
     "E0243": """\
 `export ... as X` names an output dtype that does not exist. The dtypes are `fp16`, `bf16`,
 `fp32`, `fp64`, `fp8` (the same as `fp8_e4m3`) and `fp8_e5m2`; spellings such as `float16` or
@@ -1213,16 +1258,6 @@ export model("sd1_a.safetensors", arch="sd1-kohya") to "merged/" as diffusers
 
 Write a single file instead (leave out `as diffusers`), or, if the model is one of those
 architectures, say so with `arch=`.""",
-
-    "E0293": """\
-A diffusers pipeline is a folder, so the path after `to` must name one: no `.safetensors` (or
-other file) suffix. A trailing `/` makes the intent plain.
-
-```mecha
-export model("sd1_a.safetensors") to "merged.safetensors" as diffusers(config="sd1_pipe/")
-```
-
-Write `to "merged/" as diffusers`, or leave out `as diffusers` to write one file.""",
 
     "W0290": """\
 A diffusers folder holds what the pipeline's components load, and some keys of the model have

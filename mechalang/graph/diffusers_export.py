@@ -94,7 +94,7 @@ def plan_output(lowerer, ex, folder: str) -> tuple[list[OutputPlan], FolderOutpu
         name = stem + (f".{fmt.variant}" if fmt.variant else "") + ".safetensors"
         path = os.path.join(folder, f, name)
         plans.append(OutputPlan(path, layout(entries), tuple(sorted(metadata.items())), folder=folder))
-    return plans, FolderOutput(folder, _copies(fmt)), left
+    return plans, FolderOutput(folder, copies=_copies(fmt)), left
 
 
 def _dtype(dtype: str, fmt) -> str:

@@ -42,8 +42,10 @@ class Lowered:
 
 class Lowerer:
     def __init__(self, program, *, precision: str = "fp32", output_paths: list[str] | None = None,
-                 metadata: Callable[[Any, str], dict[str, str]] | None = None, trace: bool = False):
+                 metadata: Callable[[Any, str], dict[str, str]] | None = None, trace: bool = False,
+                 shard_size: int | None = None):
         self.program = program
+        self.shard_size = shard_size  # `--shard-size` for `as hf` exports that do not say
         self.precision = precision
         self.output_paths = output_paths
         self.metadata = metadata or (lambda export, path: {})  # (export, the path written)
@@ -77,6 +79,7 @@ class Lowerer:
             path = self.output_paths[i] if self.output_paths else str(ex.path)
             self.export_paths[i] = path
             from .diffusers_export import DiffusersFormat
+            from .hf_export import HfFormat
 
             if isinstance(ex.format, DiffusersFormat):
                 from .diffusers_export import plan_output as plan_folder
@@ -84,6 +87,14 @@ class Lowerer:
                 files, folder, self.left_out_of_diffusers[i] = plan_folder(self, ex, path)
                 outputs += files
                 per_output += [ex] * len(files)
+                folders.append(folder)
+                continue
+            if isinstance(ex.format, HfFormat):
+                from .hf_export import plan_hf
+
+                shards, folder = plan_hf(self, ex, path, ex.format, self.shard_size)
+                outputs.extend(shards)
+                per_output += [ex] * len(shards)
                 folders.append(folder)
                 continue
             if ex.format is not None:
@@ -98,18 +109,28 @@ class Lowerer:
         return Lowered(plan, self.names, per_output, self)
 
     def _output(self, ex, path: str) -> OutputPlan:
+        return OutputPlan(path, layout(self.entries(ex)), tuple(sorted(self.metadata(ex, path).items())))
+
+    def entries(self, ex, dtype: str | None = None) -> list[tuple]:
+        """(key, expr, dtype written, shape) of every key an export writes, in key order. `dtype`
+        (an `as` name) overrides the export's own."""
         root: Node = ex.node
         entries = []
         memo: dict[tuple[int, str], KeyExpr | None] = {}
+        as_dtype = dtype or ex.dtype
         for key, meta in root.keys.items():
             expr = self.expr(root, key, memo)
             if expr is None:
                 continue
             dtype = meta.dtype
-            if ex.dtype is not None and dtype in FLOAT_DTYPES:
-                dtype = EXPORT_DTYPES[ex.dtype]
+            if as_dtype is not None and dtype in FLOAT_DTYPES:
+                dtype = EXPORT_DTYPES[as_dtype]
+            elif getattr(ex, "dtypes", None) is not None and dtype in FLOAT_DTYPES:
+                chosen = self.resolve(root, "dtype", ex.dtypes, key, None)
+                if isinstance(chosen, str):  # no rule for this key: its own dtype
+                    dtype = EXPORT_DTYPES[chosen]
             entries.append((key, expr, dtype, meta.shape))
-        return OutputPlan(path, layout(entries), tuple(sorted(self.metadata(ex, path).items())))
+        return entries
 
     # -------------------------------------------------------------- per key
 

@@ -23,6 +23,7 @@ class Export:
     span: Span | None
     path_span: Span | None
     format: Any = None  # graph.lora_export.LoraFormat for `as lora(...)`; None: a model file
+    dtypes: Any = None  # graph.nodes.BoundHyper of dtype names, for `as {vae: fp32, default: fp16}`
 
 
 @dataclass

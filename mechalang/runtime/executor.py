@@ -373,12 +373,13 @@ def _check_paths(plan: Plan) -> None:
         if real in seen:
             raise RuntimeFailure(f"two outputs write the same file {out.path}", path=out.path)
         seen[real] = out.path
-    for f in plan.folders:  # replacing a folder must never remove a file the merge reads
-        real = os.path.realpath(f.path) + os.sep
-        for in_real, in_path in inputs + [(os.path.realpath(src), src) for src, _ in f.copies]:
-            if in_real.startswith(real):
-                raise RuntimeFailure(f"the output folder {f.path} holds the input {in_path}: refusing "
-                                     f"to replace a folder that the merge reads", path=f.path)
+    for f in plan.folders:  # a folder output replaces the whole folder: no input may be in it
+        top = os.path.realpath(f.path) + os.sep
+        for in_real, in_path in inputs:
+            if in_real.startswith(top):
+                raise RuntimeFailure(f"the output folder {f.path} holds the input {in_path}: "
+                                     f"refusing to replace a folder that the merge reads",
+                                     path=f.path)
 
 
 def _validate(plan: Plan, registry: MethodRegistry) -> None:

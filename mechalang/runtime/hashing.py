@@ -110,3 +110,24 @@ def a1111_short_hash(sha256: str) -> str:
     """The short hash AUTOMATIC1111's web UI shows and writes in merge metadata: the first
     10 hex digits of the file's SHA-256."""
     return sha256[:10].lower()
+
+
+def sha256_source(files: list[str], *, use_cache: bool = True) -> str:
+    """The SHA-256 of a model source (sources.Source.files, in order): of its one file's bytes, or,
+    for a source of several files (shards), of the bytes of all its files concatenated in the
+    source's order (the index's order of first mention). Each file's own digest is cached as for
+    `sha256_file`; the several-file digest is recomputed from the files (it cannot be derived from
+    per-file digests)."""
+    if len(files) == 1:
+        return sha256_file(files[0], use_cache=use_cache)
+    h = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    for path in files:
+        with open(path, "rb", buffering=0) as f:
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                h.update(view[:n])
+    return h.hexdigest()

@@ -102,7 +102,8 @@ class OutputPlan:
     # A LoRA with dynamic ranks: planned at the largest rank, trimmed to each module's `alpha` (the
     # rank its factorization kept) before the file appears.
     trim_lora: bool = False
-    # The folder output (`FolderOutput.path`) this file is part of; "" for a file of its own.
+    # For a file of a folder output (a shard of `as hf`): that folder's final path (a FolderOutput
+    # of the plan). The file is written inside the folder's temporary copy.
     folder: str = ""
 
     def header_bytes(self) -> bytes:
@@ -116,13 +117,13 @@ class OutputPlan:
 
 @dataclass(frozen=True)
 class FolderOutput:
-    """An output that is a folder (a diffusers pipeline): its weight files are the OutputPlans
-    naming it as their `folder`; everything else in it is copied or written. It is built in a
-    temporary folder beside `path` and appears, renamed, only when complete."""
+    """A folder written as a whole (`as hf`): its OutputPlans (those whose `folder` is `path`), small
+    text files and files copied from an input, all made in a temporary folder beside it that is
+    renamed onto `path` only when everything is written."""
 
     path: str  # the final folder, absolute
-    copies: tuple[tuple[str, str], ...] = ()  # (source file, path relative to the folder)
-    texts: tuple[tuple[str, str], ...] = ()  # (path relative to the folder, text)
+    files: tuple[tuple[str, str], ...] = ()  # (name, text)
+    copies: tuple[tuple[str, str], ...] = ()  # (source file, name)
 
 
 @dataclass(frozen=True)

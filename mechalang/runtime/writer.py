@@ -7,12 +7,6 @@ much is needed and free), the header is written, then each tensor is written wit
 flushed to disk and renamed onto its final path. On failure `abort()` removes every temporary file:
 no partial output is ever visible under the final name.
 
-A folder output (`FolderOutput`, a diffusers pipeline) is staged the same way one level up: a
-temporary folder `.<name>.mecha-tmp-<random>/` beside the final one receives its files (each
-written and renamed as above, inside it) and its copied and written files; then the staged folder
-is renamed onto the final path (an existing folder there, which `--overwrite` allowed, is moved
-aside first and removed after). `abort()` removes the staged folder.
-
 While writing, the kernel is asked to start writing dirty pages back early, so that the final
 flush overlaps with computing instead of following it.
 """
@@ -22,7 +16,6 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-import shutil
 import threading
 
 import torch
@@ -64,9 +57,9 @@ class OutputWriter:
     def __init__(self, outputs: tuple[OutputPlan, ...], *, fsync: bool = True,
                  folders: tuple[FolderOutput, ...] = ()):
         self.outputs = outputs
-        self.fsync = fsync
         self.folders = folders
-        self.staged: dict[str, str] = {}  # folder output -> its temporary folder
+        self.temp_folders: dict[str, str] = {}  # final folder -> its temporary copy
+        self.fsync = fsync
         self.temp_paths: list[str | None] = [None] * len(outputs)
         self._fds: list[int | None] = [None] * len(outputs)
         self.data_start: list[int] = [0] * len(outputs)
@@ -79,37 +72,31 @@ class OutputWriter:
 
     def prepare(self) -> None:
         for f in self.folders:
-            self._stage_folder(f)
+            self._create_folder(f)
         for i, out in enumerate(self.outputs):
             self._create(i, out)
 
-    def _stage_folder(self, f: FolderOutput) -> None:
+    def _create_folder(self, f: FolderOutput) -> None:
         parent = os.path.dirname(os.path.abspath(f.path))
         if not os.path.isdir(parent):
-            raise RuntimeFailure(f"cannot write {f.path}: the folder {parent} does not exist", path=f.path)
+            raise RuntimeFailure(f"cannot write {f.path}: the folder {parent} does not exist",
+                                 path=f.path)
         tmp = temp_path_for(f.path)
         try:
             os.mkdir(tmp)
         except OSError as e:
-            raise RuntimeFailure(f"cannot write {f.path}: {e.strerror} (creating a folder in {parent})",
-                                 path=f.path) from None
-        self.staged[f.path] = tmp
-
-    def staged_path(self, out: OutputPlan) -> str:
-        """Where an output file is written until it appears: inside its folder output's staging."""
-        if not out.folder:
-            return out.path
-        rel = os.path.relpath(out.path, out.folder)
-        return os.path.join(self.staged[out.folder], rel)
+            raise RuntimeFailure(f"cannot write {f.path}: {e.strerror} (creating a folder in "
+                                 f"{parent})", path=f.path) from None
+        self.temp_folders[f.path] = tmp
 
     def _create(self, i: int, out: OutputPlan) -> None:
-        shown = out.path
-        path = self.staged_path(out)
-        if out.folder:
+        path = out.path
+        if out.folder:  # written inside its folder's temporary copy (maybe in a sub-folder of it)
+            path = self._in_temp_folder(out)
             os.makedirs(os.path.dirname(path), exist_ok=True)
         folder = os.path.dirname(os.path.abspath(path))
         if os.path.isdir(path):
-            raise RuntimeFailure(f"cannot write {shown}: it is a folder", path=shown)
+            raise RuntimeFailure(f"cannot write {path}: it is a folder", path=path)
         if not os.path.isdir(folder):
             raise RuntimeFailure(f"cannot write {path}: the folder {folder} does not exist",
                                  path=path)
@@ -255,57 +242,63 @@ class OutputWriter:
                         raise
                     os.unlink(tmp)
                     self.temp_paths[i] = tmp = trimmed
+                final = out.path if not out.folder else self._in_temp_folder(out)
                 for name, text in out.sidecars:  # before the output: it appears complete
-                    side = os.path.join(os.path.dirname(os.path.abspath(out.path)), name)
+                    side = os.path.join(os.path.dirname(os.path.abspath(final)), name)
                     with open(side + ".tmp", "w", encoding="utf-8") as f:
                         f.write(text)
                     os.replace(side + ".tmp", side)
-                os.replace(tmp, self.staged_path(out))
+                os.replace(tmp, final)
             except OSError as e:
                 done = [o.path for j, o in enumerate(self.outputs) if j < i]
                 note = f" ({', '.join(done)} already written)" if done else ""
                 raise RuntimeFailure(f"cannot move the finished file onto {out.path}: "
                                      f"{e.strerror}{note}", path=out.path) from None
             self.temp_paths[i] = None
-            folder = os.path.dirname(os.path.abspath(self.staged_path(out)))
+            folder = os.path.dirname(os.path.abspath(final))
             if folder not in folders:
                 folders.append(folder)
         if self.fsync:
             for folder in folders:
                 _fsync_dir(folder)
         for f in self.folders:
-            self._finish_folder(f)
+            self._commit_folder(f)
         self.committed = True
 
-    def _finish_folder(self, f: FolderOutput) -> None:
-        """Copy and write the folder's other files into its staging, then put it in place."""
-        tmp = self.staged[f.path]
+    def _commit_folder(self, f: FolderOutput) -> None:
+        """Write a folder's small files into its temporary copy, then rename it into place (an
+        existing folder there, which preflight allowed with --overwrite, is moved aside first and
+        removed after)."""
+        import shutil
+
+        tmp = self.temp_folders[f.path]
         try:
-            for src, rel in f.copies:
-                dest = os.path.join(tmp, rel)
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                shutil.copyfile(src, dest)
-            for rel, text in f.texts:
-                dest = os.path.join(tmp, rel)
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                with open(dest, "w", encoding="utf-8") as fh:
+            for src, name in f.copies:  # a name may be a relative path (`unet/config.json`)
+                os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
+                shutil.copyfile(src, os.path.join(tmp, name))
+            for name, text in f.files:
+                os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
+                with open(os.path.join(tmp, name), "w", encoding="utf-8") as fh:
                     fh.write(text)
+            if self.fsync:
+                _fsync_dir(tmp)
             aside = None
-            if os.path.lexists(f.path):  # allowed by --overwrite: replaced only now, when complete
+            if os.path.lexists(f.path):
                 aside = temp_path_for(f.path)
                 os.rename(f.path, aside)
             os.rename(tmp, f.path)
-        except OSError as e:
-            raise RuntimeFailure(f"cannot finish the folder {f.path}: {e.strerror or e}"
-                                 + (f" ({e.filename})" if e.filename else ""), path=f.path) from None
-        del self.staged[f.path]
-        if aside is not None:
-            if os.path.isdir(aside) and not os.path.islink(aside):
+            del self.temp_folders[f.path]
+            if aside is not None:
                 shutil.rmtree(aside, ignore_errors=True)
-            else:
-                os.unlink(aside)
-        if self.fsync:
-            _fsync_dir(os.path.dirname(os.path.abspath(f.path)))
+            if self.fsync:
+                _fsync_dir(os.path.dirname(os.path.abspath(f.path)))
+        except OSError as e:
+            raise RuntimeFailure(f"cannot finish the folder {f.path}: {e.strerror or e}",
+                                 path=f.path) from None
+
+    def _in_temp_folder(self, out: OutputPlan) -> str:
+        """Where a file of a folder output is written: the same place in the folder's temporary copy."""
+        return os.path.join(self.temp_folders[out.folder], os.path.relpath(out.path, out.folder))
 
     def abort(self) -> None:
         """Close and remove every temporary file. Safe to call more than once."""
@@ -325,8 +318,12 @@ class OutputWriter:
                 except OSError:
                     continue
                 self.temp_paths[i] = None
-        for path in list(self.staged):
-            shutil.rmtree(self.staged.pop(path), ignore_errors=True)
+        if self.temp_folders:
+            import shutil
+
+            for final, tmp in list(self.temp_folders.items()):
+                shutil.rmtree(tmp, ignore_errors=True)
+                del self.temp_folders[final]
 
 
 def _fsync_dir(folder: str) -> None:

@@ -288,6 +288,8 @@ class Export(Node):
     dtype: str | None = None  # "fp16", "bf16", "fp32", "fp64", "fp8"; or a format: "lora"
     # `as lora(rank=32)`: the format's options, as a call of the name after `as`
     format: "Call | None" = None
+    # `as {vae: fp32, default: fp16}`: output dtypes per key (values are dtype names)
+    dtypes: "HyperMap | None" = None
 
 
 Stmt = Union[Import, FromImport, Param, Let, Def, Export]

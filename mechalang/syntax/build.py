@@ -212,6 +212,10 @@ class _Builder:
             fmt = self.r_call(meta, [ast.Name(name, span=self.tspan(dtype)), arguments])
         return ast.Export(value, path, name, fmt, span=self.span(meta))
 
+    def r_export_map(self, meta, kids):
+        value, path, dtypes = kids
+        return ast.Export(value, path, None, None, dtypes, span=self.span(meta))
+
     def r_export_call(self, meta, kids):
         return True
 

@@ -465,6 +465,8 @@ class _Printer:
             dtype = f" as {s.dtype}" if s.dtype is not None else None
             if s.format is not None:
                 return _cat("export ", self.expr(s.value), " to ", self.expr(s.path), " as ", self.expr(s.format))
+            if s.dtypes is not None:
+                return _cat("export ", self.expr(s.value), " to ", self.expr(s.path), " as ", self.expr(s.dtypes))
             return _cat("export ", self.expr(s.value), " to ", self.expr(s.path), dtype)
         # A bare expression (a REPL input, a block's result).
         return self.expr(s)
