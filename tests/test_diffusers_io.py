@@ -211,6 +211,8 @@ def test_fp16_variant_and_bin_inputs(pipes, tmp_path):
     assert (tmp_path / "bin" / "unet" / "diffusion_pytorch_model.bin").exists()
     res = CliRunner().invoke(app, ["check", "-v", str(write(tmp_path, 'export model("fp16/") to "x.safetensors"'))])
     assert res.exit_code == 0 and "variant fp16" in res.output, res.output
+    res = CliRunner().invoke(app, ["info", str(tmp_path / "fp16")])
+    assert res.exit_code == 0 and "variant fp16" in res.output and "arch: sd1" in res.output, res.output
     run(tmp_path, 'export weighted_sum(model("fp16/"), model("bin/"), alpha=0.5) to "out/" as diffusers\n')
     want = lerp(state_dicts(load_sd1(tmp_path / "fp16", variant="fp16")), state_dicts(load_sd1(tmp_path / "bin")), 0.5)
     assert_close(state_dicts(load_sd1(tmp_path / "out")), want, atol=1e-3)
