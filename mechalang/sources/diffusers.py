@@ -181,7 +181,7 @@ def _build(path: str, arch: str, present: dict[str, str], what: str, single: boo
     if unused:
         note += "; kept under their folder's name, with no place in the single-file layout: " + ", ".join(
             f"{len(v)} of {f}/" for f, v in unused.items())
-    return Source(path, "diffusers", tuple(files), out, {}, extra, note)
+    return Source(path, "diffusers", tuple(files), out, {}, extra, note, arch)
 
 
 def _inventory(arch: str) -> dict[str, bool]:
