@@ -278,6 +278,14 @@ def test_config_disagreeing_with_weights(pipes, tmp_path):
     refused(tmp_path, 'export model("broken/") to "out/" as diffusers\n', "config.json", "block_out_channels")
 
 
+def test_sd2_pipeline_is_refused(pipes, tmp_path):
+    folder = copy_pipe(pipes, tmp_path)
+    cfg = json.loads((folder / "unet" / "config.json").read_text())
+    cfg["use_linear_projection"] = True
+    (folder / "unet" / "config.json").write_text(json.dumps(cfg))
+    refused(tmp_path, 'export model("broken/") to "out.safetensors"\n', "unet/config.json", "SD2")
+
+
 def test_unknown_pipeline_class(pipes, tmp_path):
     folder = copy_pipe(pipes, tmp_path)
     index = json.loads((folder / "model_index.json").read_text())

@@ -204,6 +204,8 @@ class DiffusersComponent:
     # A prefix of every key that some writers leave out (transformers 5 saves CLIPTextModel
     # without `text_model.`): read either way, written with it (every version loads that).
     optional_prefix: str = ""
+    # (config field, value, why): a config saying this is another architecture's component
+    refuse: tuple[tuple[str, object, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -379,7 +381,7 @@ _NAME_KEYS = {"dialect", "prefix", "paths", "export"}
 _OPTION_KEYS = {"map", "if", "unless", "as"}
 TRANSFORMS = ("conv", "transpose", "swap")
 _DIFFUSERS_KEYS = {"pipelines", "components"}
-_DIFFUSERS_COMPONENT_KEYS = {"folder", "class", "checkpoint", "paths", "config", "optional_prefix"}
+_DIFFUSERS_COMPONENT_KEYS = {"folder", "class", "checkpoint", "paths", "config", "optional_prefix", "refuse"}
 
 
 def _read(path: Path, km: _Keymap) -> None:
@@ -446,7 +448,12 @@ def _read_diffusers(d, src: str) -> DiffusersLayout:
         if not isinstance(optional, str) or (optional and paths is not None):
             raise KeymapError(f"[[diffusers.components]] `{folder}`: `optional_prefix` is a string, for a "
                               f"component without `paths`", src)
-        comps.append(DiffusersComponent(folder, cls, ckpt, paths, tuple(tuple(r) for r in config), optional))
+        refuse = c.get("refuse", [])
+        if not isinstance(refuse, list) or not all(
+                isinstance(r, list) and len(r) == 3 and isinstance(r[0], str) and isinstance(r[2], str) for r in refuse):
+            raise KeymapError(f"[[diffusers.components]] `{folder}`: `refuse` is a list of [field, value, reason]", src)
+        comps.append(DiffusersComponent(folder, cls, ckpt, paths, tuple(tuple(r) for r in config), optional,
+                                        tuple(tuple(r) for r in refuse)))
     return DiffusersLayout(tuple(pipelines), tuple(comps))
 
 

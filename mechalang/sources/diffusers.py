@@ -300,6 +300,9 @@ def _check_config(folder: str, comp, tensors: dict[str, Tensor]) -> None:
     if isinstance(cls, str) and cls != comp.cls and not (comp.cls == "CLIPTextModel" and cls.startswith("CLIPTextModel")):
         raise SourceError(path, f"the `{comp.folder}` component is a {comp.cls} in this pipeline, "
                                 f"but its config.json says {cls}")
+    for field, value, why in comp.refuse:
+        if _field(config, field) == value:
+            raise SourceError(path, f"config.json says {field} = {json.dumps(value)}: {why}")
     for field, name, dim in comp.config:
         want = _field(config, field)
         t = tensors.get(name) or tensors.get(comp.optional_prefix + name)
