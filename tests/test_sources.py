@@ -426,3 +426,119 @@ def test_hash_of_a_sharded_source_is_of_its_files_in_index_order(tmp_path):
     with safe_open(str(tmp_path / "o.safetensors"), "pt") as f:
         inputs = json.loads(f.metadata()["mechalang.inputs"])
     assert inputs[0]["sha256"] == h.hexdigest()
+
+
+def test_a_registered_source_kind_with_derived_keys(tmp_path):
+    """The extension API a new kind (a diffusers folder) uses: a folder of two files whose model
+    keys are renamed, concatenated (q/k/v -> in_proj), reshaped (linear -> 1×1 conv) and scaled,
+    merged by `mecha run` and compared with the same transforms done by hand in torch."""
+    import os
+
+    from mechalang.sources import Source, SourceKind, register
+    from mechalang.sources import safetensors as st
+    from mechalang.sources.registry import _KINDS
+
+    g = torch.Generator().manual_seed(9)
+    one = {f"attn.{p}.weight": torch.randn(4, 6, generator=g).half() for p in "qkv"}
+    two = {"proj.weight": torch.randn(5, 3, generator=g).half(), "gain": torch.tensor([2.0]),
+           "norm.weight": torch.randn(3, generator=g).half()}
+
+    def claims(path):
+        return os.path.isfile(os.path.join(path, "toy_index.json"))
+
+    def open_folder(path):
+        f0, t0, _ = st.stored_tensors(os.path.join(path, "one.safetensors"), 0)
+        f1, t1, _ = st.stored_tensors(os.path.join(path, "two.safetensors"), 1)
+        q, k, v = (t0[f"attn.{p}.weight"] for p in "qkv")
+        proj = t1["proj.weight"]
+        tensors = {
+            "net.in_proj_weight": Derived("F16", (12, 6), "cat", (q, k, v)),
+            "net.proj.weight": Derived("F16", (5, 3, 1, 1), "reshape", (proj,)),
+            "net.norm.weight": Derived("F16", (3,), "mul", (t1["norm.weight"], t1["gain"])),
+            "net.proj_t": Derived("F16", (3, 5), "transpose", (proj,)),
+            "net.q": q,
+        }
+        return Source(os.path.abspath(path), "toy", (f0, f1), tensors, {})
+
+    register(SourceKind("toy", claims, open_folder, "a toy folder", folder=True))
+    try:
+        for name, seed in (("ta", 0), ("tb", 1)):
+            d = tmp_path / name
+            d.mkdir()
+            (d / "toy_index.json").write_text("{}")
+            scale = 1 + seed
+            save_file({k: (v.float() * scale).half() for k, v in one.items()}, str(d / "one.safetensors"))
+            save_file({k: (v.float() * scale) .to(v.dtype) for k, v in two.items()}, str(d / "two.safetensors"))
+        (tmp_path / "r.mecha").write_text(
+            'export weighted_sum(model("ta", arch=generic), model("tb", arch=generic), alpha=0.25) to "o.safetensors"\n')
+        r = mecha("run", "r.mecha", cwd=tmp_path)
+        assert r.exit_code == 0, r.output
+        out = load_file(str(tmp_path / "o.safetensors"))
+
+        def model(scale):
+            o = {k: (v.float() * scale).half().float() for k, v in one.items()}
+            t = {k: (v.float() * scale).to(v.dtype).float() for k, v in two.items()}
+            return {"net.in_proj_weight": torch.cat([o["attn.q.weight"], o["attn.k.weight"], o["attn.v.weight"]]),
+                    "net.proj.weight": t["proj.weight"].reshape(5, 3, 1, 1),
+                    "net.norm.weight": t["norm.weight"] * t["gain"],
+                    "net.proj_t": t["proj.weight"].t(),
+                    "net.q": o["attn.q.weight"]}
+
+        a, b = model(1), model(2)
+        assert set(out) == set(a)
+        for k in a:
+            torch.testing.assert_close(out[k], (a[k] * 0.75 + b[k] * 0.25).half(), rtol=0, atol=0, msg=k)
+    finally:
+        _KINDS[:] = [k for k in _KINDS if k.name != "toy"]
+
+
+def test_torch_files_that_cannot_be_read_in_place_are_refused(tmp_path):
+    import zipfile
+
+    torch.save({"w": torch.randn(2, 3, 4).permute(2, 0, 1)}, tmp_path / "view.pt")
+    with pytest.raises(SourceError, match="non-contiguous view"):
+        open_source(tmp_path / "view.pt")
+    torch.save({"w": torch.randn(8)}, tmp_path / "plain.pt")
+    with zipfile.ZipFile(tmp_path / "plain.pt") as src, \
+            zipfile.ZipFile(tmp_path / "zipped.pt", "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    with pytest.raises(SourceError, match="compressed"):
+        open_source(tmp_path / "zipped.pt")
+    (tmp_path / "junk.ckpt").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(SourceError, match="zip"):
+        open_source(tmp_path / "junk.ckpt")
+
+
+def test_folder_output_with_subfolders_appears_whole(tmp_path):
+    """A folder output whose files lie in subfolders (the layout a diffusers pipeline needs): written
+    in a temporary folder, renamed at the end; on failure nothing is left."""
+    from mechalang.graph.source_reads import input_files, source_expr
+    from mechalang.runtime.executor import execute
+    from mechalang.runtime.plan import FolderOutput, OutputPlan, Plan, layout
+
+    save_file({"x": torch.arange(6, dtype=torch.float32).reshape(2, 3), "y": torch.ones(4)},
+              str(tmp_path / "in.safetensors"))
+    (tmp_path / "cfg.json").write_text('{"a": 1}')
+    src = open_source(tmp_path / "in.safetensors")
+    folder = str(tmp_path / "pipe")
+
+    def plan():
+        outs = (OutputPlan(folder + "/unet/w.safetensors",
+                           layout([("x", source_expr(0, src.tensors["x"]), "F16", (2, 3))]), folder=folder),
+                OutputPlan(folder + "/vae/w.safetensors",
+                           layout([("y", source_expr(0, src.tensors["y"]), "F32", (4,))]), folder=folder))
+        return Plan(tuple(input_files(src, "in")), outs, "fp32",
+                    (FolderOutput(folder, (("model_index.json", "{}\n"),), ((str(tmp_path / "cfg.json"), "unet/config.json"),)),))
+
+    execute(plan(), threads=2, fsync=False)
+    assert sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*")) == [
+        "model_index.json", "unet", "unet/config.json", "unet/w.safetensors", "vae", "vae/w.safetensors"]
+    assert torch.equal(load_file(folder + "/unet/w.safetensors")["x"], torch.arange(6.0).reshape(2, 3).half())
+    import shutil
+
+    shutil.rmtree(folder)
+    (tmp_path / "cfg.json").unlink()  # the copy fails at the end: nothing may be left
+    with pytest.raises(Exception):
+        execute(plan(), threads=1, fsync=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.safetensors"]

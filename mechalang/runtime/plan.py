@@ -103,7 +103,8 @@ class OutputPlan:
     # rank its factorization kept) before the file appears.
     trim_lora: bool = False
     # For a file of a folder output (a shard of `as hf`): that folder's final path (a FolderOutput
-    # of the plan). The file is written inside the folder's temporary copy.
+    # of the plan); `path` is inside it, possibly in a subfolder (`unet/...`). The file is written
+    # at the same place inside the folder's temporary copy.
     folder: str = ""
 
     def header_bytes(self) -> bytes:
@@ -122,8 +123,8 @@ class FolderOutput:
     renamed onto `path` only when everything is written."""
 
     path: str  # the final folder, absolute
-    files: tuple[tuple[str, str], ...] = ()  # (name, text)
-    copies: tuple[tuple[str, str], ...] = ()  # (source file, name)
+    files: tuple[tuple[str, str], ...] = ()  # (name relative to the folder, text)
+    copies: tuple[tuple[str, str], ...] = ()  # (source file, name relative to the folder)
 
 
 @dataclass(frozen=True)

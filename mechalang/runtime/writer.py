@@ -91,7 +91,7 @@ class OutputWriter:
 
     def _create(self, i: int, out: OutputPlan) -> None:
         path = out.path
-        if out.folder:  # written inside its folder's temporary copy (maybe in a sub-folder of it)
+        if out.folder:  # written inside its folder's temporary copy (subfolders made there)
             path = self._in_temp_folder(out)
             os.makedirs(os.path.dirname(path), exist_ok=True)
         folder = os.path.dirname(os.path.abspath(path))
@@ -265,6 +265,10 @@ class OutputWriter:
             self._commit_folder(f)
         self.committed = True
 
+    def _in_temp_folder(self, out: OutputPlan) -> str:
+        """Where a file of a folder output is written: the same place in the temporary folder."""
+        return os.path.join(self.temp_folders[out.folder], os.path.relpath(out.path, out.folder))
+
     def _commit_folder(self, f: FolderOutput) -> None:
         """Write a folder's small files into its temporary copy, then rename it into place (an
         existing folder there, which preflight allowed with --overwrite, is moved aside first and
@@ -273,7 +277,7 @@ class OutputWriter:
 
         tmp = self.temp_folders[f.path]
         try:
-            for src, name in f.copies:  # a name may be a relative path (`unet/config.json`)
+            for src, name in f.copies:  # names may have subfolders (`unet/config.json`)
                 os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
                 shutil.copyfile(src, os.path.join(tmp, name))
             for name, text in f.files:
@@ -295,10 +299,6 @@ class OutputWriter:
         except OSError as e:
             raise RuntimeFailure(f"cannot finish the folder {f.path}: {e.strerror or e}",
                                  path=f.path) from None
-
-    def _in_temp_folder(self, out: OutputPlan) -> str:
-        """Where a file of a folder output is written: the same place in the folder's temporary copy."""
-        return os.path.join(self.temp_folders[out.folder], os.path.relpath(out.path, out.folder))
 
     def abort(self) -> None:
         """Close and remove every temporary file. Safe to call more than once."""

@@ -56,9 +56,16 @@ Kinds registered later are tried first; `safetensors` (registered first) takes a
 file. A bare model name (`model("ghostmix")`) is completed with `name_suffixes()` (.safetensors,
 .ckpt, .pt, .bin, in that order), then tried as a folder.
 
-Outputs: `export ... as hf(shard_size=...)` writes a Hugging Face folder (graph/hf_export.py); an
-export format is a `check/lora_format.py`-style format value on the Export (`Export.format`), and
-`format=diffusers` belongs beside `hf` there, planned into several OutputPlans of one folder.
+Outputs: `export m to "out/" as hf(shard_size="5GB", dtype="bf16")` writes a Hugging Face folder.
+An export format is the name after `as` with its options, checked in check/ (check/lora_format.py,
+check/hf_format.py, dispatched on `stmt.dtype` in check/evaluate.py `export`) into a format value
+stored as `Export.format`, and planned in graph/ (graph/lora_export.py, graph/hf_export.py,
+dispatched in graph/lower.py `Lowerer.lower`). A folder output is several `OutputPlan`s whose
+`folder` is the folder's final path plus one `runtime.plan.FolderOutput` (small text files,
+files copied from an input) in `Plan.folders`; the writer makes all of it in a temporary folder
+renamed into place at the end. `as diffusers` belongs beside `hf`: a `DiffusersFormat` value, added
+to `check.evaluate.is_folder_format`, planned into one OutputPlan per component file with
+`folder=` set (`Lowerer.entries(ex)` gives every key's expression, dtype and shape).
 
 Hashing a source (`--hash`, `model(..., sha256=)`): runtime/hashing.py `sha256_source`, the sha256
 of its files' bytes concatenated in `files` order (for one file, that file's sha256).

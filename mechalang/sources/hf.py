@@ -168,13 +168,12 @@ def _check_config(path: str, config: dict, tensors: dict[str, Tensor]) -> None:
                                         f"embed_tokens.weight has shape {list(embed.shape)}")
     n_layers = config.get("num_hidden_layers")
     if isinstance(n_layers, int):
-        found = set()
-        for n in tensors:
-            parts = n.split(".")
-            for a, b in zip(parts, parts[1:]):
-                if a in ("layers", "h") and b.isdigit():
-                    found.add(int(b))
-                    break
+        import re
+
+        # the decoder stack only (`model.layers.N.`, `transformer.h.N.`): a vision tower's or an
+        # encoder's layers are counted by other config fields
+        stack = re.compile(r"^(?:model\.|transformer\.)?(?:layers|h)\.(\d+)\.")
+        found = {int(m.group(1)) for m in map(stack.match, tensors) if m}
         if found and max(found) + 1 != n_layers:
             raise SourceError(path, f"config.json says num_hidden_layers = {n_layers}, but the "
                                     f"weights have {max(found) + 1} layers")

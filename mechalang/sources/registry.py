@@ -84,7 +84,9 @@ def open_source(path: str | os.PathLike) -> Source:
     kind = kind_for(path)
     if kind is None:
         raise SourceError(path, _unknown_layout(path))
-    key = (kind.name, os.path.realpath(path), st.st_size, st.st_mtime_ns, _folder_stamp(path))
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    stamp = _folder_stamp(folder) if kind.folder else ()  # a changed shard or config reopens it
+    key = (kind.name, os.path.realpath(path), st.st_size, st.st_mtime_ns, stamp)
     cached = _cache.get(key)
     if cached is not None:
         return cached
