@@ -373,3 +373,15 @@ def test_transformer_pipelines_round_trip(arch, tmp_path):
         parts = [want[f"single_transformer_blocks.3.attn.to_{x}.bias"] for x in "qkv"]
         parts.append(want["single_transformer_blocks.3.proj_mlp.bias"])
         assert torch.equal(single["model.diffusion_model.single_blocks.3.linear1.bias"], torch.cat(parts))
+
+
+def test_a_failed_run_leaves_no_folder(pipes, tmp_path):
+    folder = copy_pipe(pipes, tmp_path)
+    recipe = write(tmp_path, 'export weighted_sum(model("broken/"), model("broken/"), alpha=0.5) to "out/" as diffusers\n')
+    planned = pipeline.plan(pipeline.load(recipe))
+    assert planned.ok
+    weights = folder / "vae" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4])  # the input changes after it was checked
+    result = pipeline.execute(planned, threads=2)
+    assert not result.ok
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "r.mecha"]
