@@ -385,3 +385,18 @@ def test_a_failed_run_leaves_no_folder(pipes, tmp_path):
     result = pipeline.execute(planned, threads=2)
     assert not result.ok
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "r.mecha"]
+
+
+def test_components_no_merge_touches_are_copied_whole(pipes, tmp_path):
+    """A safety checker (listed in model_index.json, weights of its own) is neither merged nor
+    dropped: the output carries the config pipeline's folder as it is, weights included."""
+    folder = copy_pipe(pipes, tmp_path)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["safety_checker"] = ["stable_diffusion", "StableDiffusionSafetyChecker"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    (folder / "safety_checker").mkdir()
+    (folder / "safety_checker" / "config.json").write_text("{}")
+    (folder / "safety_checker" / "model.safetensors").write_bytes(b"not merged, copied")
+    run(tmp_path, 'export model("broken/") to "out/" as diffusers\n')
+    assert (tmp_path / "out" / "safety_checker" / "model.safetensors").read_bytes() == b"not merged, copied"
+    assert (tmp_path / "out" / "safety_checker" / "config.json").is_file()

@@ -87,7 +87,7 @@ def diffusers_export(ev, stmt, value: Any, env) -> tuple[Any, DiffusersFormat | 
         ev.report(warning(codes.DIFFUSERS_LEFT_OUT,
                           f"`{_shown(folder)}` ({cls}) has no {', '.join(missing)} component: the model's "
                           f"{', '.join(missing)} keys are left out of the folder", stmt.span))
-    return node, DiffusersFormat(arch, folder, dtype, variant, copied)
+    return node, DiffusersFormat(arch, folder, dtype, variant, copied, tuple(missing))
 
 
 def _config_source(ev, node, config, span, arch: str) -> tuple[str, str] | None:

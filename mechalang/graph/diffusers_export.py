@@ -31,6 +31,7 @@ class DiffusersFormat:
     dtype: str | None = None        # an EXPORT_DTYPES name for float tensors; None: as computed
     variant: str | None = None      # weight files named `<stem>.<variant>.safetensors`
     copied: tuple[str, ...] = ()    # component folders copied whole from `config`
+    left_out: tuple[str, ...] = ()  # component folders the config pipeline does not have
 
 
 def plan_output(lowerer, ex, folder: str) -> tuple[list[OutputPlan], FolderOutput, list[str]]:
@@ -48,8 +49,10 @@ def plan_output(lowerer, ex, folder: str) -> tuple[list[OutputPlan], FolderOutpu
     for key, meta in root.keys.items():
         if "/" in key:  # a tensor kept under its folder's name by the diffusers source
             f, name = key.split("/", 1)
-            if f not in comps:
+            if f not in comps or f in fmt.left_out:
                 left.append(key)
+                continue
+            if f in fmt.copied:
                 continue
             expr = lowerer.expr(root, key, memo)
             if expr is not None:
@@ -57,6 +60,9 @@ def plan_output(lowerer, ex, folder: str) -> tuple[list[OutputPlan], FolderOutpu
             continue
         p = out.placements.get(key)
         if p is None or p.folder in fmt.copied:
+            continue
+        if p.folder in fmt.left_out:
+            left.append(key)
             continue
         expr = lowerer.expr(root, key, memo)
         if expr is None:
@@ -102,12 +108,17 @@ def _dtype(dtype: str, fmt) -> str:
 
 
 def _copies(fmt) -> tuple[tuple[str, str], ...]:
-    """The config pipeline's other files, and the whole folders of the components copied."""
-    from ..sources.diffusers import other_files
+    """The config pipeline's other files, and the whole folders of the components copied: those the
+    model lacks, and those no merge touches (a safety checker) that model_index.json lists."""
+    from ..sources.diffusers import EXTRAS, other_files
 
+    index = _index(fmt.config)
+    extras = [c for c in EXTRAS if isinstance(index.get(c), list) and index[c] and index[c][0]
+              and os.path.isdir(os.path.join(fmt.config, c))]
+    whole = (*fmt.copied, *extras)
     out = [(os.path.join(fmt.config, rel), rel) for rel in other_files(fmt.config)
-           if rel.split(os.sep, 1)[0] not in fmt.copied]
-    for comp in fmt.copied:
+           if rel.split(os.sep, 1)[0] not in whole]
+    for comp in whole:
         base = os.path.join(fmt.config, comp)
         for dirpath, dirs, names in os.walk(base):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -116,3 +127,14 @@ def _copies(fmt) -> tuple[tuple[str, str], ...]:
                     src = os.path.join(dirpath, n)
                     out.append((src, os.path.relpath(src, fmt.config)))
     return tuple(out)
+
+
+def _index(folder: str) -> dict:
+    import json
+
+    try:
+        with open(os.path.join(folder, "model_index.json"), encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}

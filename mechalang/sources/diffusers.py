@@ -110,17 +110,17 @@ def _is_component(v) -> bool:
 def _arch_by_components(listed: dict) -> str | None:
     """An unknown pipeline class whose components are exactly one architecture's (by folder and
     class): that architecture."""
-    weights = {k: v[1] for k, v in listed.items() if k in _WEIGHT_FOLDERS}
+    models = {k: v[1] for k, v in listed.items() if not k.startswith(("tokenizer", "scheduler")) and k not in EXTRAS}
     for arch in dm.archs_with_layout():
         comps = {c.folder: c.cls for c in dm.layout(arch).components}
-        if weights == comps:
+        if models == comps:
             return arch
     return None
 
 
-#: Component folders that hold weights in some pipeline (others: tokenizers, schedulers, ...).
-_WEIGHT_FOLDERS = ("unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3", "prior",
-                   "image_encoder", "safety_checker", "controlnet", "decoder", "movq")
+#: Components a pipeline of any of these architectures may also list, which a merge leaves alone
+#: (a diffusers output copies them from the config pipeline as they are).
+EXTRAS = ("safety_checker", "feature_extractor", "image_encoder")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -296,7 +296,8 @@ def _check_config(folder: str, comp, tensors: dict[str, Tensor]) -> None:
     config = _json(path)
     if not isinstance(config, dict):
         raise SourceError(path, "config.json is not a JSON object")
-    cls = config.get("_class_name") or (config.get("architectures") or [None])[0]
+    archs = config.get("architectures")
+    cls = config.get("_class_name") or (archs[0] if isinstance(archs, list) and archs else None)
     if isinstance(cls, str) and cls != comp.cls and not (comp.cls == "CLIPTextModel" and cls.startswith("CLIPTextModel")):
         raise SourceError(path, f"the `{comp.folder}` component is a {comp.cls} in this pipeline, "
                                 f"but its config.json says {cls}")
