@@ -13,12 +13,13 @@ of the first 64 KiB of its first file. The full sha256 is what `mecha run --hash
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import models_dirs
+from ..paths import arch_files_key, cache_dir, models_dirs
 
 MAX_HEADER = 100_000_000
 DATA_SAMPLE = 64 * 1024
@@ -71,13 +72,18 @@ def source_hash(src) -> str:
 
 
 def _candidates(folder: Path) -> list[Path]:
+    """The files with a model suffix and the folders a folder source kind claims."""
     from ..sources import name_suffixes
     from ..sources.registry import kinds
 
     suffixes = tuple(name_suffixes()) + (".sft", ".pth")
     folder_kinds = [k for k in kinds() if k.folder]
     out = []
-    for p in Path(folder).iterdir():
+    try:
+        children = list(Path(folder).iterdir())
+    except OSError:
+        return []
+    for p in children:
         if p.name.startswith("."):
             continue
         if p.is_file() and p.name.lower().endswith(suffixes):
@@ -87,27 +93,107 @@ def _candidates(folder: Path) -> list[Path]:
     return sorted(out, key=lambda p: p.name.lower())
 
 
+def _stamp(p: Path) -> tuple[int, int]:
+    """(size, mtime_ns) of a file; of a folder, the total size and latest time of its files."""
+    if not p.is_dir():
+        st = p.stat()
+        return st.st_size, st.st_mtime_ns
+    size, mtime = 0, p.stat().st_mtime_ns
+    for e in os.scandir(p):
+        if e.is_file():
+            st = e.stat()
+            size, mtime = size + st.st_size, max(mtime, st.st_mtime_ns)
+    return size, mtime
+
+
 def scan(folder: str | os.PathLike) -> list[ModelEntry]:
-    """Every model source of `folder` (files, and model folders; not inside other folders),
-    sorted by name."""
+    """Every model source of `folder` (files, and model folders; not inside other folders), sorted
+    by name.
+
+    What was learnt about a source is cached (`catalog.json` in the cache folder) under its path,
+    size and modification time (a folder's: its files' total and latest), so a folder of large
+    models is read once, not at every start of a form: the next start lists it without reading a
+    header.
+    """
+    cache = _Cache.load()
+    out = []
+    for p in _candidates(Path(folder)):
+        try:
+            st = _stamp(p)
+        except OSError:
+            continue
+        entry = cache.get(p, st)
+        if entry is None:
+            entry = _entry(p, st[0])
+            cache.put(p, st, entry)
+        out.append(entry)
+    cache.save()
+    return out
+
+
+def _entry(p: Path, size: int) -> ModelEntry:
+    """What the form shows of one source, read from its headers (indexes, pickles)."""
     from ..archs.detect import detect_keys
     from ..kinds.adapter import is_adapter
     from ..sources import SourceError, open_source
 
-    out = []
-    for p in _candidates(Path(folder)):
+    try:
+        src = open_source(str(p))
+        short = header_hash(p) if src.kind == "safetensors" else source_hash(src)
+    except (SourceError, OSError, ValueError) as exc:
+        return ModelEntry(p.name, p, "?", size, "-" * 8, problem=getattr(exc, "message", str(exc)))
+    if is_adapter(src.tensors):
+        return ModelEntry(p.name, p, "LoRA", src.size, short, adapter=True, kind=src.kind,
+                          keys=len(src.tensors))
+    d = detect_keys(list(src.tensors))
+    return ModelEntry(p.name, p, d.arch.name, src.size, short, confident=d.confident, kind=src.kind,
+                      keys=len(src.tensors))
+
+
+class _Cache:
+    """The catalog cache: {"key": what the answers depend on, "files": {path: [size, mtime_ns,
+    arch, short_hash, adapter, confident, problem, kind, keys, size]}}. Unreadable, stale or unwritable is the same as
+    empty: the cache only ever saves time."""
+
+    FIELDS = ("arch", "short_hash", "adapter", "confident", "problem", "kind", "keys", "size")
+
+    def __init__(self, path: Path, key: str, files: dict):
+        self.path, self.key, self.files, self.dirty = path, key, files, False
+
+    @classmethod
+    def load(cls) -> "_Cache":
+        from .._version import __version__
+
+        path = cache_dir() / "catalog.json"
+        key = f"{__version__}|{arch_files_key()}"
         try:
-            src = open_source(str(p))
-            short = header_hash(p) if src.kind == "safetensors" else source_hash(src)
-        except (SourceError, OSError, ValueError) as exc:
-            size = p.stat().st_size if p.is_file() else 0
-            out.append(ModelEntry(p.name, p, "?", size, "-" * 8, problem=getattr(exc, "message", str(exc))))
-            continue
-        if is_adapter(src.tensors):
-            out.append(ModelEntry(p.name, p, "LoRA", src.size, short, adapter=True, kind=src.kind,
-                                  keys=len(src.tensors)))
-            continue
-        d = detect_keys(list(src.tensors))
-        out.append(ModelEntry(p.name, p, d.arch.name, src.size, short, confident=d.confident,
-                              kind=src.kind, keys=len(src.tensors)))
-    return out
+            data = json.loads(path.read_text(encoding="utf-8"))
+            files = data["files"] if data.get("key") == key and isinstance(data.get("files"), dict) else {}
+        except (OSError, ValueError, KeyError, TypeError):
+            files = {}
+        return cls(path, key, files)
+
+    def get(self, p: Path, st: tuple[int, int]) -> ModelEntry | None:
+        row = self.files.get(str(p))
+        if not isinstance(row, list) or len(row) != 2 + len(self.FIELDS) or row[:2] != list(st):
+            return None
+        return ModelEntry(p.name, p, **dict(zip(self.FIELDS, row[2:])))
+
+    def put(self, p: Path, st: tuple[int, int], e: ModelEntry) -> None:
+        self.files[str(p)] = [*st, *(getattr(e, f) for f in self.FIELDS)]
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        files = {k: v for k, v in self.files.items() if os.path.exists(k)}  # forget deleted files
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"key": self.key, "files": files}), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
