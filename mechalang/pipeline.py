@@ -293,15 +293,25 @@ def plan(program: Program, *, output: str | os.PathLike | None = None, precision
     lowerer = Lowerer(program, precision=precision, output_paths=outs, trace=trace, shard_size=shard_bytes,
                       metadata=lambda ex, path: build_metadata(program, ex, path, hashes=recorded))
     lowered = lowerer.lower()
+    for i, keys in lowerer.left_out_of_diffusers.items():
+        if keys:
+            from .graph.coverage import summarize_keys
+            from .paths import shown_path
+
+            diags.append(warning(codes.DIFFUSERS_LEFT_OUT,
+                                 f"{len(keys)} key{'s' if len(keys) != 1 else ''} with no place in a diffusers "
+                                 f"pipeline left out of `{shown_path(lowerer.export_paths[i])}/`: "
+                                 f"{summarize_keys(keys)}", exports[i].span, label="written as diffusers",
+                                 help="a single-file export keeps them"))
     for i, keys in lowerer.left_out_of_lora.items():
         if keys:
             from .graph.coverage import summarize_keys
             from .paths import shown_path
 
-            ex = lowered.exports[i]
+            ex = exports[i]
             diags.append(warning(codes.LORA_EXPORT_LEFT_OUT,
                                  f"{len(keys)} key{'s' if len(keys) != 1 else ''} with no LoRA form left out of "
-                                 f"`{shown_path(lowered.plan.outputs[i].path)}`: {summarize_keys(keys)}",
+                                 f"`{shown_path(lowerer.export_paths[i])}`: {summarize_keys(keys)}",
                                  ex.span, label="written as a LoRA",
                                  help="biases and norms have no low-rank form; bake the delta into a model "
                                       "to keep them"))

@@ -79,7 +79,15 @@ def example_dir(tmp_path_factory):
                              ("sdxl_a", "sdxl", 5), ("sdxl_b", "sdxl", 6)):
         make_model(arch, d / f"{name}.safetensors", dim_cap=4, dtype="float16", seed=seed)
     write_adapters(d)
+    write_pipeline(d)
     return d
+
+
+def write_pipeline(d: Path) -> None:
+    """The tiny SD1 diffusers pipeline folder the diffusers codes' examples (W0290, W0291) name."""
+    from .diffusers_tiny import make
+
+    make("sd1", d / "sd1_pipe")
 
 
 def write_adapters(d: Path) -> None:

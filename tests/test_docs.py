@@ -72,7 +72,17 @@ def example_models(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, str(ROOT / "examples" / "make_models.py"), "--out", str(out)],
                    check=True, capture_output=True)
     write_loras(out)
+    write_pipelines(out)
     return out
+
+
+def write_pipelines(models: Path) -> None:
+    """The tiny SD1 diffusers pipeline folders docs/diffusers.md merges (made with diffusers)."""
+    from .diffusers_tiny import make
+
+    for name, seed in (("pipe_a", 1), ("pipe_b", 2)):
+        if not (models / name).exists():
+            make("sd1", models / name, seed=seed)
 
 
 def write_loras(models: Path) -> None:

@@ -54,7 +54,16 @@ dim 1 (its input size, the hidden size of every fused projection we know), `[a:]
 rows follow the real shapes, so scaled-down test models map as well as full ones. The pieces of
 a fused weight must tile its dim 0 exactly, or the weight is left unnamed in that spelling. `if`
 names a module (relative to where the map was entered) that must exist as a weight for the rule
-to apply, for layers whose meaning changes in a model's last block.
+to apply, for layers whose meaning changes in a model's last block; `unless` one that must not
+(a prefix may have two rules, `if = X` and `unless = X`). `as` says the dialect stores
+the tensor in another form: "conv" (a linear [o, i] that the checkpoint stores as a 1x1
+convolution [o, i, 1, 1]), "transpose" (a matrix stored transposed), "swap" (the two halves of
+dim 0 in the other order); adapters never name such a weight (their delta would need the same
+change), only whole-model mappings use them.
+
+A keymap may also say how a diffusers pipeline folder holds the checkpoint (`[diffusers]`,
+read by archs/diffusers_map.py): its pipeline classes, and per component folder the checkpoint
+prefix and the map naming every key of it, weights, biases and parameters alike.
 
 Weights are the keys ending in `.weight`, and OpenCLIP's `attn.in_proj_weight` (module path
 `attn.in_proj`). Nothing here imports torch.
@@ -145,6 +154,8 @@ class _Rule:
     rows: tuple[int, int | None] | None  # [a:b] in units of the weight's dim 1
     map: str | None                     # the map for the rest of the path
     cond: str | None                    # a module that must exist for the rule to apply
+    unless: str | None = None           # a module that must NOT exist for the rule to apply
+    transform: str | None = None        # how the dialect stores it: "conv" | "transpose" | "swap"
 
 
 @dataclass
@@ -183,10 +194,31 @@ class _Component:
     names: tuple[_Spelling, ...]
 
 
+@dataclass(frozen=True)
+class DiffusersComponent:
+    folder: str                 # the component's folder in a pipeline (`unet`, `text_encoder_2`)
+    cls: str                    # its class in model_index.json (`UNet2DConditionModel`)
+    checkpoint: str             # the checkpoint key prefix it holds
+    paths: str | None           # the map naming its keys; None: as they are
+    config: tuple[tuple[str, str, int], ...]  # (config field, tensor, dim) that must agree
+    # A prefix of every key that some writers leave out (transformers 5 saves CLIPTextModel
+    # without `text_model.`): read either way, written with it (every version loads that).
+    optional_prefix: str = ""
+    # (config field, value, why): a config saying this is another architecture's component
+    refuse: tuple[tuple[str, object, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class DiffusersLayout:
+    pipelines: tuple[str, ...]              # model_index.json `_class_name`s of this architecture
+    components: tuple[DiffusersComponent, ...]
+
+
 @dataclass
 class _Keymap:
     components: list[_Component]
     maps: dict[str, _Map]
+    diffusers: DiffusersLayout | None = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -227,7 +259,10 @@ def _key_names(km: _Keymap, key: str, keys: Mapping, dialect: str | None = None)
                 else:
                     def has(p: str, c: str = comp.checkpoint) -> bool:
                         return f"{c}{p}.weight" in keys
-                    translated[sp.paths] = _rows(_translate(km, sp.paths, rel, has, ""), shape)
+                    pieces = _translate(km, sp.paths, rel, has, "")
+                    # a weight the dialect stores in another form has no adapter name
+                    plain = [] if any(t for _, _, t in pieces) else [(p, r) for p, r, _ in pieces]
+                    translated[sp.paths] = _rows(plain, shape)
             pieces = translated[sp.paths]
             if pieces:
                 sep = DIALECTS[sp.dialect]
@@ -235,27 +270,30 @@ def _key_names(km: _Keymap, key: str, keys: Mapping, dialect: str | None = None)
     return out
 
 
-def _translate(km: _Keymap, map_name: str, path: str, has, base: str) -> list[tuple[str, tuple | None]]:
-    """`path` through map `map_name`: (dialect path, rows spec) pieces, [] when it has no name."""
+def _translate(km: _Keymap, map_name: str, path: str, has, base: str) -> list[tuple[str, tuple | None, str | None]]:
+    """`path` through map `map_name`: (dialect path, rows spec, transform) pieces, [] when it has
+    no name."""
     found = km.maps[map_name].match(path)
     if found is None:
         return []
     end, hits = found
     rest = path[end:]           # "" or ".more.segments"
-    out: list[tuple[str, tuple | None]] = []
+    out: list[tuple[str, tuple | None, str | None]] = []
     for rule, groups in hits:
         if rule.cond is not None and not has(base + rule.cond):
+            continue
+        if rule.unless is not None and has(base + rule.unless):
             continue
         name = rule.name if groups is None else re.sub(r"\{(\w+)\}", lambda m, g=groups: g[m[1]], rule.name)
         if rule.map is not None:
             if rest:
                 inner = _translate(km, rule.map, rest[1:], has, base + path[:end] + ".")
-                out += [(f"{name}.{p}", r) for p, r in inner]
+                out += [(f"{name}.{p}", r, t) for p, r, t in inner]
         elif rule.rows is not None:
             if not rest:        # a slice names a whole fused weight, never a module inside it
-                out.append((name, rule.rows))
+                out.append((name, rule.rows, rule.transform))
         else:
-            out.append((name + rest, None))
+            out.append((name + rest, None, rule.transform if not rest else None))
     return out
 
 
@@ -326,6 +364,9 @@ def _load(name: str) -> _Keymap:
         for sp in comp.names:
             if sp.paths is not None and sp.paths not in km.maps:
                 raise KeymapError(f"no map `{sp.paths}` (used by {sp.dialect} `{sp.prefix}`)", name)
+    for dc in km.diffusers.components if km.diffusers else ():
+        if dc.paths is not None and dc.paths not in km.maps:
+            raise KeymapError(f"no map `{dc.paths}` (used by the diffusers folder `{dc.folder}`)", name)
     for mname, m in km.maps.items():
         for rules in itertools.chain(m.exact.values(), (rs for _, rs in m.patterns.values())):
             for r in rules:
@@ -334,10 +375,13 @@ def _load(name: str) -> _Keymap:
     return km
 
 
-_FILE_KEYS = {"description", "components", "maps"}
+_FILE_KEYS = {"description", "components", "maps", "diffusers"}
 _COMPONENT_KEYS = {"checkpoint", "names"}
 _NAME_KEYS = {"dialect", "prefix", "paths", "export"}
-_OPTION_KEYS = {"map", "if"}
+_OPTION_KEYS = {"map", "if", "unless", "as"}
+TRANSFORMS = ("conv", "transpose", "swap")
+_DIFFUSERS_KEYS = {"pipelines", "components"}
+_DIFFUSERS_COMPONENT_KEYS = {"folder", "class", "checkpoint", "paths", "config", "optional_prefix", "refuse"}
 
 
 def _read(path: Path, km: _Keymap) -> None:
@@ -368,6 +412,10 @@ def _read(path: Path, km: _Keymap) -> None:
                                   f"`paths` (a map name) and `export` (true/false)", src)
             names.append(_Spelling(dialect, prefix, paths, export))
         km.components.append(_Component(ckpt, tuple(names)))
+    if "diffusers" in data:
+        if km.diffusers is not None:
+            raise KeymapError("`[diffusers]` is given twice", src)
+        km.diffusers = _read_diffusers(data["diffusers"], src)
     maps = data.get("maps", {})
     if not isinstance(maps, dict):
         raise KeymapError("`maps` must be a table of rule lists", src)
@@ -375,6 +423,38 @@ def _read(path: Path, km: _Keymap) -> None:
         if mname in km.maps:
             raise KeymapError(f"map `{mname}` is defined twice", src)
         km.maps[mname] = _build_map(mname, _list(rules, f"map `{mname}`", src, table=False), src)
+
+
+def _read_diffusers(d, src: str) -> DiffusersLayout:
+    if not isinstance(d, dict):
+        raise KeymapError("`[diffusers]` must be a table", src)
+    _no_unknown(d, _DIFFUSERS_KEYS, "[diffusers]: ", src)
+    pipelines = d.get("pipelines", [])
+    if not isinstance(pipelines, list) or not all(isinstance(p, str) for p in pipelines):
+        raise KeymapError("[diffusers]: `pipelines` must be a list of class names", src)
+    comps = []
+    for c in _list(d.get("components", []), "diffusers.components", src):
+        _no_unknown(c, _DIFFUSERS_COMPONENT_KEYS, "[[diffusers.components]]: ", src)
+        folder, cls, ckpt, paths = c.get("folder"), c.get("class"), c.get("checkpoint"), c.get("paths")
+        if not all(isinstance(v, str) for v in (folder, cls, ckpt)) or not (paths is None or isinstance(paths, str)):
+            raise KeymapError("[[diffusers.components]] needs `folder`, `class` and `checkpoint` (strings) and "
+                              "`paths` (a map name) if its keys are renamed", src)
+        config = c.get("config", [])
+        if not isinstance(config, list) or not all(
+                isinstance(r, list) and len(r) == 3 and isinstance(r[0], str) and isinstance(r[1], str)
+                and isinstance(r[2], int) for r in config):
+            raise KeymapError(f"[[diffusers.components]] `{folder}`: `config` is a list of [field, tensor, dim]", src)
+        optional = c.get("optional_prefix", "")
+        if not isinstance(optional, str) or (optional and paths is not None):
+            raise KeymapError(f"[[diffusers.components]] `{folder}`: `optional_prefix` is a string, for a "
+                              f"component without `paths`", src)
+        refuse = c.get("refuse", [])
+        if not isinstance(refuse, list) or not all(
+                isinstance(r, list) and len(r) == 3 and isinstance(r[0], str) and isinstance(r[2], str) for r in refuse):
+            raise KeymapError(f"[[diffusers.components]] `{folder}`: `refuse` is a list of [field, value, reason]", src)
+        comps.append(DiffusersComponent(folder, cls, ckpt, paths, tuple(tuple(r) for r in config), optional,
+                                        tuple(tuple(r) for r in refuse)))
+    return DiffusersLayout(tuple(pipelines), tuple(comps))
 
 
 def _build_map(mname: str, rules: list, src: str) -> _Map:
@@ -400,7 +480,10 @@ def _build_map(mname: str, rules: list, src: str) -> _Map:
                 if opts.get("map") or (rows[1] is not None and rows[1] <= rows[0]):
                     raise KeymapError(f"map `{mname}`: rule {raw[0]!r}: a row slice [a:b] needs a < b "
                                       f"and no `map`", src)
-            rule = _Rule(ckpt, name, rows, opts.get("map"), opts.get("if"))
+            if opts.get("as") is not None and (opts["as"] not in TRANSFORMS or opts.get("map")):
+                raise KeymapError(f"map `{mname}`: rule {raw[0]!r}: `as` is one of {', '.join(TRANSFORMS)}, on a "
+                                  f"rule without `map`", src)
+            rule = _Rule(ckpt, name, rows, opts.get("map"), opts.get("if"), opts.get("unless"), opts.get("as"))
             free = re.findall(r"\{(\w+)\}", ckpt)
             if sorted(free) != sorted(re.findall(r"\{(\w+)\}", name)):
                 raise KeymapError(f"map `{mname}`: rule {raw[0]!r}: a free {{n}} must appear once on "
@@ -414,8 +497,12 @@ def _build_map(mname: str, rules: list, src: str) -> _Map:
                 slot = m.patterns.setdefault(ckpt, (re.compile(rx + r"(?=\.|$)"), []))[1]
             else:
                 slot = m.exact.setdefault(ckpt, [])
-            # Several rules for one prefix are the pieces of one fused weight, never alternatives.
-            if slot and (rows is None or any(r.rows is None for r in slot)):
+            # Several rules for one prefix are the pieces of one fused weight, or two alternatives
+            # of which exactly one applies (`if = X` and `unless = X`).
+            exclusive = len(slot) == 1 and rows is None and slot[0].rows is None and (
+                (rule.cond is not None and slot[0].unless == rule.cond)
+                or (rule.unless is not None and slot[0].cond == rule.unless))
+            if slot and not exclusive and (rows is None or any(r.rows is None for r in slot)):
                 raise KeymapError(f"map `{mname}`: `{ckpt}` is mapped twice", src)
             slot.append(rule)
     return m

@@ -187,6 +187,10 @@ def load_model(ev, path: str, span: Span | None, *, arch=None, sha256: str | Non
         return ev.err(codes.MODEL_IS_ADAPTER, f"`{path}` is an adapter ({dialect_of(header.tensors)} names), "
                                               f"not a model", span, label="an adapter",
                       help=f'read it with lora("{path}", base=...) and add it to a model: base + lora(...)')
+    if arch is None and getattr(header, "arch", None):
+        # the source's layout says (a diffusers pipeline's class): its keys were named by that
+        # architecture's layout, and W0204 below still says if most are unknown to it
+        arch = get_arch(header.arch)
     if arch is None:
         det = detect(header)
         best = det.best

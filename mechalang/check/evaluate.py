@@ -60,10 +60,11 @@ OUTPUT_FILE_SUFFIXES = (".safetensors", ".sft") + TORCH_SUFFIXES
 
 
 def is_folder_format(fmt: Any) -> bool:
-    """Whether an export format writes a folder (`as hf`)."""
+    """Whether an export format writes a folder (`as hf`, `as diffusers`)."""
+    from ..graph.diffusers_export import DiffusersFormat
     from ..graph.hf_export import HfFormat
 
-    return isinstance(fmt, HfFormat)
+    return isinstance(fmt, (HfFormat, DiffusersFormat))
 
 
 MAX_ITEMS = 100_000  # elements of a list, rules of a map
@@ -272,6 +273,10 @@ class Evaluator:
             from .lora_format import lora_export
 
             node, fmt = lora_export(self, stmt, value, env)
+        elif stmt.dtype == "diffusers":
+            from .diffusers_format import diffusers_export
+
+            node, fmt = diffusers_export(self, stmt, value, env)
         elif stmt.dtype == "hf":
             from .hf_format import hf_export
 
@@ -291,10 +296,11 @@ class Evaluator:
             if not path_v:
                 self.err(codes.BAD_OUTPUT_PATH, "the output path is empty", stmt.path.span)
             else:
-                out_path = self.output_path(path_v, mod, stmt.path.span, folder=stmt.dtype == "hf")
+                folder = stmt.dtype if stmt.dtype in ("hf", "diffusers") else None
+                out_path = self.output_path(path_v, mod, stmt.path.span, folder=folder)
         elif path_v is not POISON:
             self.err(codes.BAD_OUTPUT_PATH, f"an output path must be a string, found {type_name(path_v)}", stmt.path.span)
-        dtype = stmt.dtype if stmt.dtype not in ("lora", "hf") else None
+        dtype = stmt.dtype if stmt.dtype not in ("lora", "hf", "diffusers") else None
         if dtype is not None and dtype not in EXPORT_DTYPES:
             sugg = did_you_mean(dtype, list(EXPORT_DTYPES))
             self.err(codes.UNKNOWN_OUTPUT_DTYPE, f"unknown output dtype `{dtype}`", stmt.span,
@@ -336,8 +342,8 @@ class Evaluator:
                           node.keys, "the output dtypes")
 
     def output_path(self, text: str, mod: SourceModule, span: Span | None, *,
-                    folder: bool = False) -> Path | None:
-        """An export's file (or, with `folder`, the folder of `as hf`), absolute (relative paths
+                    folder: str | None = None) -> Path | None:
+        """An export's file (or, with `folder`, the folder of `as hf` / `as diffusers`), absolute (relative paths
         start at the recipe's folder), or None (reported) when it cannot be one to write:
         everything `mecha run` would refuse about a path is refused here, before any tensor is
         read. The path must fit the format: a folder for `as hf`, a safetensors file otherwise."""
@@ -350,7 +356,7 @@ class Evaluator:
         lower = text.rstrip("/" + os.sep).lower()
         if folder:
             if lower.endswith(OUTPUT_FILE_SUFFIXES) or (out.exists() and not is_dir(out)):
-                self.err(codes.OUTPUT_FORMAT_MISMATCH, f"`as hf` writes a folder, but `{text}` names a file",
+                self.err(codes.OUTPUT_FORMAT_MISMATCH, f"`as {folder}` writes a folder, but `{text}` names a file",
                          span, label="a file", help=f'name a folder: "{Path(text).stem}/"')
                 return None
             return out

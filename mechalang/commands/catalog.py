@@ -152,6 +152,9 @@ def _entry(p: Path, size: int) -> ModelEntry:
     if is_adapter(src.tensors):
         return ModelEntry(p.name, p, "LoRA", src.size, short, adapter=True, kind=src.kind,
                           keys=len(src.tensors))
+    if src.arch:  # the source's own layout says (a diffusers pipeline's class)
+        return ModelEntry(p.name, p, src.arch, src.size, short, confident=True, kind=src.kind,
+                          keys=len(src.tensors))
     d = detect_keys(list(src.tensors))
     return ModelEntry(p.name, p, d.arch.name, src.size, short, confident=d.confident, kind=src.kind,
                       keys=len(src.tensors))

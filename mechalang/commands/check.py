@@ -52,9 +52,21 @@ def check_command(file: str, *, sets: Iterable[str] = (), models_dir: str | None
     for c in planned.coverage:
         print(f"  note: {c.describe()}")
     if verbose:
-        for line in adapter_mapping_lines(program):
+        for line in model_source_lines(program) + adapter_mapping_lines(program):
             print(line)
     return 0
+
+
+def model_source_lines(program: pipeline.Program) -> list[str]:
+    """For every model a recipe reads: what it is read from (a folder's layout, the weights file
+    or variant chosen), as its source says."""
+    lines = []
+    for n in program.builder.file_nodes():
+        src = n.load.header if n.op == "load" else None
+        note = getattr(src, "note", "")
+        if note:
+            lines.append(f"model {shown_path(n.load.path)} ({n.arch.name}): {note}")
+    return lines
 
 
 def adapter_mapping_lines(program: pipeline.Program) -> list[str]:

@@ -90,6 +90,8 @@ def source_text(path: str, verbose: bool = False) -> str:
     src = open_source(path)
     if is_adapter(src.tensors):
         arch = f"adapter ({dialect_of(src.tensors)} names)"
+    elif src.arch:  # the source's own layout says (a diffusers pipeline's class)
+        arch = src.arch
     else:
         d = detect_keys(list(src.tensors))
         arch = d.arch.name + ("" if d.confident or d.arch.name == "generic" else " (a partial match)")

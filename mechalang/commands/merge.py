@@ -59,6 +59,9 @@ def merge_recipe(models: list[str], *, method: str, alpha: float, output: str, d
         value = ast.Call(ast.Name(method), tuple(ast.Name(n) for n in names),
                          (ast.Keyword("alpha", literal(float(alpha))),))
     lets.append(ast.Let(merged, value))
+    if fmt is None and output.endswith(("/", "\\")):  # a folder: written as a diffusers pipeline
+        fmt = ast.Call(ast.Name("diffusers"), (), (ast.Keyword("dtype", ast.String(dtype)),) if dtype else ())
+        return print_module(ast.Module((*lets, ast.Export(ast.Name(merged), ast.String(output), "diffusers", fmt))))
     export = ast.Export(ast.Name(merged), ast.String(output), "lora" if fmt else dtype, fmt)
     return print_module(ast.Module((*lets, export)))
 

@@ -180,6 +180,14 @@ LORA_EXPORT_LEFT_OUT = _d("W0276", "lora-export-left-out",
                           "keys with no LoRA form (biases, norms, EMA copies) left out of a LoRA export")
 MODEL_IS_ADAPTER = _d("E0277", "model-is-adapter", "`model(...)` on a LoRA/adapter file (read it with `lora(...)`)")
 FEW_KNOWN_KEYS = _d("W0204", "few-known-keys", "most of a model's keys are unknown to its architecture")
+DIFFUSERS_NEEDS_CONFIG = _d("E0290", "diffusers-needs-config",
+                            "`as diffusers` with no diffusers input to take the pipeline's configs from")
+DIFFUSERS_BAD_CONFIG = _d("E0291", "diffusers-bad-config",
+                          "`as diffusers(config=...)` that is not a pipeline folder of the model's architecture")
+DIFFUSERS_NO_LAYOUT = _d("E0292", "diffusers-no-layout", "`as diffusers` for an architecture with no diffusers layout")
+DIFFUSERS_LEFT_OUT = _d("W0290", "diffusers-left-out", "keys a diffusers output has no place for, left out")
+DIFFUSERS_COPIED = _d("W0291", "diffusers-copied",
+                      "pipeline components the exported model lacks, copied unchanged from the config pipeline")
 
 # ------------------------------------------------------------------------------------------------
 # E03xx: keys and hyperparameter maps

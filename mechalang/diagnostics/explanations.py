@@ -1221,6 +1221,69 @@ export a to "out.safetensors"
 Check `arch=`, or leave it out to detect the architecture from the file; `mecha info` lists the
 architectures and `mecha info NAME -v` their keys. Unknown keys are still merged, key by key.""",
 
+    "E0290": """\
+`export … as diffusers` writes a diffusers pipeline folder, and a pipeline cannot be loaded
+without its configs: model_index.json, each component's config.json, the tokenizers and the
+scheduler. They are copied from the model's first input that is a pipeline folder of the same
+architecture; here every input is a single file, so there is nothing to copy them from.
+
+```mecha
+export model("sd1_a.safetensors") to "merged/" as diffusers
+```
+
+Name a pipeline folder of the same architecture to take them from (its weights are not used):
+`as diffusers(config="stable-diffusion-v1-5/")`, or write a single file (leave out `as diffusers`).""",
+
+    "E0291": """\
+`config=` of `as diffusers(...)` names the pipeline folder whose non-weight files (model_index.json,
+configs, tokenizers, scheduler) the output copies. It must be a diffusers pipeline folder (with a
+readable model_index.json) of the exported model's architecture: an SDXL pipeline's configs
+describe another network than an SD1 model's weights.
+
+```mecha
+export model("sd1_a.safetensors") to "merged/" as diffusers(config="sd1_b.safetensors")
+```
+
+Give a folder such as the one `StableDiffusionPipeline.save_pretrained` writes (or that InvokeAI
+keeps for a diffusers model).""",
+
+    "E0292": """\
+`as diffusers` needs to know where every key of the model goes in a pipeline folder, and that
+layout is data for sd1, sdxl, sd3 and flux (stdlib/keymaps/*.toml `[diffusers]`). The model here is
+of another architecture, which has none.
+
+```mecha
+export model("sd1_a.safetensors", arch="sd1-kohya") to "merged/" as diffusers
+```
+
+Write a single file instead (leave out `as diffusers`), or, if the model is one of those
+architectures, say so with `arch=`.""",
+
+    "W0290": """\
+A diffusers folder holds what the pipeline's components load, and some keys of the model have
+no place there: the noise schedule and EMA copies of an SD1 single file, SD3's `logit_scale` and
+`model_sampling.sigmas`, or a component the config pipeline does not have. They are left out of
+the folder, and this warning lists them.
+
+```mecha
+export model("sd1_a.safetensors") to "merged/" as diffusers(config="sd1_pipe/")
+```
+
+Nothing a diffusers pipeline uses is lost. A single-file export (no `as diffusers`) keeps every
+key.""",
+
+    "W0291": """\
+The exported model lacks some components the config pipeline has (a merge of the UNet only, say
+`weighted_sum(a.diffuser, b.diffuser)`), so the folder would not load without them. They are
+copied unchanged from the config pipeline (the first diffusers input, or `config=`), and this
+warning names them.
+
+```mecha
+export model("sd1_pipe/").diffuser to "unet_only/" as diffusers
+```
+
+Merge the whole models to merge those components too.""",
+
     # --------------------------------------------------------------------------------------------
     # E03xx: keys and hyperparameter maps
 

@@ -36,7 +36,7 @@ class HyperTrace:
 class Lowered:
     plan: Plan
     names: dict[int, str]  # input index -> name
-    exports: list[Any]  # graph.program.Export, in plan order
+    exports: list[Any]  # graph.program.Export of each output, in plan order
     lowerer: "Lowerer"  # for explain: node names and hyperparameter traces
 
 
@@ -56,6 +56,8 @@ class Lowerer:
         self.trace = trace
         self.traces: dict[tuple[int, str], list[HyperTrace]] = {}
         self.left_out_of_lora: dict[int, list[str]] = {}  # export index -> keys with no low-rank form
+        self.left_out_of_diffusers: dict[int, list[str]] = {}  # export index -> keys with no place
+        self.export_paths: dict[int, str] = {}  # export index -> the file or folder it writes
 
     def node_name(self, n: Node) -> str:
         return node_name(self.program, n)
@@ -65,6 +67,7 @@ class Lowerer:
     def lower(self) -> Lowered:
         outputs = []
         folders = []
+        per_output = []  # the export of each output, in plan order
         exports = self.program.runnable_exports
         for i, ex in enumerate(exports):
             for n in ex.node.walk():
@@ -74,23 +77,36 @@ class Lowerer:
                         self.names[len(self.inputs)] = f.name
                         self.inputs.append(f)
             path = self.output_paths[i] if self.output_paths else str(ex.path)
+            self.export_paths[i] = path
+            from .diffusers_export import DiffusersFormat
             from .hf_export import HfFormat
 
+            if isinstance(ex.format, DiffusersFormat):
+                from .diffusers_export import plan_output as plan_folder
+
+                files, folder, self.left_out_of_diffusers[i] = plan_folder(self, ex, path)
+                outputs += files
+                per_output += [ex] * len(files)
+                folders.append(folder)
+                continue
             if isinstance(ex.format, HfFormat):
                 from .hf_export import plan_hf
 
                 shards, folder = plan_hf(self, ex, path, ex.format, self.shard_size)
                 outputs.extend(shards)
+                per_output += [ex] * len(shards)
                 folders.append(folder)
-            elif ex.format is not None:
+                continue
+            if ex.format is not None:
                 from .lora_export import plan_output
 
                 out, self.left_out_of_lora[i] = plan_output(self, ex, path, ex.format)
                 outputs.append(out)
             else:
                 outputs.append(self._output(ex, path))
+            per_output.append(ex)
         plan = Plan(tuple(self.inputs), tuple(outputs), self.precision, tuple(folders))
-        return Lowered(plan, self.names, exports, self)
+        return Lowered(plan, self.names, per_output, self)
 
     def _output(self, ex, path: str) -> OutputPlan:
         return OutputPlan(path, layout(self.entries(ex)), tuple(sorted(self.metadata(ex, path).items())))

@@ -323,6 +323,8 @@ def _source_op(op: str, args: list[torch.Tensor], hypers: dict) -> torch.Tensor:
         return args[0].reshape(tuple(hypers["shape"]))
     if op == "source.transpose":
         return args[0].t().contiguous()
+    if op == "source.rows":
+        return args[0][hypers["start"]:hypers["stop"]]
     # source.mul: a scale of one value, or one per row of the weight
     w, s = args
     if s.numel() == 1:

@@ -22,6 +22,8 @@ Built-in operators (everything else names a method in `mechalang.methods.REGISTR
     "source.reshape"    concatenated along dim 0; one arg reshaped to hyper `shape`; one 2-D arg
     "source.transpose"  transposed; args[0] * args[1] (broadcast). ("convert" needs no op: every
     "source.mul"        float read is converted to the compute dtype.)
+    "source.rows"       rows [start, stop) of dim 0 of its one arg: a piece of a key an output
+                        stores apart (a diffusers folder's q/k/v of a fused in_proj)
 
 Each file of a model source is one `InputFile`; a single safetensors file has data_start = its
 data section's offset, a source's files have data_start 0 and absolute `Read` offsets.
@@ -39,7 +41,7 @@ from ..kinds.export import OPS as LORA_OPS
 
 BUILTIN_OPS = ("add", "sub", "scale")  # element-wise
 ADAPTER_OP = "adapter"
-SOURCE_OPS = ("source.cat", "source.reshape", "source.transpose", "source.mul")
+SOURCE_OPS = ("source.cat", "source.reshape", "source.transpose", "source.mul", "source.rows")
 ENGINE_OPS = (ADAPTER_OP,) + LORA_OPS + SOURCE_OPS  # adapters/sources in, LoRA factors out
 
 

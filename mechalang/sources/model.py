@@ -116,6 +116,9 @@ class Source:
     extra_files: tuple[str, ...] = ()
     # A short phrase for listings: "3 shards", "SD .ckpt (zip)", "scaled fp8", ...
     note: str = ""
+    # The architecture the source's own layout says it is (a diffusers pipeline's class), whose
+    # names its keys were given: then nothing needs detecting from the names. None: detect.
+    arch: str | None = None
 
     @property
     def size(self) -> int:

@@ -1,0 +1,353 @@
+"""Diffusers pipeline folders (and a single component folder such as `unet/`) as model sources.
+
+A pipeline folder holds `model_index.json` (`_class_name`: the pipeline class; one entry per
+component: `[library, class]`, or nulls for a component it does not have) and a folder per
+component with its `config.json` and weights: `diffusion_pytorch_model.safetensors` (diffusers
+models) or `model.safetensors` (transformers models), possibly sharded (`*.safetensors.index.json`)
+or as torch `.bin` files, and possibly only as a *variant* (`diffusion_pytorch_model.fp16.safetensors`).
+
+The source has the architecture's single-file key names: archs/diffusers_map.py says where each
+key lives (the mapping is data in stdlib/keymaps/), and each key becomes a stored tensor of its
+folder's weights or a derived one (fused q/k/v concatenated, a linear seen as a 1x1 convolution,
+a transposed projection, swapped halves). Tensors of a folder that no key of the architecture
+uses are kept under `<folder>/<name>`, so nothing is dropped silently and a diffusers output
+writes them back where they were.
+
+Which weights file: the plain one (what `from_pretrained` loads by default); when a folder has
+only variants, the `fp16` one, else the first variant by name. The choice is in the source's note
+(`mecha info DIR`, `mecha check -v`). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+
+from ..archs import diffusers_map as dm
+from . import hf, torchzip
+from . import safetensors as st
+from .model import Derived, Source, SourceError, SourceFile, Stored, Tensor
+
+INDEX = "model_index.json"
+CONFIG = "config.json"
+#: Weight file stems: diffusers models, then transformers models.
+STEMS = ("diffusion_pytorch_model", "model")
+PREFERRED_VARIANT = "fp16"
+#: Files a pipeline folder's weights are in, never copied as "other files" by an output.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".h5", ".onnx", ".index.json")
+
+
+def claims(path: str) -> bool:
+    """A folder with model_index.json, or a component folder (diffusers weights beside a config)."""
+    if not os.path.isdir(path):
+        return False
+    if os.path.isfile(os.path.join(path, INDEX)):
+        return True
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    return CONFIG in names and any(n.startswith(STEMS[0] + ".") for n in names)
+
+
+def open_folder(path: str) -> Source:
+    path = os.path.abspath(path)
+    if os.path.isfile(os.path.join(path, INDEX)):
+        return _open_pipeline(path)
+    return _open_component(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# A whole pipeline
+
+
+def _open_pipeline(path: str) -> Source:
+    index_path = os.path.join(path, INDEX)
+    index = _json(index_path)
+    if not isinstance(index, dict):
+        raise SourceError(index_path, "model_index.json is not a JSON object")
+    cls = index.get("_class_name")
+    listed = {k: v for k, v in index.items() if not k.startswith("_") and _is_component(v)}
+    arch = pipeline_arch(index)
+    if arch is None:
+        known = ", ".join(sorted(dm.pipeline_classes()))
+        raise SourceError(index_path, f"unknown pipeline class `{cls}` (components "
+                                      f"{', '.join(sorted(listed)) or 'none'}): mechalang maps {known}, and "
+                                      f"pipelines with exactly their components")
+    lay = dm.layout(arch)
+    present = {}
+    for comp in lay.components:
+        entry = listed.get(comp.folder)
+        if entry is None:
+            continue  # the pipeline has no such component (a null entry): the model lacks its keys
+        folder = os.path.join(path, comp.folder)
+        if not os.path.isdir(folder):
+            raise SourceError(folder, f"model_index.json lists the component `{comp.folder}` "
+                                      f"({entry[1]}), but its folder is missing")
+        present[comp.folder] = folder
+    if not present:
+        raise SourceError(index_path, f"model_index.json lists none of the components of a {cls} "
+                                      f"({', '.join(c.folder for c in lay.components)})")
+    return _build(path, arch, present, f"diffusers {cls}")
+
+
+def pipeline_arch(index: dict) -> str | None:
+    """The architecture of a model_index.json: by its pipeline class, else (a community pipeline
+    class) by its components, when they are exactly one architecture's (by folder and class)."""
+    cls = index.get("_class_name")
+    arch = dm.pipeline_classes().get(cls) if isinstance(cls, str) else None
+    if arch is None:
+        listed = {k: v for k, v in index.items() if not k.startswith("_") and _is_component(v)}
+        arch = _arch_by_components(listed)
+    return arch
+
+
+def _is_component(v) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)
+
+
+def _arch_by_components(listed: dict) -> str | None:
+    """An unknown pipeline class whose components are exactly one architecture's (by folder and
+    class): that architecture."""
+    models = {k: v[1] for k, v in listed.items() if not k.startswith(("tokenizer", "scheduler")) and k not in EXTRAS}
+    for arch in dm.archs_with_layout():
+        comps = {c.folder: c.cls for c in dm.layout(arch).components}
+        if models == comps:
+            return arch
+    return None
+
+
+#: Components a pipeline of any of these architectures may also list, which a merge leaves alone
+#: (a diffusers output copies them from the config pipeline as they are).
+EXTRAS = ("safety_checker", "feature_extractor", "image_encoder")
+
+
+# ------------------------------------------------------------------------------------------------
+# One component folder (`unet/`)
+
+
+def _open_component(path: str) -> Source:
+    config_path = os.path.join(path, CONFIG)
+    config = _json(config_path)
+    cls = config.get("_class_name") if isinstance(config, dict) else None
+    folder_name = os.path.basename(path)
+    candidates = [(arch, c) for arch in dm.archs_with_layout() for c in dm.layout(arch).components
+                  if c.cls == cls]
+    if not candidates:
+        raise SourceError(config_path, f"a component of class `{cls}`, which no diffusers pipeline "
+                                       f"mechalang maps has")
+    # The architecture whose map places the most of the folder's tensors (a UNet is SD1's or SDXL's).
+    tensors, files, note = _weights(path)
+    best = None
+    for arch, comp in candidates:
+        inv = _inventory(arch)
+        found, _ = dm.source_layout(arch, inv, {comp.folder: tensors})
+        score = (sum(1 for k in found if k in inv), comp.folder == folder_name)
+        if best is None or score > best[0]:
+            best = (score, arch, comp)
+    _, arch, comp = best
+    return _build(path, arch, {comp.folder: path}, f"diffusers {cls}", single=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Building the source
+
+
+def _build(path: str, arch: str, present: dict[str, str], what: str, single: bool = False) -> Source:
+    lay = dm.layout(arch)
+    comps = {c.folder: c for c in lay.components}
+    files: list[SourceFile] = []
+    stored: dict[str, dict[str, Tensor]] = {}
+    notes = []
+    for folder_name, folder in present.items():
+        tensors, ffiles, note = _weights(folder)
+        base = len(files)
+        files += ffiles
+        stored[folder_name] = {n: _refile(t, base) for n, t in tensors.items()}
+        _check_config(folder, comps[folder_name], stored[folder_name])
+        if note:
+            notes.append(f"{folder_name}: {note}")
+    inv = _inventory(arch)
+    found, unused = dm.source_layout(arch, inv, {f: list(t) for f, t in stored.items()})
+    out: dict[str, Tensor] = {}
+    for key, p in found.items():
+        out[key] = _derive(key, p, stored[p.folder], present[p.folder])
+    for folder_name, names in unused.items():
+        for n in names:
+            out[f"{folder_name}/{n}"] = stored[folder_name][n]
+    extra = () if single else other_files(path)
+    note = what + ": " + ", ".join(present) + (f" ({'; '.join(notes)})" if notes else "")
+    if unused:
+        note += "; kept under their folder's name, with no place in the single-file layout: " + ", ".join(
+            f"{len(v)} of {f}/" for f, v in unused.items())
+    return Source(path, "diffusers", tuple(files), out, {}, extra, note, arch)
+
+
+def _inventory(arch: str) -> dict[str, bool]:
+    from ..archs.registry import get_arch
+
+    a = get_arch(arch)
+    return {k: s.optional for k, s in (a.inventory or {}).items()}
+
+
+def _derive(key: str, p: dm.Placement, tensors: dict[str, Tensor], folder: str) -> Tensor:
+    parts = [tensors[n] for n, _ in p.pieces]
+    first = parts[0]
+    if len(parts) > 1:
+        rest = tuple(first.shape[1:])
+        bad = next((n for (n, _), t in zip(p.pieces, parts) if tuple(t.shape[1:]) != rest or t.dtype != first.dtype),
+                   None)
+        if bad is not None:
+            raise SourceError(folder, f"`{bad}` does not fit with `{p.pieces[0][0]}` to make `{key}` "
+                                      f"(they are concatenated: same dtype and trailing dimensions)")
+        shape = (sum(t.shape[0] for t in parts),) + rest
+        return Derived(first.dtype, shape, "cat", tuple(parts), key)
+    t = first
+    if p.transform == "conv" and len(t.shape) == 2:
+        return Derived(t.dtype, tuple(t.shape) + (1, 1), "reshape", (t,), key)
+    if p.transform == "transpose" and len(t.shape) == 2:
+        return Derived(t.dtype, (t.shape[1], t.shape[0]), "transpose", (t,), key)
+    if p.transform == "swap":
+        if not isinstance(t, Stored) or not t.shape or t.shape[0] % 2:
+            raise SourceError(folder, f"`{p.pieces[0][0]}` cannot be split in two halves to make `{key}`")
+        lo, hi = _rows(t, 0, t.shape[0] // 2), _rows(t, t.shape[0] // 2, t.shape[0])
+        return Derived(t.dtype, tuple(t.shape), "cat", (hi, lo), key)
+    return t
+
+
+def _rows(t: Stored, a: int, b: int) -> Stored:
+    """Rows a..b of a stored tensor: a contiguous byte range of it."""
+    row = t.nbytes // t.shape[0]
+    return replace(t, shape=(b - a,) + tuple(t.shape[1:]), begin=t.begin + a * row, end=t.begin + b * row)
+
+
+def _refile(t: Tensor, base: int) -> Tensor:
+    if isinstance(t, Stored):
+        return replace(t, file=t.file + base)
+    return replace(t, args=tuple(_refile(a, base) for a in t.args))
+
+
+# ------------------------------------------------------------------------------------------------
+# A component folder's weights and config
+
+
+def weights_file(folder: str) -> tuple[str, str | None] | None:
+    """(the weights file or index a component folder is read from, its variant or None)."""
+    try:
+        names = set(os.listdir(folder))
+    except OSError:
+        return None
+    for variant in [None] + _variants(names):
+        for ext in (".safetensors.index.json", ".safetensors", ".bin.index.json", ".bin"):
+            for stem in STEMS:
+                n = stem + (f".{variant}" if variant else "") + ext
+                if n in names:
+                    return n, variant
+                # a sharded variant's index: diffusion_pytorch_model.safetensors.index.fp16.json
+                if variant and ext.endswith(".index.json"):
+                    n = f"{stem}{ext[:-len('.json')]}.{variant}.json"
+                    if n in names:
+                        return n, variant
+    return None
+
+
+def _variants(names: set[str]) -> list[str]:
+    found = set()
+    for n in names:
+        for stem in STEMS:
+            for ext in (".safetensors.index.json", ".safetensors", ".bin.index.json", ".bin"):
+                if n.startswith(stem + ".") and n.endswith(ext):
+                    mid = n[len(stem) + 1:-len(ext)]
+                    if mid and "." not in mid and "-of-" not in mid:
+                        found.add(mid)
+            index = f"{stem}.safetensors.index."
+            if n.startswith(index) and n.endswith(".json") and n.count(".") == 4:
+                found.add(n[len(index):-len(".json")])
+    return sorted(found, key=lambda v: (v != PREFERRED_VARIANT, v))
+
+
+def _weights(folder: str) -> tuple[dict[str, Tensor], list[SourceFile], str]:
+    chosen = weights_file(folder)
+    if chosen is None:
+        raise SourceError(folder, f"no weights: expected {STEMS[0]}.safetensors or {STEMS[1]}.safetensors "
+                                  f"(or a sharded index, a .bin, or an fp16 variant of them)")
+    name, variant = chosen
+    target = os.path.join(folder, name)
+    if name.endswith(".index.json"):
+        files, tensors, _ = hf._sharded(target)
+        note = f"{len(files)} shards"
+    elif name.endswith(".safetensors"):
+        f, tensors, _ = st.stored_tensors(target, 0)
+        files, note = [f], ""
+    else:
+        one = torchzip.open_file(target)
+        files, tensors, note = list(one.files), dict(one.tensors), ".bin"
+    if variant:
+        note = (note + ", " if note else "") + f"variant {variant}"
+    return dict(tensors), list(files), note
+
+
+def _check_config(folder: str, comp, tensors: dict[str, Tensor]) -> None:
+    """config.json against the weights: what the layout's `config` rows say must agree."""
+    path = os.path.join(folder, CONFIG)
+    if not os.path.isfile(path):
+        raise SourceError(folder, "no config.json: a diffusers component folder has one")
+    config = _json(path)
+    if not isinstance(config, dict):
+        raise SourceError(path, "config.json is not a JSON object")
+    archs = config.get("architectures")
+    cls = config.get("_class_name") or (archs[0] if isinstance(archs, list) and archs else None)
+    if isinstance(cls, str) and cls != comp.cls and not (comp.cls == "CLIPTextModel" and cls.startswith("CLIPTextModel")):
+        raise SourceError(path, f"the `{comp.folder}` component is a {comp.cls} in this pipeline, "
+                                f"but its config.json says {cls}")
+    for field, value, why in comp.refuse:
+        if _field(config, field) == value:
+            raise SourceError(path, f"config.json says {field} = {json.dumps(value)}: {why}")
+    for field, name, dim in comp.config:
+        want = _field(config, field)
+        t = tensors.get(name) or tensors.get(comp.optional_prefix + name)
+        if not isinstance(want, int) or isinstance(want, bool) or t is None or dim >= len(t.shape):
+            continue
+        if t.shape[dim] != want:
+            raise SourceError(path, f"config.json says {field} = {want}, but the weights' `{name}` has "
+                                    f"shape {list(t.shape)}")
+
+
+def _field(config: dict, dotted: str):
+    v = config
+    for part in dotted.split("."):
+        if isinstance(v, dict):
+            v = v.get(part)
+        elif isinstance(v, list) and part.isdigit() and int(part) < len(v):
+            v = v[int(part)]
+        else:
+            return None
+    return v
+
+
+def _json(p: str):
+    try:
+        with open(p, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise SourceError(p, "missing") from None
+    except json.JSONDecodeError as e:
+        raise SourceError(p, f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except UnicodeDecodeError:
+        raise SourceError(p, "not UTF-8 text") from None
+    except OSError as e:
+        raise SourceError(p, f"cannot read: {e.strerror or e}") from None
+
+
+def other_files(path: str) -> tuple[str, ...]:
+    """Every file of the pipeline folder that is not weights (configs, tokenizers, scheduler,
+    model_index.json, README...), relative to it: what a diffusers output copies."""
+    out = []
+    for root, dirs, names in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for n in sorted(names):
+            if n.startswith(".") or n.lower().endswith(WEIGHT_SUFFIXES):
+                continue
+            out.append(os.path.relpath(os.path.join(root, n), path))
+    return tuple(out)

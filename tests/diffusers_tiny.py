@@ -1,0 +1,123 @@
+"""Tiny diffusers pipelines made with the `diffusers` library itself, for the diffusers source and
+format tests (and the docs test): the real component classes and block layouts of SD1 and SDXL, so
+every key name is the real one, at a few channels per layer so that building, saving and loading
+take well under a second.
+
+Architecture detection goes by key names, never shapes, so these folders are detected as the real
+architectures; only their shapes are small (as tests/conftest.py's synthetic single files are). Channel counts grow from level to level as
+in the real models, so the layers that exist only where channels change (resnet shortcuts) exist.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# A byte-level BPE vocabulary that covers the lower-case letters and the special tokens: enough for
+# CLIPTokenizer to load and tokenize a prompt.
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def write_tokenizer(folder: Path) -> None:
+    from transformers import CLIPTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in _LETTERS:
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+    tok.save_pretrained(str(folder))
+
+
+def _clip_config(layers: int, projection: bool):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(vocab_size=60, hidden_size=8, intermediate_size=16, num_hidden_layers=layers,
+                          num_attention_heads=2, max_position_embeddings=77, projection_dim=8,
+                          hidden_act="gelu" if projection else "quick_gelu", bos_token_id=0, eos_token_id=1,
+                          pad_token_id=1)
+
+
+def _vae(seed: int):
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
+                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                         block_out_channels=(4, 8, 16, 16), layers_per_block=2, norm_num_groups=4,
+                         sample_size=32)
+
+
+def _randomize(module, seed: int) -> None:
+    """Every parameter random (diffusers initialises some to zeros or ones, which would hide a
+    mapping that swaps two of them)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+def sd1_pipeline(seed: int = 0):
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(4, 8, 16, 16),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=8, attention_head_dim=2, norm_num_groups=4)
+    text = CLIPTextModel(_clip_config(12, False))
+    vae = _vae(seed)
+    for i, m in enumerate((unet, text, vae)):
+        _randomize(m, seed * 10 + i)
+    return StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=None, unet=unet,
+                                   scheduler=DDIMScheduler(steps_offset=1, clip_sample=False), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def sdxl_pipeline(seed: int = 0):
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(4, 8, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10), cross_attention_dim=16, attention_head_dim=(2, 2, 2),
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=4,
+        projection_class_embeddings_input_dim=8 + 6 * 4, norm_num_groups=4)
+    text = CLIPTextModel(_clip_config(12, False))
+    text2 = CLIPTextModelWithProjection(_clip_config(32, True))
+    vae = _vae(seed)
+    for i, m in enumerate((unet, text, text2, vae)):
+        _randomize(m, seed * 10 + i)
+    return StableDiffusionXLPipeline(vae=vae, text_encoder=text, text_encoder_2=text2, tokenizer=None,
+                                     tokenizer_2=None, unet=unet, scheduler=EulerDiscreteScheduler())
+
+
+def save_pipeline(pipe, folder: Path, *, variant: str | None = None, safe: bool = True) -> Path:
+    """`pipe` saved with save_pretrained, with a tokenizer (per text encoder) written beside it."""
+    folder = Path(folder)
+    pipe.save_pretrained(str(folder), safe_serialization=safe, variant=variant)
+    index = json.loads((folder / "model_index.json").read_text())
+    for name in ("tokenizer", "tokenizer_2"):
+        if name in index:
+            write_tokenizer(folder / name)
+            index[name] = ["transformers", "CLIPTokenizer"]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
+def make(kind: str, folder: Path, seed: int = 0, **kw) -> Path:
+    pipe = sd1_pipeline(seed) if kind == "sd1" else sdxl_pipeline(seed)
+    return save_pipeline(pipe, folder, **kw)
