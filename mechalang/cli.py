@@ -202,15 +202,25 @@ def merge(
                                                             "(none, in a terminal: the `mecha tui` form)."),
     method: str = typer.Option("weighted_sum", "--method",
                                help="weighted_sum, sigmoid, inv_sigmoid or add_difference."),
-    alpha: float = typer.Option(0.5, "--alpha",
-                                help="The weight of the second model: 0 gives the first model, "
-                                     "1 the second, 0.3 is 70% A + 30% B (add_difference: "
-                                     "A + alpha·(B − C))."),
-    force: bool = typer.Option(False, "--force", help="Merge differing architectures over shared keys."),
+    alpha: float = typer.Option(0.5, "--alpha", help="The weight of the second model: 0 = all A, 1 = all B, "
+                                                     "0.3 = 70% A + 30% B (weighted_sum; sigmoid and inv_sigmoid "
+                                                     "ease it by a curve with the same ends). add_difference: "
+                                                     "A + alpha·(B − C): 1 adds the whole difference, 0 gives A."),
+    force: bool = typer.Option(False, "--force", help="Merge differing architectures or layouts: every key of "
+                                                      "the first model is kept, taken from it where the others "
+                                                      "lack the key or have another shape (counted in the "
+                                                      "summary)."),
     lora: Optional[float] = typer.Option(None, "--lora",
                                          help="Bake the LoRAs given after the model at this strength "
                                               "(default 1; LoRAs are recognised from their tensors)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Output name (letters, digits, .+-)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Output name (letters, digits, .+-; default: the "
+                                                            "inputs' names, the method and alpha)."),
+    output: Optional[str] = typer.Option(None, "-o", "--output",
+                                         help="The output file, or a folder to write it in (default: the "
+                                              "models folder, else the working folder)."),
+    hash_: bool = typer.Option(False, "--hash", help="Record the inputs' sha256 in the output's metadata."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Read every model as this architecture "
+                                                            "(default: detected from each file)."),
     models_dir: Optional[str] = ModelsDirOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     print_recipe: bool = typer.Option(False, "--print-recipe", help="Print the recipe and exit."),
@@ -232,7 +242,8 @@ def merge(
     raise typer.Exit(merge_command(models, method=method, alpha=alpha, force=force, name=name,
                                    models_dir=models_dir, overwrite=overwrite,
                                    print_recipe=print_recipe, device=device, threads=threads,
-                                   dtype=dtype.value if dtype else None, format=format.value, lora=lora))
+                                   dtype=dtype.value if dtype else None, format=format.value, lora=lora,
+                                   output=output, hash_inputs=hash_, arch=arch))
 
 
 @app.command()

@@ -17,9 +17,9 @@ from ..check.provenance import literal
 from ..diagnostics import Diagnostic, render_text
 from ..syntax import ast
 from ..syntax.printer import print_module
-from .merge import EXPORT_DTYPE_CHOICES, NAME_RULE, QUICK_METHODS, _let_name, merge_recipe
+from .merge import EXPORT_DTYPE_CHOICES, NAME_RULE, QUICK_METHODS, _let_name, default_name, merge_recipe
 
-NAME_RULE_TEXT = "the output name takes only letters, digits and . + - (no spaces, no / or \\)"
+NAME_RULE_TEXT = "the output name takes only letters, digits and . + - (no spaces, no / or \\, no leading . or ..)"
 DTYPES = (*EXPORT_DTYPE_CHOICES, None)  # None: as the first model
 DISPLAY = "<form>"
 
@@ -81,9 +81,8 @@ class FormState:
         return bool(self.mbw.strip() or self.preset or self.blocks)
 
     def default_name(self) -> str:
-        stems = [Path(m).stem for m in self.chosen] or ["merged"]
         what = "lora" if any(self.adapters[:len(self.chosen)]) else self.method
-        return "_".join(stems) + f"_{what}_{self.alpha:g}"
+        return default_name(self.chosen, what, self.alpha)
 
     @property
     def out_name(self) -> str:
