@@ -89,7 +89,14 @@ def check(
 
 @app.command()
 def run(
-    file: str = typer.Argument(..., help="The recipe to run."),
+    file: Optional[str] = typer.Argument(None, help="The recipe to run (or --from MODEL)."),
+    from_: Optional[str] = typer.Option(None, "--from", metavar="MODEL",
+                                        help="Re-run the recipe stored in a model that mecha wrote (its "
+                                             "output goes where -o says, else where the recipe says, from "
+                                             "the working folder)."),
+    force: bool = typer.Option(False, "--force", help="Merge differing architectures or layouts: each merge "
+                                                      "keeps every key of its first input, taken from it "
+                                                      "where the others lack the key or have another shape."),
     set_: Optional[List[str]] = SetOpt,
     output: Optional[str] = typer.Option(None, "-o", "--output",
                                          help="Write the output here (a recipe with one export)."),
@@ -109,7 +116,9 @@ def run(
     """Check, then execute every export with a progress bar and a summary."""
     from .commands.run import run_command
 
-    raise typer.Exit(run_command(file, sets=set_ or [], output=output, models_dir=models_dir,
+    if (file is None) == (from_ is None):
+        raise typer.BadParameter("give a recipe FILE, or --from MODEL (not both)", param_hint="'FILE'")
+    raise typer.Exit(run_command(file or "", from_file=from_, force=force, sets=set_ or [], output=output, models_dir=models_dir,
                                  device=device, threads=threads, precision=precision.value,
                                  overwrite=overwrite, strict=strict, dry_run=dry_run,
                                  check_finite=check_finite, hash_inputs=hash_, plugins=plugin or [],
@@ -244,6 +253,14 @@ def merge(
                                    print_recipe=print_recipe, device=device, threads=threads,
                                    dtype=dtype.value if dtype else None, format=format.value, lora=lora,
                                    output=output, hash_inputs=hash_, arch=arch))
+
+
+@app.command()
+def show(file: str = typer.Argument(..., help="A model file."), format: Format = FormatOpt):
+    """A model's header summary and provenance: the recipe mecha stored, inputs, A1111 and modelspec fields."""
+    from .commands.show import show_command
+
+    raise typer.Exit(show_command(file, format=format.value))
 
 
 @app.command()
