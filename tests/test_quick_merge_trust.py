@@ -252,7 +252,9 @@ def test_run_from_reruns_the_stored_recipe(ws, tmp_path_factory):
     res = mecha("merge", "models/a.safetensors", "models/b.safetensors", "models/c.safetensors",
                 "--method", "add_difference", "--alpha", "0.7", "-o", "first.safetensors")
     assert res.exit_code == 0, res.output
-    res = mecha("run", "--from", "first.safetensors", "-o", "second.safetensors")
+    (ws / "sub").mkdir()
+    shutil.copy(ws / "first.safetensors", ws / "sub" / "first.safetensors")
+    res = mecha("run", "--from", "sub/first.safetensors", "-o", "second.safetensors")  # paths from the cwd
     assert res.exit_code == 0, res.output
     first, second = load_file("first.safetensors"), load_file("second.safetensors")
     assert list(first) == list(second) and all(torch.equal(first[k], second[k]) for k in first)

@@ -71,7 +71,7 @@ def show_command(file: str, *, format: str = "text") -> int:
         return 0
     arch = det.arch.name + ("" if det.confident or det.arch.name == "generic" else " (a poor match)")
     print(f"{shown_path(header.path)}: {arch}, {len(header.tensors)} tensors, "
-          + ", ".join(f"{n} {d}" for d, n in dtypes.most_common()) + f", {format_bytes(header.size)}")
+          + ", ".join(f"{n} {d}" for d, n in dtypes.most_common()) + f", {format_bytes(header.size)} file")
     if recipe is None:
         print("no mechalang recipe stored in this file (it was not made by mecha, or its metadata was removed)")
     else:
