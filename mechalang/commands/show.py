@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..diagnostics import codes, error
 from ..units import format_bytes
