@@ -78,13 +78,15 @@ def check(
     allow_unused: bool = AllowUnusedOpt,
     verbose: bool = typer.Option(False, "-v", "--verbose",
                                  help="Also list every adapter module and the key it updates."),
+    force: bool = typer.Option(False, "--force", help="As `mecha run --force`: differing architectures or "
+                                                      "layouts merge, each keeping its first input's keys."),
 ):
     """Check a recipe against the real files' headers, without reading any tensor."""
     from .commands.check import check_command
 
     raise typer.Exit(check_command(file, sets=set_ or [], models_dir=models_dir, strict=strict,
                                    plugins=plugin or [], format=format.value, allow_unused=allow_unused,
-                                   verbose=verbose))
+                                   verbose=verbose, force=force))
 
 
 @app.command()

@@ -85,6 +85,10 @@ def test_force_in_a_recipe_keeps_the_model_keys_of_model_plus_delta(ws):
                  'let xl = model("models/xl.safetensors")\n'
                  'export a + 0.5 * (xl - b) to "o.safetensors"\n')
     assert mecha("run", str(r)).exit_code == 1  # differing architectures, without --force
+    assert mecha("check", str(r)).exit_code == 1
+    checked = mecha("check", str(r), "--force")
+    n = len(load_file("models/a.safetensors"))
+    assert checked.exit_code == 0 and f"{n} output keys" in checked.output
     res = mecha("run", str(r), "--force")
     assert res.exit_code == 0, res.output
     out = load_file("o.safetensors")
