@@ -4,7 +4,8 @@
 `std/`) and for user architectures (after the bundled ones). `MECHA_MODELS_DIR`: folders searched
 for model files after the recipe's own folder (and after `--models-dir`). Both are lists separated
 by the platform's path separator (`:` on Linux and macOS, `;` on Windows); empty entries are
-ignored.
+ignored. `MECHA_CACHE_DIR`: where caches that only save time are kept (default
+`$XDG_CACHE_HOME/mechalang`, i.e. `~/.cache/mechalang`); deleting it is always safe.
 """
 
 from __future__ import annotations
@@ -37,6 +38,29 @@ def mecha_path() -> list[Path]:
 def mecha_path_key() -> str:
     """What `mecha_path()` depends on, for caches that must notice a change."""
     return os.environ.get("MECHA_PATH", "")
+
+
+def cache_dir() -> Path:
+    """The folder for caches that only save time (`MECHA_CACHE_DIR`, else the XDG cache folder)."""
+    given = os.environ.get("MECHA_CACHE_DIR")
+    if given:
+        return Path(given).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mechalang"
+
+
+def arch_files_key() -> str:
+    """What user architectures on `MECHA_PATH` are (names and modification times), for caches of
+    architecture detection that must notice a new or changed architecture file."""
+    parts = [mecha_path_key()]
+    for d in mecha_path():
+        try:
+            with os.scandir(d) as it:
+                parts += sorted(f"{e.name}:{e.stat().st_mtime_ns}" for e in it
+                                if e.name.endswith((".toml", ".json")))
+        except OSError:
+            continue
+    return "|".join(parts)
 
 
 def models_dirs(given: str | os.PathLike | Iterable[str | os.PathLike] | None = None) -> list[Path]:

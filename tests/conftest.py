@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Caches (the models-folder catalog) go to a fresh folder: tests write only under tmp, and never
+# see a cache left by another run.
+os.environ["MECHA_CACHE_DIR"] = tempfile.mkdtemp(prefix="mecha-test-cache-")
 
 GOLDEN = Path(__file__).parent / "golden"
 

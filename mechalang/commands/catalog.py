@@ -11,12 +11,13 @@ share it). The full sha256 is what `mecha run --hash` records.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import models_dirs
+from ..paths import arch_files_key, cache_dir, models_dirs
 
 MAX_HEADER = 100_000_000
 DATA_SAMPLE = 64 * 1024
@@ -56,25 +57,91 @@ def header_hash(path: str | os.PathLike) -> str:
 
 
 def scan(folder: str | os.PathLike) -> list[ModelEntry]:
-    """Every `*.safetensors` of `folder` (not its subfolders), sorted by name."""
+    """Every `*.safetensors` of `folder` (not its subfolders), sorted by name.
+
+    What was learnt about a file is cached (`catalog.json` in the cache folder) under its path, size
+    and modification time, so a folder of large models is read once, not at every start of a form:
+    the next start lists it without reading a header.
+    """
+    cache = _Cache.load()
+    out = []
+    for p in sorted(Path(folder).glob("*.safetensors"), key=lambda p: p.name.lower()):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        if not p.is_file():
+            continue
+        entry = cache.get(p, st)
+        if entry is None:
+            entry = _entry(p, st.st_size)
+            cache.put(p, st, entry)
+        out.append(entry)
+    cache.save()
+    return out
+
+
+def _entry(p: Path, size: int) -> ModelEntry:
+    """What the form shows of one file, read from its header."""
     from ..archs.detect import detect
     from ..archs.header import HeaderError, read_header
     from ..kinds.adapter import is_adapter
 
-    out = []
-    for p in sorted(Path(folder).glob("*.safetensors"), key=lambda p: p.name.lower()):
-        if not p.is_file():
-            continue
-        size = p.stat().st_size
+    try:
+        h = read_header(str(p))
+        short = header_hash(p)
+    except (HeaderError, OSError, ValueError) as exc:
+        return ModelEntry(p.name, p, "?", size, "-" * 8, problem=getattr(exc, "message", str(exc)))
+    if is_adapter(h.tensors):
+        return ModelEntry(p.name, p, "LoRA", size, short, adapter=True)
+    d = detect(h)
+    return ModelEntry(p.name, p, d.arch.name, size, short, confident=d.confident)
+
+
+class _Cache:
+    """The catalog cache: {"key": what the answers depend on, "files": {path: [size, mtime_ns,
+    arch, short_hash, adapter, confident, problem]}}. Unreadable, stale or unwritable is the same as
+    empty: the cache only ever saves time."""
+
+    FIELDS = ("arch", "short_hash", "adapter", "confident", "problem")
+
+    def __init__(self, path: Path, key: str, files: dict):
+        self.path, self.key, self.files, self.dirty = path, key, files, False
+
+    @classmethod
+    def load(cls) -> "_Cache":
+        from .._version import __version__
+
+        path = cache_dir() / "catalog.json"
+        key = f"{__version__}|{arch_files_key()}"
         try:
-            h = read_header(str(p))
-            short = header_hash(p)
-        except (HeaderError, OSError, ValueError) as exc:
-            out.append(ModelEntry(p.name, p, "?", size, "-" * 8, problem=getattr(exc, "message", str(exc))))
-            continue
-        if is_adapter(h.tensors):
-            out.append(ModelEntry(p.name, p, "LoRA", size, short, adapter=True))
-            continue
-        d = detect(h)
-        out.append(ModelEntry(p.name, p, d.arch.name, size, short, confident=d.confident))
-    return out
+            data = json.loads(path.read_text(encoding="utf-8"))
+            files = data["files"] if data.get("key") == key and isinstance(data.get("files"), dict) else {}
+        except (OSError, ValueError, KeyError, TypeError):
+            files = {}
+        return cls(path, key, files)
+
+    def get(self, p: Path, st: os.stat_result) -> ModelEntry | None:
+        row = self.files.get(str(p))
+        if not isinstance(row, list) or len(row) != 2 + len(self.FIELDS) or row[:2] != [st.st_size, st.st_mtime_ns]:
+            return None
+        return ModelEntry(p.name, p, size=st.st_size, **dict(zip(self.FIELDS, row[2:])))
+
+    def put(self, p: Path, st: os.stat_result, e: ModelEntry) -> None:
+        self.files[str(p)] = [st.st_size, st.st_mtime_ns, *(getattr(e, f) for f in self.FIELDS)]
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        files = {k: v for k, v in self.files.items() if os.path.exists(k)}  # forget deleted files
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"key": self.key, "files": files}), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass

@@ -10,13 +10,12 @@ import re
 import unicodedata
 from pathlib import Path
 
-from ..check.provenance import literal
 from ..diagnostics import codes, did_you_mean, error
 from ..paths import models_dirs
-from ..syntax import ast
-from ..syntax.grammar import RESERVED_WORDS
-from ..syntax.printer import print_module
-from .output import fail
+
+# The recipe's syntax tree, printer, grammar and the command's output are imported where they are
+# used, not here: the forms (`mecha tui`, `mecha ui`) import this module for its rules, and draw
+# their first frame before they need the rest.
 
 QUICK_METHODS = ("weighted_sum", "sigmoid", "inv_sigmoid", "add_difference")
 EXPORT_DTYPE_CHOICES = ("fp16", "bf16", "fp32")
@@ -57,6 +56,10 @@ def merge_recipe(models: list[str], *, method: str, alpha: float, output: str, d
     `base + s * lora(…, base=base) + …`; LoRAs alone merge as adapters, `(1 − α)·A + α·B` written
     as one LoRA by exact concatenation (never a per-tensor average of up and down factors).
     arch: every model read as this architecture (`model(…, arch=…)`)."""
+    from ..check.provenance import literal
+    from ..syntax import ast
+    from ..syntax.printer import print_module
+
     adapters = adapters or [False] * len(models)
     names: list[str] = []
     lets = []
@@ -135,6 +138,8 @@ def _adapter_problems(models: list[str], adapters: list[bool], method: str, lora
 def _let_name(stem: str, i: int, taken: list[str], method: str) -> str:
     """A recipe name for a model file: its stem in ASCII word characters, unless that is taken,
     a keyword or a builtin (then `m{i}_...`)."""
+    from ..syntax.grammar import RESERVED_WORDS
+
     name = re.sub(r"[^A-Za-z0-9_]", "_", stem)
     if (_IDENT.fullmatch(name) and name not in taken and name not in RESERVED_WORDS
             and name not in _BUILTIN_NAMES and name != method):
@@ -184,6 +189,8 @@ def merge_command(models: list[str], *, method: str = "weighted_sum", alpha: flo
                   threads: int | None = None, dtype: str | None = None, format: str = "text",
                   lora: float | None = None, output: str | None = None, hash_inputs: bool = False,
                   arch: str | None = None) -> int:
+    from .output import fail
+
     problems = []
     adapters = _adapters(models, models_dir)
     if method not in QUICK_METHODS:

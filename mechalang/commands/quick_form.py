@@ -11,13 +11,13 @@ import shlex
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..check.provenance import literal
 from ..diagnostics import Diagnostic, render_text
-from ..syntax import ast
-from ..syntax.printer import print_module
 from .merge import EXPORT_DTYPE_CHOICES, NAME_RULE, QUICK_METHODS, _let_name, default_name, merge_recipe
+
+if TYPE_CHECKING:
+    from ..syntax import ast
 
 NAME_RULE_TEXT = "the output name takes only letters, digits and . + - (no spaces, no / or \\, no leading . or ..)"
 DTYPES = (*EXPORT_DTYPE_CHOICES, None)  # None: as the first model
@@ -121,6 +121,9 @@ def form_problems(s: FormState) -> list[str]:
 
 def alpha_expr(s: FormState) -> tuple[ast.Expr, list[ast.Stmt]]:
     """alpha as the recipe writes it: a number, a block map, an MBW string or a preset."""
+    from ..check.provenance import literal
+    from ..syntax import ast
+
     if s.mbw.strip():
         return ast.Call(ast.Name("mbw"), (ast.Name(s.arch or "sd1"), ast.String(s.mbw.strip()))), []
     if s.preset:
@@ -135,6 +138,10 @@ def alpha_expr(s: FormState) -> tuple[ast.Expr, list[ast.Stmt]]:
 def recipe_text(s: FormState) -> str:
     """The `.mecha` recipe of the form: `merge_recipe`'s (what `mecha merge` runs) when the quick
     merge can say it, else the same shape with the method's hyperparameters and block weights."""
+    from ..check.provenance import literal
+    from ..syntax import ast
+    from ..syntax.printer import print_module
+
     models = s.chosen
     adapters = s.adapters[:len(models)]
     if s.quick() or any(adapters):

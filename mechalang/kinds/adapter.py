@@ -67,12 +67,16 @@ class AdapterMap:
 def is_adapter(tensors: Mapping[str, Any]) -> bool:
     """Whether a file's tensors are mostly an adapter's (in groups some kind completes), not a
     model's: what `mecha merge` uses to tell a LoRA given where a model is expected."""
-    modules, _ = _groups(tensors)
+    if not tensors:
+        return False
+    modules, unknown = _groups(tensors)
+    if len(unknown) > len(tensors) / 2:  # a model's names: no kind's suffixes (the usual answer, fast)
+        return False
     grouped = 0
     for suffixes in modules.values():
         groups, _ = _kind_groups(suffixes, tensors)
         grouped += len({t for _, parts in groups for t in parts.values()})
-    return bool(tensors) and grouped >= len(tensors) / 2
+    return grouped >= len(tensors) / 2
 
 
 def dialect_of(names) -> str:

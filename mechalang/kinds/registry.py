@@ -89,7 +89,10 @@ class KindSpec:
 class KindRegistry:
     def __init__(self) -> None:
         self._kinds: dict[str, KindSpec] = {}
-        self._suffixes: list[str] | None = None  # every kind's tensor suffixes, longest first
+        # every kind's tensor suffixes, and the most dots one has: a name is split by looking up
+        # its last 1..n dotted parts, longest first (a lookup per try, not a scan of all suffixes)
+        self._suffixes: frozenset[str] | None = None
+        self._max_dots = 0
 
     def register(self, spec: KindSpec) -> None:
         if spec.name in self._kinds:
@@ -116,9 +119,12 @@ class KindRegistry:
         Several kinds may share a suffix (`alpha`): a module's other tensors decide its kind."""
         _ensure_builtins()
         if self._suffixes is None:
-            self._suffixes = sorted({s for k in self._kinds.values() for s in k.parts}, key=lambda s: -len(s))
-        for suffix in self._suffixes:
-            if tensor_name.endswith("." + suffix):
+            self._suffixes = frozenset(s for k in self._kinds.values() for s in k.parts)
+            self._max_dots = max((s.count(".") for s in self._suffixes), default=0)
+        parts = tensor_name.rsplit(".", self._max_dots + 1)
+        for n in range(min(len(parts) - 1, self._max_dots + 1), 0, -1):  # the longest suffix first
+            suffix = ".".join(parts[-n:])
+            if suffix in self._suffixes:
                 return tensor_name[: -len(suffix) - 1], suffix
         return None
 
