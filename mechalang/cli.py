@@ -281,6 +281,22 @@ def tui(models_dir: Optional[str] = ModelsDirOpt):
     raise typer.Exit(run_tui(models_dir))
 
 
+@app.command()
+def ui(
+    models_dir: Optional[str] = ModelsDirOpt,
+    output_dir: Optional[str] = typer.Option(None, "--output-dir",
+                                             help="Where merges are written (default: the models folder, "
+                                                  "so outputs are listed with the models)."),
+    port: int = typer.Option(0, "--port", min=0, max=65535, help="The port (default: a free one)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="The address to listen on (default: this machine only)."),
+    no_browser: bool = typer.Option(False, "--no-browser", help="Print the URL; do not open a browser."),
+):
+    """The merge page in the browser: quick merge, block weights, a recipe editor, runs with progress."""
+    from .ui import run_ui
+
+    raise typer.Exit(run_ui(models_dir, output_dir, host=host, port=port, open_browser=not no_browser))
+
+
 def main() -> None:
     import os
 

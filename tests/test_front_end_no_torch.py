@@ -57,3 +57,31 @@ def test_repl_does_not_import_torch_until_a_merge_runs(golden_workspace):
     r = subprocess.run([sys.executable, "-c", "import sys, mechalang.repl.terminal, mechalang.commands.highlight; "
                         "print('torch' in sys.modules)"], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "False"
+
+
+IDLE_PROBE = """
+import sys, threading
+from starlette.testclient import TestClient
+from mechalang.ui import create_app
+app = create_app(sys.argv[1], token="t")
+c = TestClient(app, base_url="http://127.0.0.1:1")
+c.cookies.set(app.state.ui.cookie, "t")
+for path in ("/", "/static/app.js", "/static/style.css", "/api/models", "/api/methods", "/api/arch/sd1"):
+    assert c.get(path).status_code == 200, path
+r = c.post("/api/form", json={"models": ["alpha_one.safetensors", "beta_two.safetensors"], "alpha": 0.4,
+                              "blocks": {"IN00": 0.2}})
+assert r.json()["ok"], r.text
+assert c.post("/api/check", json={"text": "let x = 1\\n"}).status_code == 200
+print("TORCH" if "torch" in sys.modules else "NO-TORCH")
+"""
+
+
+def test_web_ui_idle_does_not_import_torch(tmp_path):
+    """`mecha ui`'s app started, its pages served and a form checked: torch is not imported."""
+    from mechalang.synth import make_model
+
+    for name, seed in (("alpha_one", 1), ("beta_two", 2)):
+        make_model("sd1", tmp_path / f"{name}.safetensors", dim_cap=4, dtype="float32", seed=seed)
+    r = subprocess.run([sys.executable, "-c", IDLE_PROBE, str(tmp_path)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.stdout.strip().splitlines()[-1:] == ["NO-TORCH"], r.stdout + r.stderr

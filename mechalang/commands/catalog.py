@@ -56,16 +56,23 @@ def header_hash(path: str | os.PathLike) -> str:
         return hashlib.sha256(head + f.read(n) + f.read(DATA_SAMPLE)).hexdigest()[:8]
 
 
-def scan(folder: str | os.PathLike) -> list[ModelEntry]:
+def scan(folder: str | os.PathLike, *, confine: bool = False) -> list[ModelEntry]:
     """Every `*.safetensors` of `folder` (not its subfolders), sorted by name.
 
     What was learnt about a file is cached (`catalog.json` in the cache folder) under its path, size
     and modification time, so a folder of large models is read once, not at every start of a form:
     the next start lists it without reading a header.
+
+    confine: a link that leads out of `folder` is listed with a problem and not read (the web
+    server reads nothing outside the folders it was started with).
     """
     cache = _Cache.load()
+    root = Path(folder).resolve()
     out = []
     for p in sorted(Path(folder).glob("*.safetensors"), key=lambda p: p.name.lower()):
+        if confine and root not in p.resolve().parents:
+            out.append(ModelEntry(p.name, p, "?", 0, "-" * 8, problem="a link out of the models folder: not read"))
+            continue
         try:
             st = p.stat()
         except OSError:

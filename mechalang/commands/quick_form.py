@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..diagnostics import Diagnostic, render_text
-from .merge import EXPORT_DTYPE_CHOICES, NAME_RULE, QUICK_METHODS, _let_name, default_name, merge_recipe
+from .merge import (
+    EXPORT_DTYPE_CHOICES,
+    NAME_RULE,
+    QUICK_METHODS,
+    _adapter_problems,
+    _let_name,
+    default_name,
+    merge_recipe,
+)
 
 if TYPE_CHECKING:
     from ..syntax import ast
@@ -71,6 +79,9 @@ class FormState:
     mbw: str = ""
     adapters: list[bool] = field(default_factory=lambda: [False, False, False])
     overwrite: bool = False
+    out_folder: Path | None = None  # where the output goes (None: the models folder, so it is listed there)
+    classes_off: tuple[str, ...] = ()  # classes of layers kept from A (weight 0), after every other rule
+    strength: float = 1.0          # a LoRA baked into model A is added at this strength (`--lora`)
 
     @property
     def chosen(self) -> list[str]:
@@ -78,11 +89,13 @@ class FormState:
 
     @property
     def block_weighted(self) -> bool:
-        return bool(self.mbw.strip() or self.preset or self.blocks)
+        return bool(self.mbw.strip() or self.preset or self.blocks or self.classes_off)
 
     def default_name(self) -> str:
-        what = "lora" if any(self.adapters[:len(self.chosen)]) else self.method
-        return default_name(self.chosen, what, self.alpha)
+        adapters = self.adapters[:len(self.chosen)]
+        what = "lora" if any(adapters) else self.method
+        value = self.strength if any(adapters) and not adapters[0] else self.alpha  # as `mecha merge` names it
+        return default_name(self.chosen, what, value)
 
     @property
     def out_name(self) -> str:
@@ -90,11 +103,11 @@ class FormState:
 
     @property
     def output(self) -> Path:
-        return self.folder / self.out_name
+        return (self.out_folder or self.folder) / self.out_name
 
     @property
     def recipe_path(self) -> Path:
-        return self.folder / (self.out_name.removesuffix(".safetensors") + ".mecha")
+        return (self.out_folder or self.folder) / (self.out_name.removesuffix(".safetensors") + ".mecha")
 
     def quick(self) -> bool:
         """Whether `mecha merge` can say this merge (no block weights, no other hyperparameters)."""
@@ -116,22 +129,30 @@ def form_problems(s: FormState) -> list[str]:
         want = len(spec.models)
         problems.append(f"{s.method} takes {want} models (A, B{', C' if want == 3 else ''}), {len(s.chosen)} chosen"
                         + (": choose model C" if want == 3 else ": set model C to None"))
+    if any(s.adapters[:len(s.chosen)]) and s.models[0] and s.models[1]:  # what `mecha merge` refuses of LoRAs
+        for d in _adapter_problems(s.chosen, s.adapters[:len(s.chosen)], s.method, None):
+            problems.append(d.message + (f" ({d.help})" if d.help else ""))
     return problems
 
 
 def alpha_expr(s: FormState) -> tuple[ast.Expr, list[ast.Stmt]]:
-    """alpha as the recipe writes it: a number, a block map, an MBW string or a preset."""
+    """alpha as the recipe writes it: a number, a block map, an MBW string or a preset; the classes
+    switched off are rules after those (`attn2: 0.0`: later rules win), so they keep model A."""
     from ..check.provenance import literal
     from ..syntax import ast
 
+    off = tuple(ast.MapEntry(ast.SelName(c), literal(0.0)) for c in s.classes_off)
     if s.mbw.strip():
-        return ast.Call(ast.Name("mbw"), (ast.Name(s.arch or "sd1"), ast.String(s.mbw.strip()))), []
+        value = ast.Call(ast.Name("mbw"), (ast.Name(s.arch or "sd1"), ast.String(s.mbw.strip())))
+        return (ast.With(value, ast.HyperMap(off)) if off else value), []
     if s.preset:
-        return ast.Name(s.preset), [ast.FromImport("std/presets", (ast.ImportName(s.preset),))]
-    if s.blocks:
+        value = ast.Name(s.preset)
+        return (ast.With(value, ast.HyperMap(off)) if off else value), [
+            ast.FromImport("std/presets", (ast.ImportName(s.preset),))]
+    if s.blocks or off:
         entries = [ast.MapEntry(ast.SelDefault(), literal(float(s.alpha)))]
         entries += [ast.MapEntry(ast.SelName(b), literal(float(v))) for b, v in s.blocks.items()]
-        return ast.HyperMap(tuple(entries)), []
+        return ast.HyperMap(tuple(entries) + off), []
     return literal(float(s.alpha)), []
 
 
@@ -146,7 +167,7 @@ def recipe_text(s: FormState) -> str:
     adapters = s.adapters[:len(models)]
     if s.quick() or any(adapters):
         return merge_recipe(models, method=s.method, alpha=s.alpha, output=str(s.output), dtype=s.dtype,
-                            adapters=adapters)
+                            adapters=adapters, strength=s.strength)
     names: list[str] = []
     stmts: list[ast.Stmt] = []
     for i, m in enumerate(models):
@@ -175,12 +196,18 @@ def command_line(s: FormState) -> str:
     words = ["mecha", "merge", *s.chosen]
     if s.method != "weighted_sum":
         words += ["--method", s.method]
-    words += ["--alpha", f"{s.alpha:g}"]
+    adapters = s.adapters[:len(s.chosen)]
+    if any(adapters) and not adapters[0]:
+        words += ["--lora", f"{s.strength:g}"]
+    else:
+        words += ["--alpha", f"{s.alpha:g}"]
     if s.force:
         words.append("--force")
     if s.dtype:
         words += ["--dtype", s.dtype]
     words += ["--name", s.out_name.removesuffix(".safetensors"), "--models-dir", str(s.folder)]
+    if s.out_folder is not None and s.out_folder != s.folder:  # `mecha merge` writes into the models folder
+        return f"mecha run {shlex.quote(str(s.recipe_path))}   (an output folder of its own: save the recipe)"
     if s.overwrite:
         words.append("--overwrite")
     return " ".join(shlex.quote(w) for w in words)
@@ -199,21 +226,64 @@ class CheckResult:
 _lock = threading.Lock()  # checks may be started from worker threads: one at a time
 
 
+def check_text(text: str, *, models_dir: Path, base_dir: Path, name: str = DISPLAY, force: bool = False) -> CheckResult:
+    """`pipeline.load` and `pipeline.check` of a recipe text: what `mecha check` reports (torch-free)."""
+    with _lock:
+        from .. import pipeline  # late: the form draws before the checker is loaded
+
+        program = pipeline.load(text=text, name=name, models_dir=models_dir, base_dir=base_dir, force=force)
+        checked = pipeline.check(program)
+    diags = checked.diagnostics
+    lines = render_text(diags, checked.sources).rstrip().splitlines() if diags else []
+    return CheckResult(checked.ok, lines, diags, text, checked.total_keys, program)
+
+
 def check_form(s: FormState) -> CheckResult:
     """The form's problems, else `pipeline.check` of its recipe (torch-free)."""
     problems = form_problems(s)
     if problems:
         return CheckResult(False, problems)
-    text = recipe_text(s)
-    with _lock:
-        from .. import pipeline  # late: the form draws before the checker is loaded
-
-        program = pipeline.load(text=text, name=DISPLAY, models_dir=s.folder, base_dir=s.folder, force=s.force)
-        checked = pipeline.check(program)
-    diags = checked.diagnostics
-    lines = render_text(diags, checked.sources).rstrip().splitlines() if diags else []
-    ok = checked.ok
+    r = check_text(recipe_text(s), models_dir=s.folder, base_dir=s.folder, force=s.force)
+    diags, lines, ok, text, program = r.diagnostics, r.lines, r.ok, r.text, r.program
     if ok and s.output.exists() and not s.overwrite:  # what `execute` would refuse: say it now
         ok = False
         lines.insert(0, f"{s.out_name} exists in the models folder: tick overwrite, or choose another name")
-    return CheckResult(ok, lines, diags, text, checked.total_keys, program)
+    return CheckResult(ok, lines, diags, text, r.total_keys, program)
+
+
+def preset_weights(arch: str) -> dict[str, list[float]]:
+    """The presets of `std/presets` for `arch` (sd1, sdxl), each as its weights in block order, read
+    from the file's `mbw(arch, "...")` strings (so a new preset appears here too)."""
+    import re
+
+    path = Path(__file__).parent.parent / "stdlib" / "presets.mecha"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    out: dict[str, list[float]] = {}
+    for m in re.finditer(r"^let\s+([A-Za-z_]\w*)\s*=(.*?)(?=^let\s|\Z)", text, re.M | re.S):
+        name, body = m.group(1), m.group(2).strip()
+        if re.fullmatch(r"[A-Za-z_]\w*", body):  # an alias of an earlier preset
+            if body in out:
+                out[name] = out[body]
+            continue
+        for a, weights in re.findall(r'mbw\(\s*(\w+)\s*,\s*"([^"]*)"', body):
+            if a == arch:
+                try:
+                    out[name] = [float(w) for w in weights.split(",")]
+                except ValueError:
+                    pass
+    return out
+
+
+def arch_blocks(arch: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The blocks a block-weight form offers for `arch` (its MBW blocks, else all) and its classes."""
+    if not arch:
+        return (), ()
+    from ..archs.registry import get_arch
+
+    a = get_arch(arch)
+    if a is None:
+        return (), ()
+    return tuple(a.mbw_blocks or a.blocks), tuple(a.classes)

@@ -221,6 +221,27 @@ def _della_(D, shape, density: float, epsilon: float, rescale: bool, seed: int, 
     return D
 
 
+def _column_variance(D):
+    """The population variance of each column of D (n, N) over its n rows, in two passes over the
+    rows (`D.var(0)` reduces the short outer dimension with a Welford loop: ~8x slower)."""
+    n = D.shape[0]
+    mean = D.sum(0).div_(n)
+    acc = torch.zeros_like(mean)
+    for row in D:
+        d = row - mean
+        acc.addcmul_(d, d)
+    return acc.div_(n)
+
+
+def _count_positive(D):
+    """How many rows of D (n, N) are > 0 in each column, in D's dtype (row by row: a bool (n, N)
+    temporary and its reduction cost more)."""
+    count = torch.zeros(D.shape[1], dtype=D.dtype, device=D.device)
+    for row in D:
+        count.add_((row > 0).to(D.dtype))
+    return count
+
+
 def _elect_positive(D, consensus: str):
     """γ > 0 per entry: the sign vote over the task vectors (ties elect +, as mergekit)."""
     if consensus == "sum":
@@ -243,7 +264,7 @@ def _combine(D, *, consensus, normalize: bool, lambda_: float):
         D.mul_(sign).clamp_min_(0)  # γ·δ̂ᵢ: the entries that agree with γ are now the positive ones
         out = D.sum(0)
         if normalize:
-            out /= (D > 0).sum(0, dtype=D.dtype).clamp_min_(1)
+            out /= _count_positive(D).clamp_min_(1)
         out.mul_(sign)
     if lambda_ != 1:
         out *= lambda_
@@ -435,7 +456,7 @@ def sce(*deltas: Delta, select_topk: _DENSITY = 1.0, lambda_: Float() = 1.0) -> 
     if N == 0:
         return _finish(D.sum(0), deltas[0])
     if select_topk < 1:
-        variance = D.var(0, correction=0)
+        variance = _column_variance(D)
         k = _count(select_topk, int(torch.count_nonzero(variance)))
         if k == 0:
             D.zero_()
@@ -443,18 +464,19 @@ def sce(*deltas: Delta, select_topk: _DENSITY = 1.0, lambda_: Float() = 1.0) -> 
             threshold = _kth_smallest(variance[None], N - k + 1)[0]
             D.mul_(variance >= threshold)
         del variance
-    energy = D.square().mean(1)  # (n,)
-    total = energy.sum()
-    weights = torch.where(total > 0, energy / torch.where(total > 0, total, 1), 1.0 / n)
-    positive = D.sum(0) >= 0
-    agree = torch.where(positive, D > 0, D < 0)
-    del positive
-    W = agree * weights[:, None]
-    del agree
-    num = (D * W).sum(0)
-    den = W.sum(0)
+    energy = torch.stack([norm64(r) ** 2 for r in D]) / N  # (n,) mean δ̂ᵢ², float64
+    total = float(energy.sum())
+    weights = [float(e) / total for e in energy] if total > 0 else [1.0 / n] * n
+    # Row by row: the (n, N) masks and products of the vectorised form cost more than the sums.
+    sign = torch.where(D.sum(0) >= 0, 1.0, -1.0).to(D.dtype)  # γ (a tie elects +)
+    num = torch.zeros_like(sign)
+    den = torch.zeros_like(sign)
+    for w, row in zip(weights, D):
+        agree = (row * sign) > 0
+        num.add_(row.mul_(agree), alpha=w)
+        den.add_(agree.to(den.dtype), alpha=w)
     den[den == 0] = 1
-    out = num / den
+    out = num.div_(den)
     if lambda_ != 1:
         out *= float(lambda_)
     return _finish(out, deltas[0])
