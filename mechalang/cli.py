@@ -78,18 +78,27 @@ def check(
     allow_unused: bool = AllowUnusedOpt,
     verbose: bool = typer.Option(False, "-v", "--verbose",
                                  help="Also list every adapter module and the key it updates."),
+    force: bool = typer.Option(False, "--force", help="As `mecha run --force`: differing architectures or "
+                                                      "layouts merge, each keeping its first input's keys."),
 ):
     """Check a recipe against the real files' headers, without reading any tensor."""
     from .commands.check import check_command
 
     raise typer.Exit(check_command(file, sets=set_ or [], models_dir=models_dir, strict=strict,
                                    plugins=plugin or [], format=format.value, allow_unused=allow_unused,
-                                   verbose=verbose))
+                                   verbose=verbose, force=force))
 
 
 @app.command()
 def run(
-    file: str = typer.Argument(..., help="The recipe to run."),
+    file: Optional[str] = typer.Argument(None, help="The recipe to run (or --from MODEL)."),
+    from_: Optional[str] = typer.Option(None, "--from", metavar="MODEL",
+                                        help="Re-run the recipe stored in a model that mecha wrote (its "
+                                             "output goes where -o says, else where the recipe says, from "
+                                             "the working folder)."),
+    force: bool = typer.Option(False, "--force", help="Merge differing architectures or layouts: each merge "
+                                                      "keeps every key of its first input, taken from it "
+                                                      "where the others lack the key or have another shape."),
     set_: Optional[List[str]] = SetOpt,
     output: Optional[str] = typer.Option(None, "-o", "--output",
                                          help="Write the output here (a recipe with one export)."),
@@ -111,7 +120,9 @@ def run(
     """Check, then execute every export with a progress bar and a summary."""
     from .commands.run import run_command
 
-    raise typer.Exit(run_command(file, sets=set_ or [], output=output, models_dir=models_dir,
+    if (file is None) == (from_ is None):
+        raise typer.BadParameter("give a recipe FILE, or --from MODEL (not both)", param_hint="'FILE'")
+    raise typer.Exit(run_command(file or "", from_file=from_, force=force, sets=set_ or [], output=output, models_dir=models_dir,
                                  device=device, threads=threads, precision=precision.value,
                                  overwrite=overwrite, strict=strict, dry_run=dry_run,
                                  check_finite=check_finite, hash_inputs=hash_, plugins=plugin or [],
@@ -205,15 +216,25 @@ def merge(
                                                             "(none, in a terminal: the `mecha tui` form)."),
     method: str = typer.Option("weighted_sum", "--method",
                                help="weighted_sum, sigmoid, inv_sigmoid or add_difference."),
-    alpha: float = typer.Option(0.5, "--alpha",
-                                help="The weight of the second model: 0 gives the first model, "
-                                     "1 the second, 0.3 is 70% A + 30% B (add_difference: "
-                                     "A + alpha·(B − C))."),
-    force: bool = typer.Option(False, "--force", help="Merge differing architectures over shared keys."),
+    alpha: float = typer.Option(0.5, "--alpha", help="The weight of the second model: 0 = all A, 1 = all B, "
+                                                     "0.3 = 70% A + 30% B (weighted_sum; sigmoid and inv_sigmoid "
+                                                     "ease it by a curve with the same ends). add_difference: "
+                                                     "A + alpha·(B − C): 1 adds the whole difference, 0 gives A."),
+    force: bool = typer.Option(False, "--force", help="Merge differing architectures or layouts: every key of "
+                                                      "the first model is kept, taken from it where the others "
+                                                      "lack the key or have another shape (counted in the "
+                                                      "summary)."),
     lora: Optional[float] = typer.Option(None, "--lora",
                                          help="Bake the LoRAs given after the model at this strength "
                                               "(default 1; LoRAs are recognised from their tensors)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Output name (letters, digits, .+-)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Output name (letters, digits, .+-; default: the "
+                                                            "inputs' names, the method and alpha)."),
+    output: Optional[str] = typer.Option(None, "-o", "--output",
+                                         help="The output file, or a folder to write it in (default: the "
+                                              "models folder, else the working folder)."),
+    hash_: bool = typer.Option(False, "--hash", help="Record the inputs' sha256 in the output's metadata."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Read every model as this architecture "
+                                                            "(default: detected from each file)."),
     models_dir: Optional[str] = ModelsDirOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     print_recipe: bool = typer.Option(False, "--print-recipe", help="Print the recipe and exit."),
@@ -235,7 +256,16 @@ def merge(
     raise typer.Exit(merge_command(models, method=method, alpha=alpha, force=force, name=name,
                                    models_dir=models_dir, overwrite=overwrite,
                                    print_recipe=print_recipe, device=device, threads=threads,
-                                   dtype=dtype.value if dtype else None, format=format.value, lora=lora))
+                                   dtype=dtype.value if dtype else None, format=format.value, lora=lora,
+                                   output=output, hash_inputs=hash_, arch=arch))
+
+
+@app.command()
+def show(file: str = typer.Argument(..., help="A model file."), format: Format = FormatOpt):
+    """A model's header summary and provenance: the recipe mecha stored, inputs, A1111 and modelspec fields."""
+    from .commands.show import show_command
+
+    raise typer.Exit(show_command(file, format=format.value))
 
 
 @app.command()

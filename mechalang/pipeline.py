@@ -78,7 +78,7 @@ def load(source: str | os.PathLike | None = None, *, text: str | None = None, na
                            allow_unused=allow_unused, expect_exports=expect_exports, defer_missing_models=defer_missing_models))
     if text is not None:
         display = name or "<recipe>"
-        path = Path(base_dir or Path.cwd()) / display
+        path = Path(base_dir or Path.cwd()) / Path(display).name  # a name, not a place: base_dir is
     else:
         if source is None:
             raise TypeError("load() needs a path or text=")

@@ -87,7 +87,9 @@ def test_no_export_is_a_warning_on_check_and_an_error_on_run(small_models, tmp_p
 
 def test_options_carry_help_text():
     res = runner.invoke(app, ["merge", "--help"])
-    assert "weight of the second model" in res.output and "70% A + 30% B" in res.output
+    text = " ".join(res.output.replace("│", " ").split())  # as read, across the help's line breaks
+    assert "weight of the second model: 0 = all A, 1 = all B" in text and "70% A + 30% B" in text
+    assert "add_difference: A + alpha·(B − C)" in text
     for command in ("run", "check", "plan", "explain", "repl", "info"):
         assert "--plugin" in runner.invoke(app, [command, "--help"]).output, command
 
@@ -100,7 +102,7 @@ def test_quick_merge_of_files_with_non_ascii_names(small_models, tmp_path, monke
     assert printed.exit_code == 0 and 'model("café.safetensors")' in printed.output
     res = runner.invoke(app, ["merge", "café.safetensors", "naïve model.safetensors", "--alpha", "0.25"])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "café_naïve model_weighted_sum_0.25.safetensors").exists()
+    assert (tmp_path / "cafe+naive-model-weighted-sum-0.25.safetensors").exists()  # the name rule's letters
 
 
 def test_a_template_recursion_and_an_unclosed_bracket_have_different_codes(tmp_path):
@@ -164,7 +166,7 @@ def test_quick_merge_writes_into_the_first_models_folder(small_models, tmp_path,
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MECHA_MODELS_DIR", f"{small_models}:{tmp_path / 'other'}")
     res = runner.invoke(app, ["merge", "a.safetensors", "b.safetensors", "--print-recipe"])
-    assert res.exit_code == 0 and f'to "{small_models}/a_b_weighted_sum_0.5.safetensors"' in res.output
+    assert res.exit_code == 0 and f'to "{small_models}/a+b-weighted-sum-0.5.safetensors"' in res.output
 
 
 def test_every_bad_hyperparameter_of_a_call_is_reported(small_models, tmp_path):

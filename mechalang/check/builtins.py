@@ -333,6 +333,8 @@ def coerce_set(ev, stmt: ast.Param, raw: str, span: Span | None) -> Any:
         return POISON if any(v is POISON for v in items) else ListValue(tuple(items))
 
     if raw.lower().endswith(".mecha") and tname in (None, "Model", "Delta"):
+        if paths.is_file(Path(raw)):
+            ev.param_files[stmt.name] = Path(raw).resolve()
         return recipe_value(ev, raw, span)
     if tname in ("Model", "Delta") or (tname is None and raw.lower().endswith(MODEL_SUFFIXES[:-1])):
         return load_model(ev, raw, span, base=Path.cwd())

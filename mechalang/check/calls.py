@@ -103,10 +103,11 @@ def call_method(ev, spec: MethodSpec, e: ast.Call, args: list[tuple[Any, Span | 
         return POISON
     from .operators import shape_check
 
-    drop = shape_check(ev, models, e.span)
-    if drop is None:
+    checked = shape_check(ev, models, e.span)
+    if checked is None:
         return POISON
-    keys = node_keys(spec.name, [m.node.space for m, _ in models], [m.node.keys for m, _ in models], drop)
+    models = [(m, s) for m, (_, s) in zip(checked, models)]
+    keys = node_keys(spec.name, [m.node.space for m, _ in models], [m.node.keys for m, _ in models])
     hypers: list[tuple[str, BoundHyper]] = []
     for hp in spec.hypers:  # every problem is reported, not just the first
         given = kwargs.get(hp.name) or hyper_args.get(hp.name)

@@ -21,7 +21,7 @@ from ..modules import ModuleLoader, SourceModule
 from ..paths import is_dir, path_problem
 from ..syntax import ast
 from .names import NameChecker
-from .provenance import resolved_recipe_text
+from .provenance import ParamSource, PathStorer, stored_recipe_text
 from .values import (
     POISON,
     UNRESOLVED,
@@ -91,6 +91,7 @@ class Evaluator:
         self.budget_spent = False
         self.model_names: dict[str, str] = {}
         self.params: dict[str, Any] = {}
+        self.param_files: dict[str, Path] = {}  # main params given as recipe files (--set a=x.mecha)
         self._groups = 0
         self.active_defs: list[ast.Def] = []
         from . import builtins as _builtins
@@ -155,7 +156,10 @@ class Evaluator:
             program.names = dict(env.values)
         if mod is not None and mod.tree is not None and program.ok:
             tree, params = mod.tree, dict(self.params)
-            program.recipe_printer = lambda: resolved_recipe_text(tree, params)
+            storer = PathStorer(mod.path.parent, self.options.models_dirs)
+            sources = {k: ParamSource(p) for k, p in self.param_files.items()}
+            program.recipe_printer = lambda outputs: stored_recipe_text(tree, params, storer, outputs, sources)
+            program.param_files = dict(self.param_files)
         return program
 
     def eval_module(self, mod: SourceModule, *, main: bool, exports: list[Export] | None = None,

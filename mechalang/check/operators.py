@@ -14,8 +14,8 @@ import operator
 from typing import Any
 
 from ..diagnostics import Label, Span, codes, error
-from ..graph.keys import node_keys, shape_conflicts
-from ..graph.nodes import BoundHyper, HyperRule
+from ..graph.keys import node_keys, primary, shape_conflicts
+from ..graph.nodes import BoundHyper, HyperRule, ShapeMask
 from ..methods.registry import Float
 from ..syntax import ast
 from .values import POISON, HyperValue, ListValue, ModelValue, a_type, is_number, type_name
@@ -186,11 +186,12 @@ def combine(ev, e: ast.BinOp, op: str, left: ModelValue, right: ModelValue, spac
     arch = ev.unify_arch([(left, e.left.span), (right, e.right.span)], f"`{e.op}`", e.span)
     if arch is None:
         return POISON
-    drop = shape_check(ev, [(left, e.left.span), (right, e.right.span)], e.span)
-    if drop is None:
+    first = primary(op, [left.node.space, right.node.space])
+    checked = shape_check(ev, [(left, e.left.span), (right, e.right.span)], e.span, first)
+    if checked is None:
         return POISON
-    a, b = left.node, right.node
-    keys = node_keys(op, [a.space, b.space], [a.keys, b.keys], drop)
+    a, b = (v.node for v in checked)
+    keys = node_keys(op, [a.space, b.space], [a.keys, b.keys])
     return ModelValue(ev.builder.node(op, (a, b), space=space, arch=arch, keys=keys, origin=e.span))
 
 
@@ -219,13 +220,17 @@ def _conflicts(ev, key_sets: list[dict]) -> list:
     return hit[1]
 
 
-def shape_check(ev, values: list[tuple[ModelValue, Span | None]], span: Span | None) -> set[str] | None:
-    """Keys whose shapes differ between inputs: an error, or (with --force) keys to leave out."""
+def shape_check(ev, values: list[tuple[ModelValue, Span | None]], span: Span | None,
+                first: int = 0) -> list[ModelValue] | None:
+    """The inputs of a merge, checked for keys whose shapes differ: an error (None); with --force,
+    the inputs with every input but the `first` masked (a `select` by `ShapeMask`) so that those
+    keys are taken from the first input, kept and counted in the summary like keys an input lacks."""
     conflicts = _conflicts(ev, [v.node.keys for v, _ in values])
     if not conflicts:
-        return set()
+        return [v for v, _ in values]
     if ev.options.force:
-        return {k for k, _ in conflicts}
+        clash = frozenset(k for k, _ in conflicts)
+        return [v if i == first else _mask(ev, v, clash, span) for i, (v, _) in enumerate(values)]
     shown = []
     for key, shapes in conflicts[:3]:
         shown.append(f"`{key}`: " + " vs ".join(str(list(s)) if s is not None else "missing" for s in shapes))
@@ -236,6 +241,16 @@ def shape_check(ev, values: list[tuple[ModelValue, Span | None]], span: Span | N
                     secondary=[Label(s, f"input {i + 1}") for i, (_, s) in enumerate(values) if s is not None],
                     help="these models are not of one layout (an inpainting model among regular ones?)"))
     return None
+
+
+def _mask(ev, v: ModelValue, clash: frozenset[str], span: Span | None) -> ModelValue:
+    """`v` without the keys in `clash` (those it has)."""
+    hidden = frozenset(k for k in clash if k in v.node.keys)
+    if not hidden:
+        return v
+    keys = {k: m for k, m in v.node.keys.items() if k not in hidden}
+    return ModelValue(ev.builder.node("select", (v.node,), space=v.node.space, arch=v.node.arch, keys=keys,
+                                      component=ShapeMask(hidden), origin=span))
 
 
 __all__ = ["binary", "negate", "scale", "combine", "fallback", "shape_check", "hyper_fallback"]

@@ -37,8 +37,8 @@ def load(file: str, sets: Iterable[str], models_dir: str | None, plugins: Iterab
 
 def check_command(file: str, *, sets: Iterable[str] = (), models_dir: str | None = None,
                   strict: bool = False, plugins: Iterable[str] = (), format: str = "text",
-                  allow_unused: bool = False, verbose: bool = False) -> int:
-    program = load(file, sets, models_dir, plugins, allow_unused=allow_unused)
+                  allow_unused: bool = False, verbose: bool = False, force: bool = False) -> int:
+    program = load(file, sets, models_dir, plugins, allow_unused=allow_unused, force=force)
     planned = pipeline.check(program, strict=strict)
     diags = planned.diagnostics
     if format == "json":

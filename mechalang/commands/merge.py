@@ -7,6 +7,7 @@ runs it like any other: `--print-recipe` shows it instead.
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 
 from ..diagnostics import codes, did_you_mean, error
@@ -18,18 +19,43 @@ from ..paths import models_dirs
 
 QUICK_METHODS = ("weighted_sum", "sigmoid", "inv_sigmoid", "add_difference")
 EXPORT_DTYPE_CHOICES = ("fp16", "bf16", "fp32")
-NAME_RULE = re.compile(r"[A-Za-z0-9.+-]+")
+# Output names (`--name`, the form's name box, and the default name): letters, digits and . + -
+# (InvokeAI's rule), never hidden (a leading `.`) and never `..`.
+NAME_RULE = re.compile(r"(?!\.)(?!.*\.\.)[A-Za-z0-9.+-]+")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BUILTIN_NAMES = {"model", "key", "mbw", "lora", "recipe"}
 
 
+def name_stem(model: str, i: int = 0) -> str:
+    """A model's file or folder name as a part of an output name: without its extension, each run
+    of characters the name rule refuses as one `-` (accents dropped), never hidden, never `..`."""
+    name = Path(model.rstrip("/\\")).name
+    for suffix in (".safetensors.index.json", ".index.json"):
+        name = name.removesuffix(suffix)
+    stem = Path(name).stem if Path(name).suffix.lower() in MODEL_SUFFIXES else name
+    stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()  # café → cafe
+    stem = re.sub(r"[^A-Za-z0-9.+-]+", "-", stem)
+    stem = re.sub(r"\.{2,}", ".", stem).strip(".-")
+    return stem or f"model{i + 1}"
+
+
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".json")
+
+
+def default_name(models: list[str], what: str, value: float) -> str:
+    """The output name when none is given: `a+b-weighted-sum-0.5` (it obeys NAME_RULE)."""
+    stems = [name_stem(m, i) for i, m in enumerate(models)] or ["merged"]
+    return "+".join(stems) + f"-{what.replace('_', '-')}-{value:g}"
+
+
 def merge_recipe(models: list[str], *, method: str, alpha: float, output: str, dtype: str | None,
-                 adapters: list[bool] | None = None, strength: float = 1.0) -> str:
+                 adapters: list[bool] | None = None, strength: float = 1.0, arch: str | None = None) -> str:
     """The recipe `mecha merge` runs: one `let` per model, named after its file, and one export.
 
     With adapters (`adapters[i]` true for a LoRA): a model followed by LoRAs bakes them,
     `base + s * lora(…, base=base) + …`; LoRAs alone merge as adapters, `(1 − α)·A + α·B` written
-    as one LoRA by exact concatenation (never a per-tensor average of up and down factors)."""
+    as one LoRA by exact concatenation (never a per-tensor average of up and down factors).
+    arch: every model read as this architecture (`model(…, arch=…)`)."""
     from ..check.provenance import literal
     from ..syntax import ast
     from ..syntax.printer import print_module
@@ -42,8 +68,11 @@ def merge_recipe(models: list[str], *, method: str, alpha: float, output: str, d
         names.append(name)
         if adapters[i] and not adapters[0]:  # baked into the first model: its shapes are the targets
             value = ast.Call(ast.Name("lora"), (ast.String(m),), (ast.Keyword("base", ast.Name(names[0])),))
+        elif adapters[i]:
+            value = ast.Call(ast.Name("lora"), (ast.String(m),))
         else:
-            value = ast.Call(ast.Name("lora" if adapters[i] else "model"), (ast.String(m),))
+            value = ast.Call(ast.Name("model"), (ast.String(m),),
+                             (ast.Keyword("arch", ast.Name(arch)),) if arch else ())
         lets.append(ast.Let(name, value))
     merged = next(n for n in ("merged", "merged_result", "merged_model") if n not in names)
     fmt = None
@@ -121,11 +150,48 @@ def _let_name(stem: str, i: int, taken: list[str], method: str) -> str:
     return f"m{i}_{name}".rstrip("_")
 
 
+def output_target(output: str | None, name: str | None, default: str, models_dir: str | None) -> str:
+    """Where the merge is written: `-o` (a file, or a folder to put the named file in), else the
+    first models folder (as GUI mergers do), else the working folder."""
+    file_name = (name or default).removesuffix(".safetensors") + ".safetensors"
+    if output is not None:
+        p = Path(output).expanduser()
+        if output.endswith(("/", "\\")) or p.is_dir():
+            return str(p / file_name)
+        return str(p)
+    dirs = models_dirs(models_dir)
+    return str((dirs[0] if dirs else Path.cwd()) / file_name)
+
+
+def _option_problems(name: str | None, output: str | None, dtype: str | None, arch: str | None) -> list:
+    problems = []
+    if name is not None and not NAME_RULE.fullmatch(name):
+        problems.append(error(codes.BAD_OUTPUT_NAME, f"--name {name!r}: use only letters, digits and . + - "
+                                                     "(not starting with `.`, no `..`)", None))
+    if name is not None and output is not None and not (output.endswith(("/", "\\")) or Path(output).expanduser().is_dir()):
+        problems.append(error(codes.INVALID_OPTION, f"--name {name!r} and -o {output!r}: -o names the file; give "
+                                                    "--name only with -o FOLDER/", None))
+    if dtype is not None and dtype not in EXPORT_DTYPE_CHOICES:
+        problems.append(error(codes.INVALID_OPTION, f"--dtype must be one of {', '.join(EXPORT_DTYPE_CHOICES)}, "
+                                                    f"not {dtype!r}", None))
+    if arch is not None:
+        from ..archs.registry import all_archs_by_name
+
+        known = all_archs_by_name()
+        if arch not in known:
+            sugg = did_you_mean(arch, list(known))
+            problems.append(error(codes.UNKNOWN_ARCH, f"--arch {arch!r} is not an architecture", None,
+                                  help=(f"did you mean {sugg!r}? " if sugg else "")
+                                  + "`mecha info` lists the architectures"))
+    return problems
+
+
 def merge_command(models: list[str], *, method: str = "weighted_sum", alpha: float = 0.5,
                   force: bool = False, name: str | None = None, models_dir: str | None = None,
                   overwrite: bool = False, print_recipe: bool = False, device: str = "cpu",
                   threads: int | None = None, dtype: str | None = None, format: str = "text",
-                  lora: float | None = None) -> int:
+                  lora: float | None = None, output: str | None = None, hash_inputs: bool = False,
+                  arch: str | None = None) -> int:
     from .output import fail
 
     problems = []
@@ -142,26 +208,19 @@ def merge_command(models: list[str], *, method: str = "weighted_sum", alpha: flo
         if len(models) != want:
             problems.append(error(codes.QUICK_MERGE_MODEL_COUNT,
                                   f"{method} takes {want} models, {len(models)} given", None))
-    if name is not None and not NAME_RULE.fullmatch(name):
-        problems.append(error(codes.BAD_OUTPUT_NAME, f"--name {name!r}: use only letters, digits and . + -",
-                              None))
-    if dtype is not None and dtype not in EXPORT_DTYPE_CHOICES:
-        problems.append(error(codes.INVALID_OPTION, f"--dtype must be one of {', '.join(EXPORT_DTYPE_CHOICES)}, "
-                                                    f"not {dtype!r}", None))
+    problems += _option_problems(name, output, dtype, arch)
     if problems:
         return fail(problems, None, format)
-    stems = [Path(m).stem for m in models]
     what = "lora" if any(adapters) else method
-    out_name = (name or "_".join(stems) + f"_{what}_{(alpha if all(adapters) or not any(adapters) else lora or 1):g}"
-                ).removesuffix(".safetensors") + ".safetensors"
-    dirs = models_dirs(models_dir)  # the output goes to the models folder, as GUI mergers do
-    out_dir = dirs[0] if dirs else Path.cwd()
-    text = merge_recipe(models, method=method, alpha=alpha, output=str(out_dir / out_name), dtype=dtype,
-                        adapters=adapters, strength=1.0 if lora is None else lora)
+    value = alpha if all(adapters) or not any(adapters) else (1 if lora is None else lora)
+    target = output_target(output, name, default_name(models, what, value), models_dir)
+    text = merge_recipe(models, method=method, alpha=alpha, output=target, dtype=dtype,
+                        adapters=adapters, strength=1.0 if lora is None else lora, arch=arch)
     if print_recipe:
         print(text, end="")
         return 0
     from .run import run_command  # late: the form of `mecha tui` reads this module's rules only
 
     return run_command("<merge>", models_dir=models_dir, device=device, threads=threads,
-                       overwrite=overwrite, format=format, text=text, display="<merge>", force=force)
+                       overwrite=overwrite, format=format, text=text, display="<merge>", force=force,
+                       hash_inputs=hash_inputs)

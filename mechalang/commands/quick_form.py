@@ -14,12 +14,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..diagnostics import Diagnostic, render_text
-from .merge import EXPORT_DTYPE_CHOICES, NAME_RULE, QUICK_METHODS, _adapter_problems, _let_name, merge_recipe
+from .merge import (
+    EXPORT_DTYPE_CHOICES,
+    NAME_RULE,
+    QUICK_METHODS,
+    _adapter_problems,
+    _let_name,
+    default_name,
+    merge_recipe,
+)
 
 if TYPE_CHECKING:
     from ..syntax import ast
 
-NAME_RULE_TEXT = "the output name takes only letters, digits and . + - (no spaces, no / or \\)"
+NAME_RULE_TEXT = "the output name takes only letters, digits and . + - (no spaces, no / or \\, no leading . or ..)"
 DTYPES = (*EXPORT_DTYPE_CHOICES, None)  # None: as the first model
 DISPLAY = "<form>"
 
@@ -84,11 +92,10 @@ class FormState:
         return bool(self.mbw.strip() or self.preset or self.blocks or self.classes_off)
 
     def default_name(self) -> str:
-        stems = [Path(m).stem for m in self.chosen] or ["merged"]
         adapters = self.adapters[:len(self.chosen)]
         what = "lora" if any(adapters) else self.method
         value = self.strength if any(adapters) and not adapters[0] else self.alpha  # as `mecha merge` names it
-        return "_".join(stems) + f"_{what}_{value:g}"
+        return default_name(self.chosen, what, value)
 
     @property
     def out_name(self) -> str:

@@ -17,8 +17,14 @@ def run_command(file: str, *, sets: Iterable[str] = (), output: str | None = Non
                 dry_run: bool = False, check_finite: bool = False, hash_inputs: bool = False,
                 plugins: Iterable[str] = (), format: str = "text", force: bool = False,
                 text: str | None = None, display: str | None = None, allow_unused: bool = False,
-                shard_size: str | None = None) -> int:
+                shard_size: str | None = None, from_file: str | None = None) -> int:
     t0 = time.perf_counter()
+    if from_file is not None:  # the recipe stored in a merged model's metadata
+        text, display, problems = stored_recipe_of(from_file)
+        if text is None:
+            return fail(problems, None, format)
+        file = display
+        emit(problems, None, format)
     if text is not None:
         program = pipeline.load(text=text, name=display or file, models_dir=models_dir,
                                 plugins=plugins, force=force, allow_unused=allow_unused)
@@ -47,6 +53,32 @@ def run_command(file: str, *, sets: Iterable[str] = (), output: str | None = Non
     print(f"done in {elapsed:.1f} s" + (f", peak memory {format_bytes(peak)}" if peak else ""))
     _notes(planned, "  ")
     return 0
+
+
+def stored_recipe_of(model_file: str) -> tuple[str | None, str, list]:
+    """The recipe a merged model stores (its text, the name diagnostics give it), or None and why;
+    a warning when another mechalang version stored it."""
+    from .._version import __version__
+    from ..diagnostics import codes, error, warning
+    from .show import read_model_header, stored_recipe
+
+    header, problem = read_model_header(model_file)
+    if problem is not None:
+        return None, model_file, [problem]
+    recipe = stored_recipe(header.metadata)
+    display = f"{model_file} (stored recipe)"
+    if recipe is None:
+        other = " (its `sd_merge_recipe` is another merger's: see `mecha show`)" if "sd_merge_recipe" in header.metadata else ""
+        return None, display, [error(codes.NO_STORED_RECIPE, f"`{model_file}` has no mechalang recipe in its "
+                                                             f"metadata{other}", None,
+                                     help="only files written by `mecha run` or `mecha merge` store one; "
+                                          f"`mecha show {model_file}` shows what it has")]
+    problems = []
+    if recipe.version and recipe.version != __version__:
+        problems.append(warning(codes.STORED_BY_OTHER_VERSION, f"the recipe in `{model_file}` was stored by "
+                                                               f"mechalang {recipe.version}; this is {__version__}",
+                                None, help="methods may have changed between versions: compare the outputs"))
+    return recipe.text, display, problems
 
 
 def execute_with_progress(planned: pipeline.Planned, *, device: str = "cpu", threads: int | None = None,

@@ -250,6 +250,9 @@ BAD_OUTPUT_NAME = _d("E0705", "bad-output-name", "an output name with characters
 NO_MATCHING_KEY = _d("E0706", "no-matching-key", "no output key matches the key or glob asked for")
 ADAPTER_MISPLACED = _d("E0708", "adapter-misplaced", "`mecha merge` given a LoRA where it cannot use one")
 UNKNOWN_CODE = _d("E0707", "unknown-code", "`mecha explain-code` with a code that does not exist")
+NO_STORED_RECIPE = _d("E0710", "no-stored-recipe", "`mecha run --from` on a model file with no mechalang recipe in it")
+STORED_BY_OTHER_VERSION = _d("W0710", "stored-by-other-version",
+                             "`mecha run --from` re-runs a recipe stored by another mechalang version")
 
 # ------------------------------------------------------------------------------------------------
 # E09xx: sd-mecha recipes (`version 0.1.0`)

@@ -1774,15 +1774,17 @@ with `n_average(a, b, c)`).""",
 
     "E0705": """\
 `mecha merge --name` contains characters other than letters, digits, `.`, `+` and `-`: spaces,
-`_`, slashes or other punctuation. The name becomes the output file name (`.safetensors` is
-added) in the current folder or `--models-dir`, so it cannot contain a path.
+`_`, slashes or other punctuation; or it starts with `.` (a hidden file) or contains `..`. The
+name becomes the output file name (`.safetensors` is added) in the current folder or
+`--models-dir`, so it cannot contain a path. (The default name, made from the inputs' names,
+the method and alpha, follows the same rule.)
 
 ```sh
 mecha merge a.safetensors b.safetensors --name "ghost dream"
 ```
 
 Use only the allowed characters (`--name ghost-dream-0.3`); to write elsewhere, pass
-`--models-dir`, or write a recipe with its own output path.""",
+`-o FOLDER/` (with `--name`) or `-o FILE`.""",
 
     "E0706": """\
 `mecha explain FILE KEY`, or `mecha plan FILE --key GLOB`, asks for a key that no output of the
@@ -1795,6 +1797,31 @@ mecha explain merge.mecha "unet.down_blocks.0.*"
 
 Use the key names of the output's architecture: `mecha plan FILE` lists the keys of each output,
 `mecha info sd1 -v` the keys of an architecture.""",
+
+    "E0710": """\
+`mecha run --from MODEL` re-runs the recipe that `mecha run` and `mecha merge` store in the
+metadata of every file they write (`mechalang.recipe`), and this file has none: it was made by
+another tool, or its metadata was stripped (some converters and pruners drop it).
+
+```sh
+mecha run --from v1-5-pruned.safetensors
+```
+
+`mecha show MODEL` prints what the file does say about itself: its architecture, tensors and
+dtypes, and any A1111 `sd_merge_recipe`/`sd_merge_models` or `modelspec.*` fields, which name the
+models and the method another merger used; write that as a recipe to merge it again.""",
+
+    "W0710": """\
+`mecha run --from MODEL` re-runs a recipe that another version of mechalang stored. The recipe
+runs as this version reads it; if a method changed between the versions (a bug fixed, a default
+changed), the new output can differ from the file the recipe came from.
+
+```sh
+mecha run --from merged-by-an-older-mecha.safetensors -o again.safetensors
+```
+
+Compare the two files if it matters (same keys, tensors close), or run the version that
+`mecha show MODEL` names.""",
 
     "E0708": """\
 `mecha merge` was given a LoRA (recognised from its tensors) where it cannot use one. It takes

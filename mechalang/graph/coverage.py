@@ -21,7 +21,7 @@ from ..diagnostics import Diagnostic, Span, codes, error
 from ..dtypes import FLOAT_DTYPES
 from ..methods.registry import REGISTRY
 from .keys import is_union, left_out, primary
-from .nodes import KeyMeta, Node
+from .nodes import KeyMeta, Node, ShapeMask
 from .program import Export, Program
 
 
@@ -29,7 +29,8 @@ from .program import Export, Program
 class Coverage:
     """Keys a merge could not treat like the others, for the summary and for --strict."""
 
-    # "kept" (taken unchanged from the first input) | "left_out" | "mismatched"; "adapter": what an
+    # "kept" (taken unchanged from the first input) | "forced" (kept, as their shapes differ:
+    # --force) | "left_out" | "mismatched"; "adapter": what an
     # adapter file updates (information, never an error under --strict)
     kind: str
     op: str
@@ -50,6 +51,9 @@ class Coverage:
         pattern = summarize_keys(self.keys)
         if self.kind == "kept":
             return f"{n} key{'s' if n != 1 else ''} kept unchanged from `{self.source}` in `{self.op}`{where}: {pattern}"
+        if self.kind == "forced":
+            return (f"{n} key{'s' if n != 1 else ''} with other shapes in another input kept unchanged from "
+                    f"`{self.source}` in `{self.op}`{where} (--force): {pattern}")
         if self.kind == "left_out":
             return f"{n} key{'s' if n != 1 else ''} only in `{self.source}` left out of `{self.op}`{where}: {pattern}"
         return f"{n} key{'s' if n != 1 else ''} of `{self.source}` with other shapes left out of `{self.op}`{where}: {pattern}"
@@ -85,6 +89,8 @@ def node_name(program: Program, n: Node) -> str:
     """How reports name a node: a model by the recipe's name for it, a merge by its line."""
     if n.load is not None:
         return program.model_names.get(n.load.path, n.load.name)
+    if n.op == "select" and isinstance(n.component, ShapeMask):  # --force's mask: the input itself
+        return node_name(program, n.args[0])
     if n.origin is not None:
         return f"{n.op} at line {n.origin.line}"
     return n.op
@@ -201,7 +207,15 @@ def analyze(program: Program, exports: Iterable[Export] | None = None) -> Analys
             # are not "kept", they are what it does not touch.
             quiet = n.op == "add" and all(sparse.get(a.id) for i, a in enumerate(args) if i != first)
             if computed is not ks and len(computed) != len(ks) and not quiet:
-                note("kept", n, node_name(program, args[first]), _in_order(sets.minus(ks, computed), n.keys))
+                kept = sets.minus(ks, computed)
+                masked = frozenset().union(*(a.component.keys for i, a in enumerate(args)
+                                             if i != first and isinstance(a.component, ShapeMask)))
+                source = node_name(program, args[first])
+                if masked & kept:  # --force: keys whose shapes differ, taken from the first input
+                    note("forced", n, source, _in_order(kept & masked, n.keys))
+                    kept = kept - masked
+                if kept:
+                    note("kept", n, source, _in_order(kept, n.keys))
         _check_maps(n, computed, missing)
 
     diags = []

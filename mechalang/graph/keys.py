@@ -10,7 +10,9 @@ expression in the plan):
 - `model + delta` has the model's keys (a key the delta lacks is kept from the model);
   `delta + delta` has the union (a missing delta is zero);
 - `a | b` has the union, each key from the left when it has it;
-- `scale` has its input's keys; `select` a component's (filtered by the checker).
+- `scale` has its input's keys; `select` a component's (filtered by the checker), or, with
+  --force, its input's keys but those whose shapes differ from the merge's first input (which then
+  keeps them, as it keeps keys an input lacks).
 
 Keys of a non-primary input that the result does not have are "left out" and reported. Non-float
 tensors are never computed: lowering copies them from the first input that has them.
@@ -71,25 +73,21 @@ def key_source(op: str, spaces: Sequence[str], present: Sequence[bool]) -> KeySo
     return KeySource(False, first, kept=True)
 
 
-def node_keys(op: str, spaces: Sequence[str], inputs: Sequence[dict[str, KeyMeta]],
-              drop: set[str] = frozenset()) -> dict[str, KeyMeta]:
-    """The keys of a node (other than `load` and `select`) from its inputs' keys, in output order;
-    `drop`: keys left out (shapes that differ, with --force)."""
+def node_keys(op: str, spaces: Sequence[str], inputs: Sequence[dict[str, KeyMeta]]) -> dict[str, KeyMeta]:
+    """The keys of a node (other than `load` and `select`) from its inputs' keys, in output order."""
     if not inputs:
         return {}
     first = primary(op, spaces)
     base = inputs[first]
     if op == "sub":  # the keys every input has
         others = [ks for i, ks in enumerate(inputs) if i != first and ks is not base]
-        return {k: m for k, m in base.items() if k not in drop and all(k in ks for ks in others)}
+        return {k: m for k, m in base.items() if all(k in ks for ks in others)}
     if not is_union(op, spaces):  # a method, or model + delta: the primary input's keys, all of them
-        if not drop:
-            return base  # shared, never changed: key sets are built once and only read
-        return {k: m for k, m in base.items() if k not in drop}
+        return base  # shared, never changed: key sets are built once and only read
     out: dict[str, KeyMeta] = {}
     for i in [first] + [i for i in range(len(inputs)) if i != first]:
         for k, meta in inputs[i].items():
-            if k not in out and k not in drop:
+            if k not in out:
                 out[k] = meta
     return out
 

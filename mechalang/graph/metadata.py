@@ -1,13 +1,15 @@
 """Provenance written into each output's safetensors metadata (DESIGN.md §2).
 
-Always: the mechalang version, the recipe as canonical text with params resolved, the inputs'
-names, files and architectures. With hashes known (`--hash`): their sha256, and the A1111-style
+Always: the mechalang version, the recipe that ran as canonical text (check/provenance.py: params
+resolved, paths relative, the output as written), the inputs' unique names, files and
+architectures, and recipes given as params with their sha256. With hashes known (`--hash`): their sha256, and the A1111-style
 `sd_merge_models` / `sd_merge_recipe` fields that the webui and civitai read. Nothing
 time-dependent is written, so the same recipe and inputs give byte-identical files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -22,22 +24,41 @@ MODELSPEC_ARCH = {
 }
 
 
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def build_metadata(program: Program, export: Export, output: str, *,
                    hashes: dict[str, str] | None = None) -> dict[str, str]:
     """The metadata of the output `output` (the export's path, or `-o`'s) that `export` writes."""
-    loads = [n for n in export.node.walk() if n.load is not None]
+    loads = []
+    for n in export.node.walk():  # each file once (one file read as two architectures is one input)
+        if n.load is not None and all(n.load.path != m.load.path for m in loads):
+            loads.append(n)
     inputs = []
+    taken: set[str] = set()
     for n in loads:
-        entry = {"name": program.model_names.get(n.load.path, n.load.name),
-                 "file": Path(n.load.path).name, "arch": n.arch.name}
+        name = program.model_names.get(n.load.path, n.load.name)
+        unique, i = name, 2
+        while unique in taken:  # two files the recipe calls alike (in two modules, say)
+            unique, i = f"{name}#{i}", i + 1
+        taken.add(unique)
+        entry = {"name": unique, "file": Path(n.load.path).name, "arch": n.arch.name}
         if hashes and n.load.path in hashes:
             entry["sha256"] = hashes[n.load.path]
         inputs.append(entry)
     meta = {
         "mechalang.version": __version__,
-        "mechalang.recipe": program.recipe_text,
+        "mechalang.recipe": program.stored_recipe(export, output),
         "mechalang.inputs": json.dumps(inputs, separators=(",", ":")),
     }
+    if program.param_files:  # recipes given as params: inlined in the recipe, and named with their hash
+        meta["mechalang.param_recipes"] = json.dumps(
+            [{"param": k, "file": p.name, "sha256": _sha256(p)} for k, p in sorted(program.param_files.items())],
+            separators=(",", ":"))
     arch = export.node.arch.name
     if arch in MODELSPEC_ARCH:
         meta["modelspec.sai_model_spec"] = "1.0.0"

@@ -49,6 +49,15 @@ class BoundHyper:
 
 
 @dataclass(frozen=True)
+class ShapeMask:
+    """The `component` of a `select` node that hides, from a secondary input of a merge, the keys
+    whose shapes differ from the first input's (--force): the merge then takes those keys from
+    its first input, as it does keys a secondary input lacks, and the summary counts them."""
+
+    keys: frozenset[str]
+
+
+@dataclass(frozen=True)
 class LoadInfo:
     path: str  # absolute
     name: str  # how the recipe calls it
@@ -70,7 +79,7 @@ class Node:
                  "_key", "id")
 
     def __init__(self, op: str, args: tuple["Node", ...], hypers: tuple[tuple[str, BoundHyper], ...],
-                 space: str, arch: Any, load: LoadInfo | None, component: str | None,
+                 space: str, arch: Any, load: LoadInfo | None, component: str | ShapeMask | None,
                  origin: Span | None, keys: dict[str, KeyMeta], key: tuple, id: int):
         self.op = op
         self.args = args
@@ -78,7 +87,7 @@ class Node:
         self.space = space  # "weight" | "delta"
         self.arch = arch  # archs.arch.Arch
         self.load = load
-        self.component = component  # for `select`
+        self.component = component  # for `select`: a component's name, or a ShapeMask
         self.origin = origin
         self.keys = keys
         self._key = key
@@ -120,7 +129,7 @@ class GraphBuilder:
 
     def node(self, op: str, args: tuple[Node, ...], *, space: str, arch: Any, keys: dict[str, KeyMeta],
              hypers: tuple[tuple[str, BoundHyper], ...] = (), load: LoadInfo | None = None,
-             component: str | None = None, origin: Span | None = None) -> Node:
+             component: str | ShapeMask | None = None, origin: Span | None = None) -> Node:
         key = (op, tuple(a.id for a in args), hypers, space, getattr(arch, "name", arch), load, component)
         found = self._interned.get(key)
         if found is not None:

@@ -38,18 +38,27 @@ class Program:
     # The main module's top-level names and their checked values (the REPL and the Python API
     # read values from here).
     names: dict[str, Any] = field(default_factory=dict)
-    # Prints the main recipe with each param's default replaced by the value used (the checker
-    # sets it; printing waits until a run needs the text for its provenance).
-    recipe_printer: Callable[[], str] | None = field(default=None, repr=False)
-    _recipe_text: str | None = field(default=None, repr=False)
+    # Prints the recipe that ran (check/provenance.py), given each export's output file; the
+    # checker sets it, and printing waits until a run needs the text for its provenance.
+    recipe_printer: Callable[[list[Path | None]], str] | None = field(default=None, repr=False)
+    _stored: dict[tuple, str] = field(default_factory=dict, repr=False)
+    # Params given by another recipe file (`--set a=other.mecha`): name -> that file.
+    param_files: dict[str, Path] = field(default_factory=dict)
 
     @property
     def recipe_text(self) -> str:
-        """The main recipe as canonical text, params resolved: the provenance written into
-        outputs."""
-        if self._recipe_text is None:
-            self._recipe_text = self.recipe_printer() if self.recipe_printer is not None else ""
-        return self._recipe_text
+        """The main recipe that ran, as canonical text: params resolved, paths relative."""
+        return self.stored_recipe()
+
+    def stored_recipe(self, export: Export | None = None, output: str | None = None) -> str:
+        """The recipe text stored in the outputs' metadata, `export` written to `output` (-o)."""
+        outputs = [e.path for e in self.exports]
+        if export is not None and output is not None:
+            outputs = [Path(output) if e is export else p for e, p in zip(self.exports, outputs)]
+        key = tuple(outputs)
+        if key not in self._stored:
+            self._stored[key] = self.recipe_printer(outputs) if self.recipe_printer is not None else ""
+        return self._stored[key]
 
     @property
     def ok(self) -> bool:

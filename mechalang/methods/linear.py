@@ -107,8 +107,10 @@ def add_difference(a: Weight, b: Weight, c: Weight, *, alpha: Float() = 1.0) -> 
     """Add the difference b − c to a: a + α·(b − c).
 
     Convention of the A1111 checkpoint merger, supermerger and sd-mecha: α = 1 adds the whole
-    difference, α = 0 gives `a`. diffusers' community CheckpointMergerPipeline (and InvokeAI, which
-    copied it) scales the difference by (1 − α) instead; convert with α = 1 − α_diffusers.
+    difference, α = 0 gives `a`. diffusers' community CheckpointMergerPipeline (`interp="add_diff"`)
+    scales the difference by (1 − α) instead; convert with α = 1 − α_diffusers. (InvokeAI's
+    "add_difference" passed a name that pipeline does not know, and got its weighted sum of `a`
+    and `b`: see the README's "Coming from InvokeAI".)
     Negative α subtracts the difference. (A delta is added with plain `a + α * delta`.)
     """
     (a, b, c), dtype = _up(a, b, c)

@@ -92,8 +92,8 @@ def test_bake_one_lora(folder, bases):
     other key is the base's, bit for bit."""
     res = merge(folder, "base.safetensors", "l1.safetensors", "--lora", "0.8")
     assert res.exit_code == 0, res.output
-    assert "wrote base_l1_lora_0.8.safetensors" in res.stdout
-    out = load_file(str(folder / "base_l1_lora_0.8.safetensors"))
+    assert "wrote base+l1-lora-0.8.safetensors" in res.stdout
+    out = load_file(str(folder / "base+l1-lora-0.8.safetensors"))
     base = bases.tensors("sd1")
     d1 = deltas(load_file(str(folder / "l1.safetensors")), base)
     assert len(d1) == len(L1)
@@ -104,7 +104,7 @@ def test_bake_two_loras(folder, bases):
     """`mecha merge base l1 l2 --lora 0.5`: base + 0.5·Δl1 + 0.5·Δl2 (a key in both gets both)."""
     res = merge(folder, "base.safetensors", "l1.safetensors", "l2.safetensors", "--lora", "0.5")
     assert res.exit_code == 0, res.output
-    out = load_file(str(folder / "base_l1_l2_lora_0.5.safetensors"))
+    out = load_file(str(folder / "base+l1+l2-lora-0.5.safetensors"))
     base = bases.tensors("sd1")
     d1 = deltas(load_file(str(folder / "l1.safetensors")), base)
     d2 = deltas(load_file(str(folder / "l2.safetensors")), base)
@@ -121,7 +121,7 @@ def test_two_loras_merge_into_one(folder, bases):
     ranks add where both have the module (never an average of factors), downs stacked bit for bit."""
     res = merge(folder, "l1.safetensors", "l2.safetensors", "--alpha", "0.3")
     assert res.exit_code == 0, res.output
-    out = load_file(str(folder / "l1_l2_lora_0.3.safetensors"))
+    out = load_file(str(folder / "l1+l2-lora-0.3.safetensors"))
     base = bases.tensors("sd1")
     t1, t2 = load_file(str(folder / "l1.safetensors")), load_file(str(folder / "l2.safetensors"))
     d1, d2 = deltas(t1, base), deltas(t2, base)

@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const NAME_RULE = /^[A-Za-z0-9.+-]+$/;
+const NAME_RULE = /^(?!\.)(?!.*\.\.)[A-Za-z0-9.+-]+$/;  // as commands/merge.py NAME_RULE: no hidden names, no ..
 const ui = {
   methods: {}, arch: null, blocks: [], presets: {}, weights: {}, preset: "", classes: [],
   formGen: 0, lastForm: null, job: null, lastOutput: null, editorGen: 0,
