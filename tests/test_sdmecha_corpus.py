@@ -51,13 +51,8 @@ UNSUPPORTED = {
     "truncate_rank": "truncate_rank",
 }
 RUNNABLE = [p for p in FILES if p.stem not in UNSUPPORTED]
-NEEDS_EXTENSIONLESS = {"extensionless_weighted_sum", "extensionless_add_difference"}
-
-
 def params(paths):
-    return [pytest.param(p, id=p.stem, marks=[pytest.mark.xfail(
-        reason="needs extension-less resolution (sources branch)", strict=False)]
-        if p.stem in NEEDS_EXTENSIONLESS else []) for p in paths]
+    return [pytest.param(p, id=p.stem) for p in paths]
 
 
 @pytest.fixture(scope="module")
@@ -171,9 +166,7 @@ def test_there_are_pre_1_0_recipes():
                                     "v0_lora_and_parameter", "v0_ties"}
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.xfail(
-    reason="needs extension-less resolution (sources branch)", strict=False)]
-    if p.stem == "v0_ties" else []) for p in V0])
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem) for p in V0])
 def test_pre_1_0_recipe_runs(path: Path, corpus_models: Path, tmp_path: Path, capsys):
     sets = ["base=a.safetensors"] if "parameter" in path.stem else []
     out = tmp_path / "out.safetensors"
