@@ -253,6 +253,24 @@ def test_hf_folders_merged_to_sharded_hf_loaded_by_transformers(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_show_and_run_from_a_sharded_hf_output(tmp_path):
+    """`mecha show` and `mecha run --from` read a merged Hugging Face folder like a single file."""
+    a = tiny_llama(tmp_path / "la", 0)
+    b = tiny_llama(tmp_path / "lb", 1)
+    (tmp_path / "r.mecha").write_text('param t: float = 0.5\nlet a = model("la")\nlet b = model("lb")\n'
+                                      'export weighted_sum(a, b, alpha=t) to "out/" as hf(shard_size="10KB")\n')
+    assert mecha("run", str(tmp_path / "r.mecha"), "--set", "t=0.25", cwd=tmp_path).exit_code == 0
+    shown = mecha("show", str(tmp_path / "out"), cwd=tmp_path)
+    assert shown.exit_code == 0, shown.output
+    assert "param t: float = 0.25" in shown.output and "files" in shown.output
+    r = mecha("run", "--from", "out", "-o", "again/", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    again = open_source(tmp_path / "again")
+    for k in a:
+        exp = (a[k].float() * 0.75 + b[k].float() * 0.25).to(torch.bfloat16)
+        torch.testing.assert_close(read_tensor(again, again.tensors[k]), exp, rtol=0, atol=0, msg=k)
+
+
 def test_hf_output_interrupted_leaves_nothing(tmp_path):
     tiny_llama(tmp_path / "la", 0)
     sd = load_file(str(next((tmp_path / "la").glob("model-00001-*.safetensors"))))

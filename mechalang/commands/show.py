@@ -28,18 +28,20 @@ class StoredRecipe:
 
 
 def read_model_header(file: str):
-    """The file's header, or the diagnostic saying why it cannot be read."""
-    from ..archs.header import HeaderError, read_header
-    from ..paths import is_file, path_problem
+    """What `file` (any model source: a file, a Hugging Face or diffusers folder, a .ckpt) holds,
+    read from its headers, or the diagnostic saying why it cannot be read."""
+    from ..paths import path_problem
+    from ..sources import SourceError, open_source
 
     problem = path_problem(file)
     if problem:
         return None, error(codes.MODEL_UNREADABLE, f"the path {problem}", None)
-    if not is_file(Path(file).expanduser()):
-        return None, error(codes.MODEL_NOT_FOUND, f"no such model file `{file}`", None)
+    path = os.path.expanduser(file)
+    if not os.path.exists(path):
+        return None, error(codes.MODEL_NOT_FOUND, f"no such model file or folder `{file}`", None)
     try:
-        return read_header(os.path.expanduser(file)), None
-    except HeaderError as exc:
+        return open_source(path), None
+    except SourceError as exc:
         return None, error(codes.MODEL_UNREADABLE, f"`{file}`: {exc.message}", None)
     except OSError as exc:
         return None, error(codes.MODEL_UNREADABLE, f"`{file}`: {exc.strerror or exc}", None)
@@ -56,9 +58,9 @@ def show_command(file: str, *, format: str = "text") -> int:
     header, problem = read_model_header(file)
     if problem is not None:
         return fail([problem], None, format)
-    from ..archs.detect import detect
+    from ..archs.detect import detect_keys
 
-    det = detect(header)
+    det = detect_keys(list(header.tensors))
     dtypes = Counter(t.dtype for t in header.tensors.values())
     meta = dict(header.metadata)
     recipe = stored_recipe(meta)
@@ -71,7 +73,8 @@ def show_command(file: str, *, format: str = "text") -> int:
         return 0
     arch = det.arch.name + ("" if det.confident or det.arch.name == "generic" else " (a poor match)")
     print(f"{shown_path(header.path)}: {arch}, {len(header.tensors)} tensors, "
-          + ", ".join(f"{n} {d}" for d, n in dtypes.most_common()) + f", {format_bytes(header.size)} file")
+          + ", ".join(f"{n} {d}" for d, n in dtypes.most_common()) + f", {format_bytes(header.size)} in "
+          + (f"{len(header.files)} files" if len(header.files) != 1 else "1 file"))
     if recipe is None:
         print("no mechalang recipe stored in this file (it was not made by mecha, or its metadata was removed)")
     else:
