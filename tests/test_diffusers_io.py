@@ -230,15 +230,25 @@ def test_a_component_folder_alone(pipes, tmp_path):
 
 
 def test_mecha_merge_two_folders_to_a_folder(pipes, tmp_path, monkeypatch):
+    """Folders in, a folder out: `mecha merge A/ B/ -o OUT` writes a pipeline diffusers loads; with
+    no -o it lands, named by the name rule, in the models folder; `-o x.safetensors` asks for one file."""
     monkeypatch.chdir(tmp_path)
-    res = CliRunner().invoke(app, ["merge", str(pipes / "sd1_a") + "/", str(pipes / "sd1_b") + "/",
-                                   "--alpha", str(ALPHA), "--print-recipe"])
-    assert res.exit_code == 0, res.output
-    recipe = res.output.replace('.safetensors"', '/" as diffusers')
-    run(tmp_path, recipe)
-    outs = [p for p in tmp_path.iterdir() if p.is_dir()]
     want = lerp(state_dicts(load_sd1(pipes / "sd1_a")), state_dicts(load_sd1(pipes / "sd1_b")), ALPHA)
-    assert_close(state_dicts(load_sd1(outs[0])), want)
+    res = CliRunner().invoke(app, ["merge", str(pipes / "sd1_a"), str(pipes / "sd1_b"), "--alpha", str(ALPHA),
+                                   "-o", "out"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "out" / "model_index.json").is_file()
+    assert_close(state_dicts(load_sd1(tmp_path / "out")), want)
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("sd1_a", "sd1_b"):
+        shutil.copytree(pipes / name, models / name)
+    res = CliRunner().invoke(app, ["merge", "sd1_a", "sd1_b", "--alpha", str(ALPHA), "--models-dir", str(models)])
+    assert res.exit_code == 0, res.output
+    assert_close(state_dicts(load_sd1(models / f"sd1-a+sd1-b-weighted-sum-{ALPHA:g}")), want)  # `_` is not in the name rule
+    res = CliRunner().invoke(app, ["merge", str(pipes / "sd1_a"), str(pipes / "sd1_b"), "-o", "one.safetensors",
+                                   "--print-recipe"])
+    assert res.exit_code == 0 and res.output.rstrip().endswith('"one.safetensors"'), res.output
 
 
 def test_check_verbose_says_which_weights(pipes, tmp_path):

@@ -271,6 +271,20 @@ def test_show_and_run_from_a_sharded_hf_output(tmp_path):
         torch.testing.assert_close(read_tensor(again, again.tensors[k]), exp, rtol=0, atol=0, msg=k)
 
 
+def test_quick_merge_of_hf_folders_writes_an_hf_folder(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    a = tiny_llama(tmp_path / "la", 0)
+    b = tiny_llama(tmp_path / "lb", 1)
+    r = mecha("merge", "la", "lb", "--alpha", "0.25", "-o", "out", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "config.json").is_file()
+    got = AutoModelForCausalLM.from_pretrained(tmp_path / "out", torch_dtype=torch.bfloat16).state_dict()
+    for k in a:
+        exp = (a[k].float() * 0.75 + b[k].float() * 0.25).to(torch.bfloat16)
+        torch.testing.assert_close(got[k], exp, rtol=0, atol=0, msg=k)
+
+
 def test_hf_output_interrupted_leaves_nothing(tmp_path):
     tiny_llama(tmp_path / "la", 0)
     sd = load_file(str(next((tmp_path / "la").glob("model-00001-*.safetensors"))))

@@ -49,13 +49,15 @@ def default_name(models: list[str], what: str, value: float) -> str:
 
 
 def merge_recipe(models: list[str], *, method: str, alpha: float, output: str, dtype: str | None,
-                 adapters: list[bool] | None = None, strength: float = 1.0, arch: str | None = None) -> str:
+                 adapters: list[bool] | None = None, strength: float = 1.0, arch: str | None = None,
+                 folder_format: str = "diffusers") -> str:
     """The recipe `mecha merge` runs: one `let` per model, named after its file, and one export.
 
     With adapters (`adapters[i]` true for a LoRA): a model followed by LoRAs bakes them,
     `base + s * lora(…, base=base) + …`; LoRAs alone merge as adapters, `(1 − α)·A + α·B` written
     as one LoRA by exact concatenation (never a per-tensor average of up and down factors).
-    arch: every model read as this architecture (`model(…, arch=…)`)."""
+    arch: every model read as this architecture (`model(…, arch=…)`). An output ending in `/` is a
+    folder in `folder_format` (`diffusers` or `hf`, the layout of the first model's folder)."""
     from ..check.provenance import literal
     from ..syntax import ast
     from ..syntax.printer import print_module
@@ -88,29 +90,39 @@ def merge_recipe(models: list[str], *, method: str, alpha: float, output: str, d
         value = ast.Call(ast.Name(method), tuple(ast.Name(n) for n in names),
                          (ast.Keyword("alpha", literal(float(alpha))),))
     lets.append(ast.Let(merged, value))
-    if fmt is None and output.endswith(("/", "\\")):  # a folder: written as a diffusers pipeline
-        fmt = ast.Call(ast.Name("diffusers"), (), (ast.Keyword("dtype", ast.String(dtype)),) if dtype else ())
-        return print_module(ast.Module((*lets, ast.Export(ast.Name(merged), ast.String(output), "diffusers", fmt))))
+    if fmt is None and output.endswith(("/", "\\")):  # a folder: a diffusers pipeline or a Hugging Face folder
+        fmt = ast.Call(ast.Name(folder_format), (), (ast.Keyword("dtype", ast.String(dtype)),) if dtype else ())
+        return print_module(ast.Module((*lets, ast.Export(ast.Name(merged), ast.String(output), folder_format, fmt))))
     export = ast.Export(ast.Name(merged), ast.String(output), "lora" if fmt else dtype, fmt)
     return print_module(ast.Module((*lets, export)))
 
 
-def _adapters(models: list[str], models_dir: str | None) -> list[bool]:
-    """Which of the files are adapters (read from their headers; a file that cannot be read is
-    left to the recipe's check, which says why)."""
+FOLDER_FORMATS = {"diffusers": "diffusers", "hf": "hf"}  # a source kind -> the output format of its layout
+
+
+def _inspect(models: list[str], models_dir: str | None) -> tuple[list[bool], list[str | None]]:
+    """Which of the models are adapters, and each one's source kind (read from their headers; a
+    model that cannot be read is left to the recipe's check, which says why)."""
     from ..kinds.adapter import is_adapter
     from ..sources import SourceError, open_source
 
-    found = []
+    adapters, kinds = [], []
     for m in models:
         p = Path(m).expanduser()
         candidates = [p] if p.is_absolute() else [Path.cwd() / p] + [d / p for d in models_dirs(models_dir)]
         path = next((c for c in candidates if c.exists()), None)
         try:
-            found.append(path is not None and is_adapter(open_source(str(path)).tensors))
+            src = open_source(str(path)) if path is not None else None
         except SourceError:
-            found.append(False)
-    return found
+            src = None
+        adapters.append(src is not None and is_adapter(src.tensors))
+        kinds.append(src.kind if src is not None else None)
+    return adapters, kinds
+
+
+def _adapters(models: list[str], models_dir: str | None) -> list[bool]:
+    """Which of the models are adapters (see `_inspect`)."""
+    return _inspect(models, models_dir)[0]
 
 
 def _adapter_problems(models: list[str], adapters: list[bool], method: str, lora: float | None) -> list:
@@ -150,17 +162,23 @@ def _let_name(stem: str, i: int, taken: list[str], method: str) -> str:
     return f"m{i}_{name}".rstrip("_")
 
 
-def output_target(output: str | None, name: str | None, default: str, models_dir: str | None) -> str:
+def output_target(output: str | None, name: str | None, default: str, models_dir: str | None,
+                  folder: bool = False) -> str:
     """Where the merge is written: `-o` (a file, or a folder to put the named file in), else the
-    first models folder (as GUI mergers do), else the working folder."""
-    file_name = (name or default).removesuffix(".safetensors") + ".safetensors"
+    first models folder (as GUI mergers do), else the working folder. With `folder` (the inputs
+    are diffusers or Hugging Face folders) the output is a folder too, its path ending in `/`: `-o`
+    names that folder (or, with --name, the folder to put it in)."""
+    base = (name or default).removesuffix(".safetensors")
+    file_name = base + "/" if folder else base + ".safetensors"
     if output is not None:
         p = Path(output).expanduser()
+        if folder:  # -o names the output folder itself; with --name, the folder to put it in
+            return str(p / base if name else p) + "/"
         if output.endswith(("/", "\\")) or p.is_dir():
             return str(p / file_name)
         return str(p)
     dirs = models_dirs(models_dir)
-    return str((dirs[0] if dirs else Path.cwd()) / file_name)
+    return str((dirs[0] if dirs else Path.cwd()) / file_name) + ("/" if folder else "")
 
 
 def _option_problems(name: str | None, output: str | None, dtype: str | None, arch: str | None) -> list:
@@ -195,7 +213,9 @@ def merge_command(models: list[str], *, method: str = "weighted_sum", alpha: flo
     from .output import fail
 
     problems = []
-    adapters = _adapters(models, models_dir)
+    adapters, kinds = _inspect(models, models_dir)
+    # Folders in, a folder out, in the first model's layout (what InvokeAI users and LLM users have)
+    folder_format = FOLDER_FORMATS.get(kinds[0] or "") if models and not any(adapters) else None
     if method not in QUICK_METHODS:
         sugg = did_you_mean(method, QUICK_METHODS)
         problems.append(error(codes.UNKNOWN_QUICK_METHOD, f"--method {method!r} is not a quick-merge method",
@@ -213,9 +233,12 @@ def merge_command(models: list[str], *, method: str = "weighted_sum", alpha: flo
         return fail(problems, None, format)
     what = "lora" if any(adapters) else method
     value = alpha if all(adapters) or not any(adapters) else (1 if lora is None else lora)
-    target = output_target(output, name, default_name(models, what, value), models_dir)
+    if folder_format and output is not None and Path(output).suffix.lower() in MODEL_SUFFIXES:
+        folder_format = None  # `-o merged.safetensors`: the user asks for one file
+    target = output_target(output, name, default_name(models, what, value), models_dir, folder=bool(folder_format))
     text = merge_recipe(models, method=method, alpha=alpha, output=target, dtype=dtype,
-                        adapters=adapters, strength=1.0 if lora is None else lora, arch=arch)
+                        adapters=adapters, strength=1.0 if lora is None else lora, arch=arch,
+                        folder_format=folder_format or "diffusers")
     if print_recipe:
         print(text, end="")
         return 0
