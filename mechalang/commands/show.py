@@ -12,7 +12,6 @@ import json
 import os
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..diagnostics import codes, error
 from ..units import format_bytes

@@ -273,12 +273,14 @@ def create_app(models: str | Path, output: str | Path | None = None, *, token: s
         async def stream():
             last = None
             while True:
-                snap = job.snapshot()
-                text = json.dumps(snap)
+                # `finished` read before the snapshot: a job that ends in between is sent once more,
+                # with its final state, instead of the stream ending on a stale "running"
+                finished = job.finished
+                text = json.dumps(job.snapshot())
                 if text != last:
                     last = text
-                    yield f"event: {'done' if job.finished else 'progress'}\ndata: {text}\n\n"
-                if job.finished:
+                    yield f"event: {'done' if finished else 'progress'}\ndata: {text}\n\n"
+                if finished:
                     return
                 await asyncio.sleep(0.1)
 
