@@ -22,6 +22,7 @@ from typing import Any
 from ..diagnostics import codes, did_you_mean, warning
 from ..dtypes import EXPORT_DTYPES
 from ..graph.diffusers_export import DiffusersFormat
+from ..sources.diffusers import read_model_index
 from .values import POISON, ModelValue, a_type
 
 OPTIONS = ("dtype", "variant", "config")
@@ -74,7 +75,7 @@ def diffusers_export(ev, stmt, value: Any, env) -> tuple[Any, DiffusersFormat | 
         return None, None
     folder, cls = src
     present = _components(node, arch)
-    index = _index(folder)
+    index = read_model_index(folder)
     copied = tuple(c.folder for c in dm.layout(arch).components
                    if c.folder not in present and isinstance(index.get(c.folder), list) and index[c.folder][0])
     if copied:
@@ -100,7 +101,7 @@ def _config_source(ev, node, config, span, arch: str) -> tuple[str, str] | None:
             return None
         p = Path(config).expanduser()
         p = (p if p.is_absolute() else ev.module_dir() / p).resolve()
-        index = _index(str(p))
+        index = read_model_index(str(p))
         cls = index.get("_class_name")
         if not index:
             ev.err(codes.DIFFUSERS_BAD_CONFIG, f"`{config}` is not a diffusers pipeline folder (no readable "
@@ -119,7 +120,7 @@ def _config_source(ev, node, config, span, arch: str) -> tuple[str, str] | None:
         if getattr(src, "kind", None) == "diffusers" and os.path.isfile(os.path.join(src.path, "model_index.json")):
             from ..sources.diffusers import pipeline_arch
 
-            index = _index(src.path)
+            index = read_model_index(src.path)
             if pipeline_arch(index) == arch:
                 return src.path, str(index.get("_class_name"))
     ev.err(codes.DIFFUSERS_NEEDS_CONFIG, "a diffusers folder needs its pipeline's configs (model_index.json, "
@@ -137,17 +138,6 @@ def _components(node, arch: str) -> list[str]:
         if any(k.startswith(c.checkpoint) or k.startswith(c.folder + "/") for k in node.keys):
             out.append(c.folder)
     return out
-
-
-def _index(folder: str) -> dict:
-    import json
-
-    try:
-        with open(os.path.join(folder, "model_index.json"), encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def _shown(folder: str) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from ..archs import diffusers_map as dm
 from ..dtypes import EXPORT_DTYPES, FLOAT_DTYPES
 from ..runtime.plan import FolderOutput, Op, OutputPlan, layout
+from ..sources.diffusers import read_model_index
 from .nodes import Node
 
 ROWS_OP = "source.rows"
@@ -112,7 +113,7 @@ def _copies(fmt) -> tuple[tuple[str, str], ...]:
     model lacks, and those no merge touches (a safety checker) that model_index.json lists."""
     from ..sources.diffusers import EXTRAS, other_files
 
-    index = _index(fmt.config)
+    index = read_model_index(fmt.config)
     extras = [c for c in EXTRAS if isinstance(index.get(c), list) and index[c] and index[c][0]
               and os.path.isdir(os.path.join(fmt.config, c))]
     whole = (*fmt.copied, *extras)
@@ -127,14 +128,3 @@ def _copies(fmt) -> tuple[tuple[str, str], ...]:
                     src = os.path.join(dirpath, n)
                     out.append((src, os.path.relpath(src, fmt.config)))
     return tuple(out)
-
-
-def _index(folder: str) -> dict:
-    import json
-
-    try:
-        with open(os.path.join(folder, "model_index.json"), encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}

@@ -64,7 +64,7 @@ def open_folder(path: str) -> Source:
 
 def _open_pipeline(path: str) -> Source:
     index_path = os.path.join(path, INDEX)
-    index = _json(index_path)
+    index = hf.read_json(index_path)
     if not isinstance(index, dict):
         raise SourceError(index_path, "model_index.json is not a JSON object")
     cls = index.get("_class_name")
@@ -129,7 +129,7 @@ EXTRAS = ("safety_checker", "feature_extractor", "image_encoder")
 
 def _open_component(path: str) -> Source:
     config_path = os.path.join(path, CONFIG)
-    config = _json(config_path)
+    config = hf.read_json(config_path)
     cls = config.get("_class_name") if isinstance(config, dict) else None
     folder_name = os.path.basename(path)
     candidates = [(arch, c) for arch in dm.archs_with_layout() for c in dm.layout(arch).components
@@ -293,7 +293,7 @@ def _check_config(folder: str, comp, tensors: dict[str, Tensor]) -> None:
     path = os.path.join(folder, CONFIG)
     if not os.path.isfile(path):
         raise SourceError(folder, "no config.json: a diffusers component folder has one")
-    config = _json(path)
+    config = hf.read_json(path)
     if not isinstance(config, dict):
         raise SourceError(path, "config.json is not a JSON object")
     archs = config.get("architectures")
@@ -326,18 +326,14 @@ def _field(config: dict, dotted: str):
     return v
 
 
-def _json(p: str):
+def read_model_index(folder: str) -> dict:
+    """A pipeline folder's `model_index.json` as a dict; {} when it is missing or unreadable (the
+    source itself reports why when it is opened)."""
     try:
-        with open(p, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise SourceError(p, "missing") from None
-    except json.JSONDecodeError as e:
-        raise SourceError(p, f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    except UnicodeDecodeError:
-        raise SourceError(p, "not UTF-8 text") from None
-    except OSError as e:
-        raise SourceError(p, f"cannot read: {e.strerror or e}") from None
+        doc = hf.read_json(os.path.join(folder, "model_index.json"))
+    except SourceError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def other_files(path: str) -> tuple[str, ...]:

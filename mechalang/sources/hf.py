@@ -66,16 +66,19 @@ def _config(folder: str) -> dict | None:
     p = os.path.join(folder, "config.json")
     if not os.path.isfile(p):
         return None
-    doc = _json(p)
+    doc = read_json(p)
     if not isinstance(doc, dict):
         raise SourceError(p, "config.json is not a JSON object")
     return doc
 
 
-def _json(p: str, pairs_hook=None):
+def read_json(p: str, pairs_hook=None):
+    """A JSON file of a folder source, or a SourceError that says what is wrong with it."""
     try:
         with open(p, encoding="utf-8") as f:
             return json.load(f, object_pairs_hook=pairs_hook)
+    except FileNotFoundError:
+        raise SourceError(p, "missing") from None
     except json.JSONDecodeError as e:
         raise SourceError(p, f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except UnicodeDecodeError:
@@ -100,7 +103,7 @@ def _no_duplicates(pairs):
 def _sharded(index_path: str) -> tuple[list[SourceFile], dict[str, Tensor], dict[str, str]]:
     folder = os.path.dirname(index_path)
     try:
-        doc = _json(index_path, _no_duplicates)
+        doc = read_json(index_path, _no_duplicates)
     except _Duplicate as d:
         raise SourceError(index_path, f"the index names tensor `{d.args[0]}` twice") from None
     wm = doc.get("weight_map") if isinstance(doc, dict) else None
