@@ -410,3 +410,30 @@ def test_components_no_merge_touches_are_copied_whole(pipes, tmp_path):
     run(tmp_path, 'export model("broken/") to "out/" as diffusers\n')
     assert (tmp_path / "out" / "safety_checker" / "model.safetensors").read_bytes() == b"not merged, copied"
     assert (tmp_path / "out" / "safety_checker" / "config.json").is_file()
+
+
+def test_the_forms_write_a_folder_for_folder_inputs(pipes, tmp_path):
+    """The TUI's and the web page's form (commands/quick_form.py): diffusers folders in, a pipeline
+    folder out, as `mecha merge` does; with block weights too."""
+    from mechalang.commands.catalog import scan
+    from mechalang.commands.quick_form import FormState, check_form, recipe_text
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("sd1_a", "sd1_b"):
+        shutil.copytree(pipes / name, models / name)
+    entries = {e.name: e for e in scan(models)}
+    assert entries["sd1_a"].kind == "diffusers"
+    s = FormState(models, models=["sd1_a", "sd1_b", None], alpha=ALPHA, arch="sd1", first_kind=entries["sd1_a"].kind,
+                  blocks={"IN00": 0.0})
+    assert s.folder_format == "diffusers" and s.out_name == f"sd1-a+sd1-b-weighted-sum-{ALPHA:g}"
+    text = recipe_text(s)
+    assert text.rstrip().endswith(f'{s.out_name}/" as diffusers()'), text
+    r = check_form(s)
+    assert r.ok, r.lines
+    result = pipeline.execute(pipeline.plan(r.program), threads=2)
+    assert result.ok, result
+    assert (models / s.out_name / "model_index.json").is_file()
+    got = state_dicts(load_sd1(models / s.out_name))
+    want = lerp(state_dicts(load_sd1(pipes / "sd1_a")), state_dicts(load_sd1(pipes / "sd1_b")), ALPHA)
+    assert_close({"vae": got["vae"]}, {"vae": want["vae"]})  # block weights touch the UNet only

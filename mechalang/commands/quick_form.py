@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..diagnostics import Diagnostic, render_text
 from .merge import (
     EXPORT_DTYPE_CHOICES,
+    FOLDER_FORMATS,
     NAME_RULE,
     QUICK_METHODS,
     _adapter_problems,
@@ -82,6 +83,7 @@ class FormState:
     out_folder: Path | None = None  # where the output goes (None: the models folder, so it is listed there)
     classes_off: tuple[str, ...] = ()  # classes of layers kept from A (weight 0), after every other rule
     strength: float = 1.0          # a LoRA baked into model A is added at this strength (`--lora`)
+    first_kind: str | None = None  # model A's source kind: a diffusers or HF folder gives a folder out
 
     @property
     def chosen(self) -> list[str]:
@@ -98,12 +100,26 @@ class FormState:
         return default_name(self.chosen, what, value)
 
     @property
+    def folder_format(self) -> str | None:
+        """`diffusers` or `hf` when model A is such a folder (the output is one too, as `mecha merge`
+        writes it); None for a single file."""
+        if any(self.adapters[:len(self.chosen)]):
+            return None
+        return FOLDER_FORMATS.get(self.first_kind or "")
+
+    @property
     def out_name(self) -> str:
-        return (self.name.strip() or self.default_name()).removesuffix(".safetensors") + ".safetensors"
+        stem = (self.name.strip() or self.default_name()).removesuffix(".safetensors")
+        return stem if self.folder_format else stem + ".safetensors"
 
     @property
     def output(self) -> Path:
         return (self.out_folder or self.folder) / self.out_name
+
+    @property
+    def out_text(self) -> str:
+        """The output path as the recipe writes it: a folder output ends in `/`."""
+        return str(self.output) + ("/" if self.folder_format else "")
 
     @property
     def recipe_path(self) -> Path:
@@ -166,8 +182,8 @@ def recipe_text(s: FormState) -> str:
     models = s.chosen
     adapters = s.adapters[:len(models)]
     if s.quick() or any(adapters):
-        return merge_recipe(models, method=s.method, alpha=s.alpha, output=str(s.output), dtype=s.dtype,
-                            adapters=adapters, strength=s.strength)
+        return merge_recipe(models, method=s.method, alpha=s.alpha, output=s.out_text, dtype=s.dtype,
+                            adapters=adapters, strength=s.strength, folder_format=s.folder_format or "diffusers")
     names: list[str] = []
     stmts: list[ast.Stmt] = []
     for i, m in enumerate(models):
@@ -185,7 +201,11 @@ def recipe_text(s: FormState) -> str:
             keywords.append(ast.Keyword(k, literal(v)))
     merged = next(n for n in ("merged", "merged_result", "merged_model") if n not in names)
     stmts.append(ast.Let(merged, ast.Call(ast.Name(s.method), tuple(ast.Name(n) for n in names), tuple(keywords))))
-    stmts.append(ast.Export(ast.Name(merged), ast.String(str(s.output)), s.dtype, None))
+    if s.folder_format:
+        fmt = ast.Call(ast.Name(s.folder_format), (), (ast.Keyword("dtype", ast.String(s.dtype)),) if s.dtype else ())
+        stmts.append(ast.Export(ast.Name(merged), ast.String(s.out_text), s.folder_format, fmt))
+    else:
+        stmts.append(ast.Export(ast.Name(merged), ast.String(s.out_text), s.dtype, None))
     return print_module(ast.Module(tuple(stmts)))
 
 

@@ -321,7 +321,8 @@ class MergeApp(App):
                        dtype=None if dtype == "same" else str(dtype),
                        name=self.query_one("#name", Input).value, arch=a.arch if a else None, blocks=blocks,
                        preset=None if _blank(preset) else str(preset), mbw=self.query_one("#mbw", Input).value,
-                       adapters=[bool(e and e.adapter) for e in entries])
+                       adapters=[bool(e and e.adapter) for e in entries],
+                       first_kind=entries[0].kind if entries[0] else None)
 
     def _hyper_value(self, h) -> Any:
         key = f"hyper {h.name}"

@@ -121,7 +121,8 @@ def form_state(data: dict, guard: Guard, entries: list[ModelEntry]) -> FormState
     return FormState(guard.models, models=models, method=method, alpha=float(_number(data.get("alpha", 0.5), "alpha")),
                      hypers=hypers, force=bool(data.get("force")), dtype=dtype, name=str(data.get("name") or ""),
                      arch=arch, blocks=blocks, preset=preset, mbw=str(data.get("mbw") or ""),
-                     adapters=[bool(e and e.adapter) for e in entries_of], overwrite=bool(data.get("overwrite")),
+                     adapters=[bool(e and e.adapter) for e in entries_of],
+                     first_kind=entries_of[0].kind if entries_of and entries_of[0] else None, overwrite=bool(data.get("overwrite")),
                      out_folder=guard.output, classes_off=classes_off,
                      strength=float(_number(data.get("strength", 1.0), "strength")))
 
