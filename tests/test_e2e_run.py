@@ -10,23 +10,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
-from mechalang.cli import app
-
-runner = CliRunner()
-
-
-def mecha(*args: str, cwd: Path | None = None):
-    import os
-
-    old = os.getcwd()
-    if cwd is not None:
-        os.chdir(cwd)
-    try:
-        return runner.invoke(app, list(args), catch_exceptions=False)
-    finally:
-        os.chdir(old)
+from .cli_util import mecha
 
 
 def recipe(tmp_path: Path, text: str, name: str = "r.mecha") -> Path:

@@ -13,21 +13,16 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 from mechalang import pipeline
 from mechalang.cli import app
 from mechalang.commands.merge import NAME_RULE, default_name
 from mechalang.graph.nodes import structure
 
+from .cli_util import mecha, runner
 from .golden_util import assert_matches_golden
 
-runner = CliRunner()
 GOLDEN_CLI = Path(__file__).parent / "golden" / "cli"
-
-
-def mecha(*args: str):
-    return runner.invoke(app, list(args), catch_exceptions=False)
 
 
 def meta_of(path: Path) -> dict[str, str]:

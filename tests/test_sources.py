@@ -11,22 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
-from mechalang.cli import app
 from mechalang.sources import Derived, SourceError, Stored, open_source
 
-runner = CliRunner()
-
-
-def mecha(*args: str, cwd: Path | None = None):
-    old = os.getcwd()
-    if cwd is not None:
-        os.chdir(cwd)
-    try:
-        return runner.invoke(app, list(args), catch_exceptions=False)
-    finally:
-        os.chdir(old)
+from .cli_util import mecha
 
 
 def read_tensor(src, t) -> torch.Tensor:

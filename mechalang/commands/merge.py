@@ -97,7 +97,12 @@ def merge_recipe(models: list[str], *, method: str, alpha: float, output: str, d
     return print_module(ast.Module((*lets, export)))
 
 
-FOLDER_FORMATS = {"diffusers": "diffusers", "hf": "hf"}  # a source kind -> the output format of its layout
+FOLDER_FORMATS = ("diffusers", "hf")  # source kinds whose layout is also an output format (`as diffusers`, `as hf`)
+
+
+def folder_format_of(kind: str | None) -> str | None:
+    """The output format that writes a source of `kind`'s layout, if it is a folder format."""
+    return kind if kind in FOLDER_FORMATS else None
 
 
 def _inspect(models: list[str], models_dir: str | None) -> tuple[list[bool], list[str | None]]:
@@ -215,7 +220,7 @@ def merge_command(models: list[str], *, method: str = "weighted_sum", alpha: flo
     problems = []
     adapters, kinds = _inspect(models, models_dir)
     # Folders in, a folder out, in the first model's layout (what InvokeAI users and LLM users have)
-    folder_format = FOLDER_FORMATS.get(kinds[0] or "") if models and not any(adapters) else None
+    folder_format = folder_format_of(kinds[0]) if models and not any(adapters) else None
     if method not in QUICK_METHODS:
         sugg = did_you_mean(method, QUICK_METHODS)
         problems.append(error(codes.UNKNOWN_QUICK_METHOD, f"--method {method!r} is not a quick-merge method",

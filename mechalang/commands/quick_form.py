@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 from ..diagnostics import Diagnostic, render_text
 from .merge import (
     EXPORT_DTYPE_CHOICES,
-    FOLDER_FORMATS,
     NAME_RULE,
     QUICK_METHODS,
     _adapter_problems,
     _let_name,
     default_name,
+    folder_format_of,
     merge_recipe,
 )
 
@@ -105,7 +105,7 @@ class FormState:
         writes it); None for a single file."""
         if any(self.adapters[:len(self.chosen)]):
             return None
-        return FOLDER_FORMATS.get(self.first_kind or "")
+        return folder_format_of(self.first_kind)
 
     @property
     def out_name(self) -> str:

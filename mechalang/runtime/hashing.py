@@ -84,16 +84,7 @@ def sha256_file(path: str | os.PathLike, *, use_cache: bool = True,
         if hit is not None:
             return hit
     h = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    with open(real, "rb", buffering=0) as f:
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                break
-            h.update(view[:n])
-            if progress is not None:
-                progress(n)
+    _feed(h, real, progress)
     digest = h.hexdigest()
     if use_cache:
         # cache only if the file did not change while it was read
@@ -121,13 +112,20 @@ def sha256_source(files: list[str], *, use_cache: bool = True) -> str:
     if len(files) == 1:
         return sha256_file(files[0], use_cache=use_cache)
     h = hashlib.sha256()
+    for path in files:
+        _feed(h, path)
+    return h.hexdigest()
+
+
+def _feed(h, path: str, progress: Callable[[int], None] | None = None) -> None:
+    """Add the bytes of the file at `path` to the hash `h`, read in CHUNK-byte pieces."""
     buf = bytearray(CHUNK)
     view = memoryview(buf)
-    for path in files:
-        with open(path, "rb", buffering=0) as f:
-            while True:
-                n = f.readinto(buf)
-                if not n:
-                    break
-                h.update(view[:n])
-    return h.hexdigest()
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(view[:n])
+            if progress is not None:
+                progress(n)
