@@ -32,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = os.path.join(HERE, "models")
 RESULTS = os.path.join(HERE, "results")
 sys.path.insert(0, HERE)
+from bench_floor import STRATEGIES, drop_cache, resident_fraction  # noqa: E402
 from make_models import model_path  # noqa: E402
 
 CASES = {
@@ -86,14 +87,26 @@ def torch_import_seconds(rounds: int) -> float:
     return statistics.median(times)
 
 
-def bench_case(name: str, args) -> dict:
+def _resident(paths: list[str]) -> list[float]:
+    return [resident_fraction(p) for p in paths]
+
+
+def bench_case(name: str, size: str, cache: str, args) -> dict:
     method, n, alpha = CASES[name]
-    inputs = [model_path("sd1", i) for i in range(n)]
+    inputs = [model_path(size, i) for i in range(n)]
     missing = [p for p in inputs if not os.path.exists(p)]
     if missing:
-        raise SystemExit(f"missing {missing[0]}: run bench/make_models.py -n {n} first")
-    out_m = os.path.join(MODELS, f"out_{name}_mecha.safetensors")
-    out_b = os.path.join(MODELS, f"out_{name}_baseline.safetensors")
+        raise SystemExit(f"missing {missing[0]}: run bench/make_models.py -n {n} --arch {size} "
+                         f"first")
+    tag = f"{name}_{size}"
+    out_m = os.path.join(MODELS, f"out_{tag}_mecha.safetensors")
+    out_b = os.path.join(MODELS, f"out_{tag}_baseline.safetensors")
+    out_f = os.path.join(MODELS, f"out_{tag}_floor.bin")
+    need = os.path.getsize(inputs[0]) + (2 << 30)
+    free = shutil.disk_usage(MODELS).free
+    if free < need:
+        raise SystemExit(f"not enough disk space for {tag}'s outputs: {need / 1e9:.1f} GB needed, "
+                         f"{free / 1e9:.1f} GB free")
     alpha_args = [] if alpha is None else ["--alpha", str(alpha)]
     fsync_args = ["--no-fsync"] if args.no_fsync else []
     base_cmd = [sys.executable, "baseline_loop.py", method, *inputs, "-o", out_b, *alpha_args,
@@ -111,7 +124,7 @@ def bench_case(name: str, args) -> dict:
         if args.elementwise:
             mecha_cmd.append("--elementwise")
     else:
-        recipe = os.path.join(MODELS, f"bench_{name}.mecha")
+        recipe = os.path.join(MODELS, f"bench_{tag}.mecha")
         with open(recipe, "w") as f:
             f.write(recipe_for(method, inputs, out_m, alpha))
         mecha = shutil.which("mecha") or "mecha"
@@ -119,60 +132,111 @@ def bench_case(name: str, args) -> dict:
         if args.threads:
             mecha_cmd += ["--threads", str(args.threads)]
 
-    print(f"\n== {name}: {method} of {n} models ({'engine only' if args.engine_only else 'mecha run'}"
-          f"{', no fsync' if args.no_fsync else ''})", flush=True)
-    warm(inputs)
-    rows = {"mecha": [], "baseline": []}
+    cold = cache == "cold"
+    sides = ["floor"] if args.floor else []
+    sides.append("mecha")
+    if args.baseline:
+        sides.append("baseline")
+    print(f"\n== {name} {size}, {cache} cache: {method} of {n} models "
+          f"({'engine only' if args.engine_only else 'mecha run'}"
+          f"{', no fsync' if args.no_fsync else ''}; sides {', '.join(sides)})", flush=True)
+    if not cold:
+        warm(inputs)
+    floor_strategies = args.floor_strategies.split(",")
+    out_size = os.path.getsize(inputs[0])  # the merge of same-layout models: the size of one
+    rows: dict[str, list[dict]] = {s: [] for s in sides}
     for r in range(args.rounds):
-        for side, cmd in (("mecha", mecha_cmd), ("baseline", base_cmd)):
-            for p in (out_m, out_b):
+        for side in sides:
+            for p in (out_m, out_b, out_f):
                 if os.path.exists(p):
                     os.unlink(p)
-            res = run_child(cmd, env if side == "mecha" else None)
+            # cold: evict the inputs before every run; warm: check they are still cached
+            resident = drop_cache(inputs) if cold else _resident(inputs)
+            if side == "floor":
+                fl = {}
+                for k, strategy in enumerate(floor_strategies):
+                    if k:
+                        resident = drop_cache(inputs) if cold else _resident(inputs)
+                    t = time.perf_counter()
+                    STRATEGIES[strategy](inputs, out_f, out_size)
+                    fl[strategy] = time.perf_counter() - t
+                    os.unlink(out_f)
+                best = min(fl, key=fl.get)
+                res = {"wall": fl[best], "strategy": best, "strategies": fl}
+                extra = f"  ({', '.join(f'{k} {v:.2f} s' for k, v in fl.items())})"
+            else:
+                res = run_child(mecha_cmd if side == "mecha" else base_cmd,
+                                env if side == "mecha" else None)
+                extra = f"  peak RSS {res['rss'] / 2**20:6.0f} MiB"
+            res["resident_before"] = resident
             if side == "mecha":
                 m = re.search(r"mecha-timing first_key_s=(\S+) first_key_unix=(\S+) total_s=(\S+)",
                               res["stderr"])
                 if m:
                     res["first_key_s"] = float(m.group(1))
                     res["first_key_from_spawn_s"] = float(m.group(2)) - res["start_unix"]
+                    extra += (f", first key {res['first_key_s']:.3f} s after execute() "
+                              f"({res['first_key_from_spawn_s']:.2f} s after spawn)")
+            if any(x > 0.01 for x in resident) if cold else any(x < 0.99 for x in resident):
+                extra += " [inputs cached before: " + ", ".join(f"{x:.0%}" for x in resident) + "]"
             rows[side].append(res)
-            extra = ""
-            if "first_key_s" in res:
-                extra = (f", first key {res['first_key_s']:.3f} s after execute() "
-                         f"({res['first_key_from_spawn_s']:.2f} s after spawn)")
-            print(f"  round {r + 1} {side:8s} {res['wall']:7.2f} s  peak RSS "
-                  f"{res['rss'] / 2**20:7.0f} MiB{extra}", flush=True)
-    for p in (out_m, out_b):
+            print(f"  round {r + 1} {side:8s} {res['wall']:7.2f} s{extra}", flush=True)
+    for p in (out_m, out_b, out_f):
         if os.path.exists(p):
             os.unlink(p)
     med = {s: statistics.median(x["wall"] for x in rows[s]) for s in rows}
-    rss = {s: max(x["rss"] for x in rows[s]) for s in rows}
+    mecha_rows = rows["mecha"]
     summary = {
-        "case": name, "method": method, "models": n, "rounds": args.rounds,
-        "mode": "engine-only" if args.engine_only else "mecha run",
+        "case": name, "size": size, "cache": cache, "method": method, "models": n,
+        "rounds": args.rounds, "mode": "engine-only" if args.engine_only else "mecha run",
         "fsync": not args.no_fsync, "elementwise_flag": bool(args.elementwise),
         "baseline_threads": args.baseline_threads,
-        "mecha_median_s": med["mecha"], "baseline_median_s": med["baseline"],
-        "ratio": med["mecha"] / med["baseline"],
-        "mecha_peak_rss_mib": rss["mecha"] / 2**20, "baseline_peak_rss_mib": rss["baseline"] / 2**20,
-        "mecha_first_key_s": statistics.median(x.get("first_key_s", -1) for x in rows["mecha"]),
+        "medians_s": med,
+        "mecha_peak_rss_mib": max(x["rss"] for x in mecha_rows) / 2**20,
+        "mecha_first_key_s": statistics.median(x.get("first_key_s", -1) for x in mecha_rows),
         "mecha_first_key_from_spawn_s": statistics.median(
-            x.get("first_key_from_spawn_s", -1) for x in rows["mecha"]),
+            x.get("first_key_from_spawn_s", -1) for x in mecha_rows),
         "walls": {s: [x["wall"] for x in rows[s]] for s in rows},
         "loadavg_after": os.getloadavg(),
     }
-    print(f"  median: mecha {med['mecha']:.2f} s, baseline {med['baseline']:.2f} s, "
-          f"ratio {summary['ratio']:.2f}; peak RSS mecha {summary['mecha_peak_rss_mib']:.0f} MiB, "
-          f"baseline {summary['baseline_peak_rss_mib']:.0f} MiB; first key "
-          f"{summary['mecha_first_key_s']:.3f} s (from spawn "
-          f"{summary['mecha_first_key_from_spawn_s']:.2f} s)", flush=True)
+    line = "  median: " + ", ".join(f"{s} {v:.2f} s" for s, v in med.items())
+    if "baseline" in med:
+        summary["ratio"] = med["mecha"] / med["baseline"]
+        summary["baseline_peak_rss_mib"] = max(x["rss"] for x in rows["baseline"]) / 2**20
+        line += f"; mecha / baseline {summary['ratio']:.2f}"
+    if "floor" in med:
+        summary["floor_ratio"] = med["mecha"] / med["floor"]
+        # the ratio of each alternated pair: robust to the disk's throughput drifting between rounds
+        pairs = [m["wall"] / f["wall"] for m, f in zip(rows["mecha"], rows["floor"])]
+        summary["floor_ratio_pairs"] = pairs
+        summary["floor_strategies"] = [x["strategies"] for x in rows["floor"]]
+        line += (f"; mecha / floor {summary['floor_ratio']:.2f} (pairs "
+                 + ", ".join(f"{x:.2f}" for x in pairs) + ")")
+    line += (f"; peak RSS mecha {summary['mecha_peak_rss_mib']:.0f} MiB"
+             + (f", baseline {summary['baseline_peak_rss_mib']:.0f} MiB" if "baseline" in med
+                else "")
+             + f"; first key {summary['mecha_first_key_s']:.3f} s after execute() "
+               f"({summary['mecha_first_key_from_spawn_s']:.2f} s after spawn)")
+    print(line, flush=True)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="ws2,ad3,avg8")
+    ap.add_argument("--sizes", default="sd1",
+                    help="model sizes, comma-separated: sd1 (2.1 GB each), sdxl (6.9 GB each)")
+    ap.add_argument("--cache", default="warm",
+                    help="warm (inputs read beforehand), cold (evicted before every run) or both: "
+                         "cold,warm")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
+                    help="time the I/O floor (bench_floor.py) alternately with mecha (default: on)")
+    ap.add_argument("--floor-strategies", default="direct-threads",
+                    help="floor strategies timed each round; the fastest counts (default "
+                         "direct-threads; all: " + ",".join(STRATEGIES) + ")")
+    ap.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                    help="time the hand-written loop baseline_loop.py too (default: on)")
     ap.add_argument("--engine-only", action="store_true",
                     help="build the Plan in Python and call execute() (no recipe, no front end)")
     ap.add_argument("--elementwise", action="store_true",
@@ -185,14 +249,19 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(RESULTS, exist_ok=True)
     imp = torch_import_seconds(3)
     print(f"torch import alone: {imp:.2f} s (median of 3); load average {os.getloadavg()}")
-    for name in args.cases.split(","):
-        summary = bench_case(name, args)
-        summary["torch_import_s"] = imp
-        tag = ("engine" if args.engine_only else "mecha") + ("_ew" if args.elementwise else "") \
-            + ("_nofsync" if args.no_fsync else "") \
-            + (f"_bt{args.baseline_threads}" if args.baseline_threads else "")
-        with open(os.path.join(RESULTS, f"{name}_{tag}.json"), "w") as f:
-            json.dump(summary, f, indent=1)
+    for size in args.sizes.split(","):
+        for cache in args.cache.split(","):
+            if cache not in ("cold", "warm"):
+                raise SystemExit(f"--cache: cold or warm, not {cache!r}")
+            for name in args.cases.split(","):
+                summary = bench_case(name, size, cache, args)
+                summary["torch_import_s"] = imp
+                tag = ("engine" if args.engine_only else "mecha") \
+                    + ("_ew" if args.elementwise else "") \
+                    + ("_nofsync" if args.no_fsync else "") \
+                    + (f"_bt{args.baseline_threads}" if args.baseline_threads else "")
+                with open(os.path.join(RESULTS, f"{name}_{size}_{cache}_{tag}.json"), "w") as f:
+                    json.dump(summary, f, indent=1)
     return 0
 
 

@@ -2,6 +2,7 @@
 
     python bench/make_models.py            # bench/models/sd1_0.safetensors ... sd1_7.safetensors
     python bench/make_models.py -n 3 --arch sd1 --dtype float16
+    python bench/make_models.py -n 2 --arch sdxl    # SDXL-sized (6.9 GB each), for the I/O floor
 
 Real key names and shapes (from the architecture inventory), random values, no EMA weights (like
 the common pruned checkpoints). Files that already exist are kept. Uses `mechalang.synth`, which
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = [i for i in range(args.n) if not os.path.exists(model_path(args.arch, i, args.dtype))]
     if todo:
         free = shutil.disk_usage(MODELS).free
-        need = len(todo) * 2.2e9 * (2 if args.dtype == "float32" else 1)
+        need = len(todo) * (7e9 if args.arch == "sdxl" else 2.2e9) * (2 if args.dtype == "float32" else 1)
         if free < need + 5e9:
             print(f"not enough disk space in {MODELS}: {len(todo)} models need about "
                   f"{need / 1e9:.1f} GB (+5 GB margin), {free / 1e9:.1f} GB free", file=sys.stderr)
@@ -46,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     for i in todo:
         path = model_path(args.arch, i, args.dtype)
         t = time.perf_counter()
-        keys = make_model(args.arch, path, dim_cap=None, dtype=args.dtype, seed=1000 + i,
-                          drop=["model_ema.*"], scale=0.02)
+        if args.arch == "sdxl":  # the same recipe as bench_lora.py's base (sdxl_0 is shared)
+            keys = make_model("sdxl", path, dim_cap=None, dtype=args.dtype, optional=False, seed=i)
+        else:
+            keys = make_model(args.arch, path, dim_cap=None, dtype=args.dtype, seed=1000 + i,
+                              drop=["model_ema.*"], scale=0.02)
         print(f"wrote {path}: {len(keys)} tensors, {os.path.getsize(path) / 1e9:.2f} GB "
               f"in {time.perf_counter() - t:.1f} s", flush=True)
     return 0

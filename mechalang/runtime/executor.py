@@ -40,8 +40,9 @@ from ..runtime.plan import BUILTIN_OPS, ENGINE_OPS, Op, OutTensor, Plan, Read
 from ..units import format_bytes
 from .errors import RunCancelled, RuntimeFailure
 from .ops import Cancelled, Evaluator, KeyProgram, can_slice, compute_dtype, numel
+from .prefetch import Prefetcher, window_bytes
 from .reader import TORCH_DTYPES, InputReader
-from .writer import OutputWriter
+from .writer import DIRECT_MEMORY, OutputWriter
 
 SLICE_ELEMS = 1 << 20  # elements per slice of an element-wise key (a power of two)
 GPU_SLICE_ELEMS = 1 << 23  # on a GPU: fewer, larger transfers and kernel launches
@@ -80,7 +81,8 @@ def execute(plan: Plan, *, threads: int | None = None, device: str = "cpu",
         tensors and bytes: they add up to the tensors and data bytes of all outputs.
     registry: the merge methods to use (default: the global registry).
     memory_budget: bytes of estimated working memory allowed in flight (default: 1/8 of the
-        machine's memory, between 1 and 16 GiB); one item always runs, whatever its size.
+        machine's memory, between 1 and 16 GiB), the read-ahead and output blocks included; one
+        item always runs, whatever its size.
     fsync: flush outputs to disk before renaming them into place (default: yes, unless the
         environment sets MECHA_FSYNC=0, for benchmarks and throwaway outputs).
     cancel: an event another thread may set to stop the run: work in flight stops at the next
@@ -104,7 +106,9 @@ def execute(plan: Plan, *, threads: int | None = None, device: str = "cpu",
     writer = OutputWriter(plan.outputs, fsync=fsync, folders=plan.folders)
     evaluator = Evaluator(reader, device=dev, dtype=cdtype, registry=registry,
                           check_finite=check_finite)
-    run = _Run(jobs, evaluator, writer, dev, registry, cdtype, workers, budget, progress, t0, cancel)
+    io_memory = _io_memory(plan, writer)
+    run = _Run(jobs, evaluator, writer, dev, registry, cdtype, workers, max(0, budget - io_memory),
+               progress, t0, cancel)
 
     prev_threads = torch.get_num_threads()
     restore_sigterm = _sigterm_as_interrupt()
@@ -112,6 +116,9 @@ def execute(plan: Plan, *, threads: int | None = None, device: str = "cpu",
     try:
         torch.set_num_threads(1)
         reader.open()
+        if os.environ.get("MECHA_PREFETCH", "1") != "0":
+            reader.prefetcher = Prefetcher([i.path for i in plan.inputs], run.read_schedule(),
+                                           pin_memory=reader.pin_memory)
         writer.prepare()
         run.loop()
         if run.nonfinite:
@@ -152,12 +159,13 @@ def peak_rss() -> int:
 class _Job:
     """Every output's tensor for one key name."""
 
-    __slots__ = ("key", "targets", "prog", "items_left", "nbytes")
+    __slots__ = ("key", "targets", "prog", "spans", "items_left", "nbytes")
 
     def __init__(self, key: str, targets: list[tuple[int, OutTensor]]):
         self.key = key
         self.targets = targets
         self.prog: KeyProgram | None = None
+        self.spans: list[tuple[int, int] | None] | None = None
         self.items_left = 0
         self.nbytes = sum(t.nbytes for _, t in targets)
 
@@ -189,16 +197,41 @@ class _Run:
 
     # -- items --------------------------------------------------------------------------------------
 
+    def _program(self, job: _Job) -> tuple[KeyProgram, list[tuple[int, int] | None]]:
+        """The job's program and its items' spans (None: the whole key), made once."""
+        if job.prog is None or job.spans is None:
+            prog = job.prog = KeyProgram(job.key, [t for _, t in job.targets])
+            n = numel(tuple(job.targets[0][1].shape))
+            step = SLICE_ELEMS if self.dev.type == "cpu" else GPU_SLICE_ELEMS
+            if n > 2 * step and can_slice(prog, self.registry):
+                job.spans = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+            else:
+                job.spans = [None]
+        return job.prog, job.spans
+
     def _items(self, job: _Job) -> list[tuple[_Job, tuple[int, int] | None, int]]:
-        prog = job.prog = KeyProgram(job.key, [t for _, t in job.targets])
-        n = numel(tuple(job.targets[0][1].shape))
-        step = SLICE_ELEMS if self.dev.type == "cpu" else GPU_SLICE_ELEMS
-        if n > 2 * step and can_slice(prog, self.registry):
-            spans = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
-        else:
-            spans = [None]
+        prog, spans = self._program(job)
         job.items_left = len(spans)
         return [(job, s, self._estimate(prog, s)) for s in spans]
+
+    def read_schedule(self) -> list[tuple[int, int, int]]:
+        """(input, file offset, bytes) of every read the run will make, in the order the loop
+        starts items and each item reads (`Evaluator.run` reads its program's Reads in order)."""
+        inputs = self.evaluator.reader.inputs
+        out = []
+        for job in self.jobs:
+            prog, spans = self._program(job)
+            reads = [n.expr for n in prog.nodes if isinstance(n.expr, Read)]
+            for span in spans:
+                for e in reads:
+                    start = inputs[e.source].data_start + e.begin
+                    if span is None:
+                        out.append((e.source, start, e.end - e.begin))
+                    else:
+                        size = element_size(e.dtype)
+                        out.append((e.source, start + span[0] * size,
+                                    (span[1] - span[0]) * size))
+        return out
 
     def _estimate(self, prog: KeyProgram, span: tuple[int, int] | None) -> int:
         """A rough upper bound of the memory an item holds: raw and converted inputs,
@@ -275,6 +308,8 @@ class _Run:
                 if self.cancel is not None and self.cancel.is_set() and failure is None:
                     failure = RunCancelled()
                     self.stop = True
+                if self.stop:  # items stop reading: waiting for read-ahead would never end
+                    self._stop_prefetch()
                 while not self.stop and len(inflight) < max_items:
                     if not ready:
                         job = next(pending_jobs, None)
@@ -309,8 +344,15 @@ class _Run:
             self.stop = True
             raise
         finally:
+            if self.stop:
+                self._stop_prefetch()
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+    def _stop_prefetch(self) -> None:
+        pf = self.evaluator.reader.prefetcher
+        if pf is not None:
+            pf.stop()
 
     def _finished(self, job: _Job, span: tuple[int, int] | None, written: int) -> None:
         job.items_left -= 1
@@ -353,6 +395,12 @@ def _group(plan: Plan) -> list[_Job]:
                 job.targets.append((oi, t))
                 job.nbytes += t.nbytes
     return list(jobs.values())
+
+
+def _io_memory(plan: Plan, writer: OutputWriter) -> int:
+    """Memory the read-ahead and the direct writers may hold, taken from the items' budget."""
+    reads = min(window_bytes(len(plan.inputs)), sum(i.size for i in plan.inputs))
+    return reads + writer.direct_outputs() * DIRECT_MEMORY
 
 
 def _check_paths(plan: Plan) -> None:

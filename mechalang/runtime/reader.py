@@ -1,4 +1,8 @@
-"""Reading single tensors out of safetensors files, one `pread` each.
+"""Reading single tensors out of safetensors files.
+
+During a run, reads are served from the executor's read-ahead (`prefetch.py`: large aligned
+direct reads ahead of the computation, each tensor a zero-copy view into them); a range the
+read-ahead does not hold is read here with one `pread` into a fresh buffer.
 
 Files are never memory-mapped: mapped pages count in the process's resident set, and the backend
 promises a peak memory bounded by the work in flight. Each read fills a fresh torch-owned buffer
@@ -25,6 +29,9 @@ TORCH_DTYPES: dict[str, torch.dtype] = {
     d.name: getattr(torch, d.torch_name) for d in DTYPES.values()
     if d.supported and hasattr(torch, d.torch_name)
 }
+
+TORCH_ELEMENT_SIZE: dict[str, int] = {
+    name: torch.empty((), dtype=t).element_size() for name, t in TORCH_DTYPES.items()}
 
 # Linux caps one read/write call at 0x7ffff000 bytes; stay well below
 _MAX_IO = 1 << 30
@@ -78,6 +85,7 @@ class InputReader:
         self._fds: list[int | None] = [None] * len(inputs)
         self._lock = threading.Lock()
         self.bytes_read = 0
+        self.prefetcher = None  # a prefetch.Prefetcher, set by the executor for a run
 
     def open(self) -> "InputReader":
         for i, inp in enumerate(self.inputs):
@@ -97,6 +105,9 @@ class InputReader:
         return self
 
     def close(self) -> None:
+        if self.prefetcher is not None:
+            self.prefetcher.close()
+            self.prefetcher = None
         for i, fd in enumerate(self._fds):
             if fd is not None:
                 try:
@@ -120,9 +131,19 @@ class InputReader:
         if hi is None:
             hi = r.end - r.begin
         n = hi - lo
+        offset = inp.data_start + r.begin + lo
+        pf = self.prefetcher
+        if pf is not None:
+            buf = pf.get(r.source, offset, n)
+            if buf is not None:
+                self._check_still_there(fd, r, offset + n)
+                with self._lock:
+                    self.bytes_read += n
+                size = TORCH_ELEMENT_SIZE.get(r.dtype, 1)
+                # a tensor at an offset its element size does not divide cannot be viewed in place
+                return buf if offset % size == 0 else buf.clone()
         buf = empty_bytes(n, pin=self.pin_memory)
         view = byte_view(buf)
-        offset = inp.data_start + r.begin + lo
         got = 0
         try:
             while got < n:
@@ -140,6 +161,21 @@ class InputReader:
         with self._lock:
             self.bytes_read += n
         return buf
+
+    def _check_still_there(self, fd: int, r: Read, end: int) -> None:
+        """Bytes read ahead came from the file as it was: fail as a direct read would if the file
+        has shrunk since (truncated or replaced during the run)."""
+        inp = self.inputs[r.source]
+        try:
+            size = os.fstat(fd).st_size
+        except OSError as e:
+            raise RuntimeFailure(f"cannot read tensor {r.key!r} from {inp.path}: {e.strerror}",
+                                 key=r.key, path=inp.path) from None
+        if size < end:
+            raise RuntimeFailure(
+                f"input {inp.path} is shorter than when the recipe was checked: tensor "
+                f"{r.key!r} needs bytes up to {end}, the file ends at {size} (was it truncated "
+                f"or replaced during the run?)", key=r.key, path=inp.path)
 
     def read(self, r: Read) -> torch.Tensor:
         """Tensor `r` with its own dtype and shape, on the CPU."""

@@ -7,8 +7,12 @@ much is needed and free), the header is written, then each tensor is written wit
 flushed to disk and renamed onto its final path. On failure `abort()` removes every temporary file:
 no partial output is ever visible under the final name.
 
-While writing, the kernel is asked to start writing dirty pages back early, so that the final
-flush overlaps with computing instead of following it.
+Large outputs (DIRECT_MIN and up, flushed ones) are written with direct I/O: the file is assembled
+in aligned blocks that a writer thread writes with O_DIRECT as each completes (`blocks.py`), so
+the disk writes while the workers compute and the page cache never fills with dirty pages that
+the kernel would throttle the run on. Where the filesystem refuses O_DIRECT, and for small files,
+tensors are written with buffered `pwrite`, and the kernel is asked to start writing dirty pages
+back early, so that the final flush overlaps with computing instead of following it.
 """
 
 from __future__ import annotations
@@ -22,10 +26,15 @@ import torch
 
 from ..runtime.plan import FolderOutput, OutputPlan, OutTensor
 from ..units import format_bytes
+from . import direct
+from .blocks import BLOCK, MAX_OPEN, QUEUE, BlockWriter
 from .errors import RuntimeFailure
 from .reader import byte_view
 
 _MAX_IO = 1 << 30
+DIRECT_MIN = 64 << 20  # outputs at least this large are written with direct I/O
+# the most memory the block writers of one output hold (blocks assembled, queued, being written)
+DIRECT_MEMORY = (MAX_OPEN + QUEUE + 1) * BLOCK
 _WRITEBACK_EVERY = 32 << 20  # ask for writeback after this many bytes written to a file
 _SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _NO_FALLOCATE_ERRNOS = {errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOSYS", errno.EINVAL)}
@@ -66,7 +75,15 @@ class OutputWriter:
         self._unflushed: list[int] = [0] * len(outputs)
         self._lock = threading.Lock()
         self.bytes_written = [0] * len(outputs)
+        self._blocks: list[BlockWriter | None] = [None] * len(outputs)
+        self._direct_fds: list[int | None] = [None] * len(outputs)
         self.committed = False
+
+    def direct_outputs(self) -> int:
+        """How many outputs would be written with direct I/O (for the executor's memory budget)."""
+        if not (self.fsync and direct.enabled()):
+            return 0
+        return sum(1 for o in self.outputs if o.data_bytes >= DIRECT_MIN)
 
     # -- setup ------------------------------------------------------------------------------------
 
@@ -118,7 +135,27 @@ class OutputWriter:
         total = len(header) + out.data_bytes
         self._reserve(fd, path, folder, total)
         self.data_start[i] = len(header)
+        if self.fsync and out.data_bytes >= DIRECT_MIN:
+            self._start_direct(i, out, tmp, total, len(header))
         self._pwrite(i, header, 0, None)
+
+    def _start_direct(self, i: int, out: OutputPlan, tmp: str, total: int, start: int) -> None:
+        """Open the temp file a second time with O_DIRECT and write it in blocks from now on
+        (nothing changes where the filesystem refuses O_DIRECT)."""
+        try:
+            dfd = direct.open_direct(tmp, os.O_WRONLY)
+        except OSError:
+            dfd = None
+        if dfd is None:
+            return
+        self._direct_fds[i] = dfd
+        spans: list[tuple[int, int, str | None]] = [(0, start, None)]
+        spans += sorted((start + t.begin, start + t.end, t.key) for t in out.tensors
+                        if t.end > t.begin)
+        path = out.path
+        self._blocks[i] = BlockWriter(
+            dfd, self._fds[i], total, spans,
+            lambda e, key: self._write_error(path, e, key))
 
     def _reserve(self, fd: int, path: str, folder: str, total: int) -> None:
         free = free_space(folder)
@@ -163,7 +200,8 @@ class OutputWriter:
         with self._lock:
             self.bytes_written[i] += n
             self._unflushed[i] += n
-            kick = self.fsync and self._unflushed[i] >= _WRITEBACK_EVERY
+            kick = self.fsync and self._unflushed[i] >= _WRITEBACK_EVERY \
+                and self._blocks[i] is None
             if kick:
                 self._unflushed[i] = 0
         if kick:
@@ -175,6 +213,10 @@ class OutputWriter:
         if fd is None:
             raise RuntimeFailure(f"internal error: {path} is not open for writing", path=path)
         view = memoryview(data)
+        blocks = self._blocks[i]
+        if blocks is not None:
+            blocks.put(offset, view)
+            return
         done = 0
         try:
             while done < len(view):
@@ -217,6 +259,16 @@ class OutputWriter:
             if fd is None:
                 continue
             try:
+                blocks = self._blocks[i]
+                if blocks is not None:
+                    self._blocks[i] = None
+                    try:
+                        blocks.finish()
+                    except OSError as e:
+                        raise self._write_error(out.path, e, None) from None
+                    finally:
+                        blocks.close()
+                        self._close_direct(i)
                 if self.fsync:
                     os.fsync(fd)
             except OSError as e:
@@ -300,8 +352,22 @@ class OutputWriter:
             raise RuntimeFailure(f"cannot finish the folder {f.path}: {e.strerror or e}",
                                  path=f.path) from None
 
+    def _close_direct(self, i: int) -> None:
+        dfd = self._direct_fds[i]
+        if dfd is not None:
+            self._direct_fds[i] = None
+            try:
+                os.close(dfd)
+            except OSError:
+                pass
+
     def abort(self) -> None:
         """Close and remove every temporary file. Safe to call more than once."""
+        for i, blocks in enumerate(self._blocks):
+            if blocks is not None:
+                self._blocks[i] = None
+                blocks.close()
+            self._close_direct(i)
         for i, fd in enumerate(self._fds):
             if fd is not None:
                 self._fds[i] = None
