@@ -28,7 +28,7 @@ from typing import Callable
 from .direct import REFUSED_ERRNOS, align_up, aligned_buffer
 
 BLOCK = 8 << 20
-MAX_OPEN = 8  # blocks assembled at once
+MAX_OPEN = 4  # blocks assembled at once
 QUEUE = 2  # complete blocks waiting for the writer thread
 
 

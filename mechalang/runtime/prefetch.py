@@ -17,7 +17,9 @@ for after `stop()`, returns None, and the reader reads it directly as it would w
 
 from __future__ import annotations
 
+import mmap
 import os
+import sys
 import threading
 from collections import deque
 from typing import Iterable
@@ -29,7 +31,7 @@ from .direct import ALIGN, align_down, align_up
 from .reader import byte_view
 
 CHUNK = 8 << 20  # bytes per read
-WINDOW = 128 << 20  # bytes read ahead, over all inputs
+WINDOW = 64 << 20  # bytes read ahead, over all inputs
 MIN_WINDOW = 2 * CHUNK  # per input, whatever the number of inputs
 _MAX_IO = 1 << 30
 
@@ -37,6 +39,37 @@ _MAX_IO = 1 << 30
 def window_bytes(sources: int) -> int:
     """The most memory the read-ahead of `sources` input files holds."""
     return max(WINDOW, sources * MIN_WINDOW) + sources * CHUNK  # a chunk may exceed its window
+
+
+class _Buffers:
+    """Page-aligned chunk buffers, reused once no tensor views them any more.
+
+    Fresh memory for every chunk would be faulted in page by page (as costly as the reads), and
+    buffers from the C heap stay in the reading thread's malloc arena after the workers free
+    them, so the process would keep far more memory than the window. Each buffer is an anonymous
+    mapping wrapped by `torch.frombuffer`, which holds a reference to it as long as any view
+    of it lives: a buffer whose only reference is this pool's is free.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._bufs: list[mmap.mmap] = []
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> torch.Tensor:
+        if n > self.size:  # a single large tensor: its own mapping, unmapped when unused
+            return torch.frombuffer(mmap.mmap(-1, align_up(n)), dtype=torch.uint8)[:n]
+        with self._lock:
+            for i in range(len(self._bufs)):
+                if sys.getrefcount(self._bufs[i]) == 2:  # the list's and the argument's
+                    return torch.frombuffer(self._bufs[i], dtype=torch.uint8)[:n]
+            buf = mmap.mmap(-1, self.size)
+            self._bufs.append(buf)
+            return torch.frombuffer(buf, dtype=torch.uint8)[:n]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._bufs.clear()  # each mapping goes when its last view does
 
 
 class _Chunk:
@@ -69,6 +102,7 @@ class Prefetcher:
                  pin_memory: bool = False, chunk: int = CHUNK, window: int = WINDOW):
         """schedule: (input index, file offset, bytes) of every read, in the order they come."""
         self.pin_memory = pin_memory
+        self._buffers = _Buffers(chunk)
         per_source = max(window // max(1, len(paths)), MIN_WINDOW)
         self.sources = [_Source(i, p, per_source) for i, p in enumerate(paths)]
         self._where: dict[tuple[int, int, int], deque[_Chunk]] = {}
@@ -150,9 +184,12 @@ class Prefetcher:
     def _read_chunk(self, fd: int, dfd: int | None, c: _Chunk
                     ) -> tuple[torch.Tensor | None, bool, int | None]:
         size = c.end - c.start
-        raw = torch.empty(size + ALIGN, dtype=torch.uint8, pin_memory=self.pin_memory)
-        skip = (-raw.data_ptr()) % ALIGN
-        buf = raw[skip:skip + size]
+        if self.pin_memory:  # page-locked for asynchronous copies to the GPU (torch recycles it)
+            raw = torch.empty(size + ALIGN, dtype=torch.uint8, pin_memory=True)
+            skip = (-raw.data_ptr()) % ALIGN
+            buf = raw[skip:skip + size]
+        else:
+            buf = self._buffers.take(size)
         view = byte_view(buf)
         got = 0
         try:
@@ -222,3 +259,4 @@ class Prefetcher:
         self.stop()
         for t in self._threads:
             t.join()
+        self._buffers.clear()
