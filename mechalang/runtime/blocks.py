@@ -57,12 +57,12 @@ class BlockWriter:
     def __init__(self, direct_fd: int, buffered_fd: int, size: int,
                  spans: list[tuple[int, int, str | None]],
                  write_error: Callable[[OSError, str | None], BaseException], *,
-                 block: int = BLOCK, max_open: int = MAX_OPEN):
+                 block: int | None = None, max_open: int | None = None):
         self.direct_fd = direct_fd
         self.buffered_fd = buffered_fd
         self.size = size
-        self.block = block
-        self.max_open = max_open
+        self.block = block = block or BLOCK
+        self.max_open = max_open or MAX_OPEN
         self.write_error = write_error
         self.spans = spans
         self._starts = [s for s, _, _ in spans]

@@ -99,11 +99,13 @@ class Prefetcher:
     """Read-ahead for a run. `get()` from any thread; `stop()` (idempotent) ends it."""
 
     def __init__(self, paths: list[str], schedule: Iterable[tuple[int, int, int]], *,
-                 pin_memory: bool = False, chunk: int = CHUNK, window: int = WINDOW):
+                 pin_memory: bool = False, chunk: int | None = None, window: int | None = None):
         """schedule: (input index, file offset, bytes) of every read, in the order they come."""
+        chunk = chunk or CHUNK
+        window = window or WINDOW
         self.pin_memory = pin_memory
         self._buffers = _Buffers(chunk)
-        per_source = max(window // max(1, len(paths)), MIN_WINDOW)
+        per_source = max(window // max(1, len(paths)), 2 * chunk)
         self.sources = [_Source(i, p, per_source) for i, p in enumerate(paths)]
         self._where: dict[tuple[int, int, int], deque[_Chunk]] = {}
         self._cond = threading.Condition()
