@@ -373,13 +373,15 @@ def execute(planned: Planned, *, device: str = "cpu", threads: int | None = None
     diags = list(planned.diagnostics) + problems
     if problems or not planned.ok:
         return RunResult(planned, diags)
+    from .runtime import early
     from .runtime.errors import RunCancelled, RuntimeFailure
 
+    reads = early.start(planned.plan)  # the disk starts while torch is being imported
     try:
         from .runtime.executor import execute as execute_plan
 
         stats = execute_plan(planned.plan, threads=threads, device=device, check_finite=check_finite,
-                             progress=progress, cancel=cancel)
+                             progress=progress, cancel=cancel, early=reads)
     except RunCancelled:
         diags.append(error(codes.RUN_INTERRUPTED, "the run was cancelled: no output was written", None))
         return RunResult(planned, diags, interrupted=True)

@@ -23,6 +23,7 @@ import mmap
 import os
 import queue
 import threading
+import time
 from typing import Callable
 
 from .direct import REFUSED_ERRNOS, align_up, aligned_buffer
@@ -78,6 +79,7 @@ class BlockWriter:
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(QUEUE)
         self.error: BaseException | None = None
+        self.wait_seconds = 0.0  # workers' time waiting for the writer thread
         self._thread = threading.Thread(target=self._writer, name="mecha-write", daemon=True)
         self._thread.start()
 
@@ -160,7 +162,12 @@ class BlockWriter:
                     self._done.add(k)
                     done.append(st)
         for st in done:
-            self._queue.put(st)  # waits while the writer thread is behind: the disk sets the pace
+            if self._queue.full():
+                t = time.perf_counter()
+                self._queue.put(st)  # waits while the writer thread is behind: the disk's pace
+                self.wait_seconds += time.perf_counter() - t
+            else:
+                self._queue.put(st)
         if failure is not None:
             raise failure
 

@@ -13,6 +13,7 @@ comparing the two and for filesystems that accept O_DIRECT but handle it badly.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
@@ -51,3 +52,44 @@ def open_direct(path: str, flags: int) -> int | None:
         if e.errno in REFUSED_ERRNOS:
             return None
         raise
+
+
+_libc = None
+
+
+def _mincore_lib():
+    global _libc
+    if _libc is None:
+        lib = ctypes.CDLL(None, use_errno=True)
+        lib.mmap.restype = ctypes.c_void_p
+        lib.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                             ctypes.c_int, ctypes.c_int64]
+        lib.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        lib.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+        _libc = lib
+    return _libc
+
+
+def cached_fraction(fd: int, offset: int, length: int) -> float:
+    """The fraction of the pages of bytes `offset:offset + length` of file `fd` that are in the
+    page cache (mincore on a mapping that is never touched, so nothing is read); 0.0 when it
+    cannot be told."""
+    if length <= 0:
+        return 0.0
+    start = offset - offset % mmap.PAGESIZE
+    n = offset + length - start
+    try:
+        lib = _mincore_lib()
+    except (OSError, AttributeError):
+        return 0.0
+    addr = lib.mmap(None, n, mmap.PROT_READ, mmap.MAP_SHARED, fd, start)
+    if addr is None or addr == ctypes.c_void_p(-1).value:
+        return 0.0
+    try:
+        pages = -(-n // mmap.PAGESIZE)
+        vec = (ctypes.c_ubyte * pages)()
+        if lib.mincore(addr, n, vec) != 0:
+            return 0.0
+        return (pages - bytes(vec).count(0)) / pages
+    finally:
+        lib.munmap(addr, n)

@@ -38,6 +38,7 @@ from ..dtypes import DTYPES, element_size
 from ..methods.registry import REGISTRY, MethodRegistry
 from ..runtime.plan import BUILTIN_OPS, ENGINE_OPS, Op, OutTensor, Plan, Read
 from ..units import format_bytes
+from .early import EarlyReads
 from .errors import RunCancelled, RuntimeFailure
 from .ops import Cancelled, Evaluator, KeyProgram, can_slice, compute_dtype, numel
 from .prefetch import Prefetcher, window_bytes
@@ -71,7 +72,8 @@ class RunStats:
 def execute(plan: Plan, *, threads: int | None = None, device: str = "cpu",
             check_finite: bool = False, progress: Callable[[int, int], None] | None = None,
             registry: MethodRegistry | None = None, memory_budget: int | None = None,
-            fsync: bool | None = None, cancel: threading.Event | None = None) -> RunStats:
+            fsync: bool | None = None, cancel: threading.Event | None = None,
+            early: EarlyReads | None = None) -> RunStats:
     """Run `plan`, writing every output atomically. Returns what was done.
 
     threads: worker threads (default: the usable cores, at most 16).
@@ -87,6 +89,7 @@ def execute(plan: Plan, *, threads: int | None = None, device: str = "cpu",
         environment sets MECHA_FSYNC=0, for benchmarks and throwaway outputs).
     cancel: an event another thread may set to stop the run: work in flight stops at the next
         operation, nothing is written, and `RunCancelled` is raised.
+    early: the read-ahead that `early.start(plan)` began before torch was imported, if any.
     """
     t0 = time.perf_counter()
     registry = registry if registry is not None else REGISTRY
@@ -118,7 +121,7 @@ def execute(plan: Plan, *, threads: int | None = None, device: str = "cpu",
         reader.open()
         if os.environ.get("MECHA_PREFETCH", "1") != "0":
             reader.prefetcher = Prefetcher([i.path for i in plan.inputs], run.read_schedule(),
-                                           pin_memory=reader.pin_memory)
+                                           pin_memory=reader.pin_memory, early=early)
         writer.prepare()
         run.loop()
         if run.nonfinite:
@@ -127,6 +130,10 @@ def execute(plan: Plan, *, threads: int | None = None, device: str = "cpu",
     finally:
         if not writer.committed:
             writer.abort()
+        pf = reader.prefetcher
+        io_note = "" if pf is None else (
+            f" read_wait_s={pf.wait_seconds:.3f} direct_reads={pf.direct_reads} "
+            f"cached_reads={pf.buffered_reads}")
         reader.close()
         torch.set_num_threads(prev_threads)
         restore_sigterm()
@@ -142,7 +149,8 @@ def execute(plan: Plan, *, threads: int | None = None, device: str = "cpu",
         first = stats.first_key_seconds
         print(f"mecha-timing first_key_s={first if first is not None else -1:.4f} "
               f"first_key_unix={run.first_key_unix or -1:.4f} total_s={seconds:.4f} "
-              f"peak_rss_bytes={stats.peak_rss}", file=sys.stderr, flush=True)
+              f"peak_rss_bytes={stats.peak_rss}{io_note} write_wait_s={writer.wait_seconds:.3f} "
+              f"direct_written={writer.direct_bytes}", file=sys.stderr, flush=True)
     return stats
 
 

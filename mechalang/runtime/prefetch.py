@@ -21,13 +21,15 @@ import mmap
 import os
 import sys
 import threading
+import time
 from collections import deque
 from typing import Iterable
 
 import torch
 
 from . import direct
-from .direct import ALIGN, align_down, align_up
+from .direct import ALIGN, align_down, align_up, cached_fraction
+from .early import EarlyReads
 from .reader import byte_view
 
 CHUNK = 8 << 20  # bytes per read
@@ -99,8 +101,11 @@ class Prefetcher:
     """Read-ahead for a run. `get()` from any thread; `stop()` (idempotent) ends it."""
 
     def __init__(self, paths: list[str], schedule: Iterable[tuple[int, int, int]], *,
-                 pin_memory: bool = False, chunk: int | None = None, window: int | None = None):
-        """schedule: (input index, file offset, bytes) of every read, in the order they come."""
+                 pin_memory: bool = False, chunk: int | None = None, window: int | None = None,
+                 early: EarlyReads | None = None):
+        """schedule: (input index, file offset, bytes) of every read, in the order they come.
+        early: the ranges asked for before torch was imported (read through the page cache)."""
+        self.early = early
         chunk = chunk or CHUNK
         window = window or WINDOW
         self.pin_memory = pin_memory
@@ -112,6 +117,7 @@ class Prefetcher:
         self._stopped = False
         self.direct_reads = 0
         self.buffered_reads = 0
+        self.wait_seconds = 0.0  # workers' time waiting for chunks (the disk behind the compute)
         self._build(schedule, chunk)
         self._threads = [threading.Thread(target=self._read_source, args=(s,),
                                           name=f"mecha-read-{s.index}", daemon=True)
@@ -167,7 +173,7 @@ class Prefetcher:
                     s.held += size
                 buf, ok = None, False
                 if fd is not None:
-                    buf, ok, dfd = self._read_chunk(fd, dfd, c)
+                    buf, ok, dfd = self._read_chunk(s.index, fd, dfd, c)
                 with self._cond:
                     if ok:
                         c.buf, c.state = buf, "ready"
@@ -183,9 +189,14 @@ class Prefetcher:
                 if f is not None:
                     os.close(f)
 
-    def _read_chunk(self, fd: int, dfd: int | None, c: _Chunk
+    def _read_chunk(self, src: int, fd: int, dfd: int | None, c: _Chunk
                     ) -> tuple[torch.Tensor | None, bool, int | None]:
         size = c.end - c.start
+        # bytes in the page cache (a warm input, or asked for before torch was imported) are
+        # copied from there; a direct read would fetch them from the disk again
+        cached = (self.early is not None and self.early.covers(src, c.start, c.need)) \
+            or cached_fraction(fd, c.start, size) >= 0.5
+        read_fd = fd if cached else dfd
         if self.pin_memory:  # page-locked for asynchronous copies to the GPU (torch recycles it)
             raw = torch.empty(size + ALIGN, dtype=torch.uint8, pin_memory=True)
             skip = (-raw.data_ptr()) % ALIGN
@@ -196,7 +207,7 @@ class Prefetcher:
         got = 0
         try:
             while got < size:
-                if dfd is not None:
+                if read_fd is not None and read_fd == dfd:
                     try:
                         k = os.preadv(dfd, [view[got:got + _MAX_IO]], c.start + got)
                         self.direct_reads += 1
@@ -204,7 +215,7 @@ class Prefetcher:
                         if e.errno not in direct.REFUSED_ERRNOS:
                             raise
                         os.close(dfd)  # refused: buffered reads for this file from now on
-                        dfd = None
+                        dfd = read_fd = None
                         continue
                 else:
                     k = os.preadv(fd, [view[got:got + _MAX_IO]], c.start + got)
@@ -212,7 +223,7 @@ class Prefetcher:
                 if k == 0:
                     break
                 got += k
-                if dfd is not None and got % ALIGN:  # a short direct read: only at the end
+                if read_fd is not None and read_fd == dfd and got % ALIGN:  # short: at the end
                     break
         except OSError:
             return None, False, dfd
@@ -232,9 +243,13 @@ class Prefetcher:
             c = q.popleft()
             if not q:
                 del self._where[key]
+            t = None
             while not self._stopped and (c.state == "reading" or (
                     c.state == "waiting" and not s.blocked and not s.done)):
+                t = t or time.perf_counter()
                 self._cond.wait()
+            if t is not None:
+                self.wait_seconds += time.perf_counter() - t
             view = None
             if c.state == "ready" and c.buf is not None:
                 lo = offset - c.start

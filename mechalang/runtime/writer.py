@@ -77,6 +77,8 @@ class OutputWriter:
         self.bytes_written = [0] * len(outputs)
         self._blocks: list[BlockWriter | None] = [None] * len(outputs)
         self._direct_fds: list[int | None] = [None] * len(outputs)
+        self.direct_bytes = 0  # written with O_DIRECT (for the benchmarks' timing line)
+        self.wait_seconds = 0.0  # workers' time waiting for the block writers
         self.committed = False
 
     def direct_outputs(self) -> int:
@@ -264,6 +266,8 @@ class OutputWriter:
                     self._blocks[i] = None
                     try:
                         blocks.finish()
+                        self.direct_bytes += blocks.direct_bytes
+                        self.wait_seconds += blocks.wait_seconds
                     except OSError as e:
                         raise self._write_error(out.path, e, None) from None
                     finally:
