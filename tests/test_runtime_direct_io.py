@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from mechalang.runtime import blocks as blocks_module
-from mechalang.runtime import direct
+from mechalang.runtime import direct, early
 from mechalang.runtime import prefetch as prefetch_module
 from mechalang.runtime import writer as writer_module
 from mechalang.runtime.blocks import BlockWriter
@@ -220,7 +220,7 @@ def run_plain(ms, out, monkeypatch, **kw):
 
 def io_counts(monkeypatch) -> dict[str, int]:
     """Count the bytes the block writers wrote direct and the reads the read-ahead made direct."""
-    counts = {"direct_written": 0, "buffered_written": 0, "direct_reads": 0}
+    counts = {"direct_written": 0, "buffered_written": 0, "direct_reads": 0, "cached_reads": 0}
     finish, close = BlockWriter.finish, Prefetcher.close
 
     def counting_finish(self):
@@ -231,16 +231,27 @@ def io_counts(monkeypatch) -> dict[str, int]:
     def counting_close(self):
         close(self)
         counts["direct_reads"] += self.direct_reads
+        counts["cached_reads"] += self.buffered_reads
 
     monkeypatch.setattr(BlockWriter, "finish", counting_finish)
     monkeypatch.setattr(Prefetcher, "close", counting_close)
     return counts
 
 
+def evict(ms) -> None:
+    """Drop the inputs from the page cache: cached bytes are read through it, the rest direct."""
+    os.sync()
+    for m in ms:
+        fd = os.open(m.path, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 4])
 def test_direct_outputs_are_byte_identical(tmp_path, trio, small_blocks, monkeypatch, threads):
     plain = run_plain(trio, tmp_path / "plain.safetensors", monkeypatch, threads=1)
     counts = io_counts(monkeypatch)
+    evict(trio)
     out = tmp_path / f"direct{threads}.safetensors"
     execute(trio_plan(trio, out), threads=threads)
     assert out.read_bytes() == plain
@@ -248,11 +259,37 @@ def test_direct_outputs_are_byte_identical(tmp_path, trio, small_blocks, monkeyp
     assert counts["direct_written"] > 0 and counts["direct_reads"] > 0
 
 
+def test_cached_inputs_are_read_through_the_page_cache(tmp_path, trio, small_blocks, monkeypatch):
+    """A warm input is copied from the page cache (a direct read would go to the disk again);
+    ranges asked for before torch's import (early.py) likewise."""
+    plain = run_plain(trio, tmp_path / "plain.safetensors", monkeypatch, threads=2)
+    counts = io_counts(monkeypatch)
+    for m in trio:
+        Path(m.path).read_bytes()
+    execute(trio_plan(trio, tmp_path / "warm.safetensors"), threads=2)
+    assert (tmp_path / "warm.safetensors").read_bytes() == plain
+    assert counts["cached_reads"] > 0 and counts["direct_reads"] == 0
+
+    evict(trio)
+    p = trio_plan(trio, tmp_path / "early.safetensors")
+    ranges = early.first_ranges(p, budget=1 << 40)
+    ids = trio[0].read("ids")
+    for s, m in enumerate(trio):  # every input: the bytes it gives, contiguous (`ids` from a only)
+        start = p.inputs[s].data_start + (0 if s == 0 else ids.end - ids.begin)
+        assert ranges[s] == [(start, os.path.getsize(m.path))]
+    reads = early.start(p)
+    reads.join()
+    execute(p, threads=2, early=reads)
+    assert (tmp_path / "early.safetensors").read_bytes() == plain
+    assert counts["direct_reads"] == 0
+
+
 @pytest.mark.parametrize("where", ["open", "first read or write"])
 def test_refused_direct_io_falls_back(tmp_path, trio, small_blocks, monkeypatch, where):
     plain = run_plain(trio, tmp_path / "plain.safetensors", monkeypatch, threads=2)
     direct_fds = refuse_direct(monkeypatch, where)
     counts = io_counts(monkeypatch)
+    evict(trio)
     out = tmp_path / "out.safetensors"
     execute(trio_plan(trio, out), threads=2)
     assert out.read_bytes() == plain
