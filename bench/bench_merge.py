@@ -1,18 +1,30 @@
-"""Benchmark mecha against a hand-written single-pass loop on full-size SD1.5 models.
+"""Benchmark mecha against a hand-written single-pass loop and against the disk's I/O floor.
 
-    python bench/make_models.py                       # once: 8 synthetic SD1.5 fp16 models
-    python bench/bench_merge.py                       # `mecha run RECIPE` vs bench/baseline_loop.py
+    python bench/make_models.py -n 3                  # once: synthetic SD1.5 fp16 models
+    python bench/make_models.py -n 2 --arch sdxl      # once: two SDXL-sized models (6.9 GB each)
+    python bench/bench_merge.py                       # `mecha run RECIPE` vs baseline and floor
+    python bench/bench_merge.py --cases ws2,ad3 --sizes sd1,sdxl --cache cold,warm
     python bench/bench_merge.py --engine-only         # a hand-built Plan through execute() instead
-    python bench/bench_merge.py --cases ws2 --rounds 5 --no-fsync
+    python bench/bench_merge.py --cases ws2 --rounds 5 --no-fsync --no-floor
 
-For each case the two sides run alternately, N rounds, each in its own process, on the same input
-files (read once beforehand so they are in the page cache). Reported: the median wall time of each
-side, their ratio, each side's peak RSS (from `os.wait4`), and mecha's time to the first key
-written (from execute()'s start, and from process start; torch's import time is measured apart).
-Results also go to bench/results/<case>.json.
+For each case the sides run alternately, N rounds, each in its own process, on the same input
+files: the I/O floor (bench_floor.py: every input byte read once and an output of the merged size
+written and flushed, no arithmetic; `--floor-strategies` picks which of its strategies are timed,
+the fastest counting), `mecha run`, and bench/baseline_loop.py. Reported: the median wall time of
+each side, mecha / baseline, mecha / floor (and the ratio of each alternated pair, since the
+shared disk's throughput drifts between minutes), mecha's peak RSS (from `os.wait4`), and its
+time to the first key written (from execute()'s start, and from process start; torch's import
+time is measured apart). Results also go to bench/results/<case>_<size>_<cache>_*.json.
+
+--cache warm reads the inputs once beforehand (they stay in the page cache if memory allows; the
+share still cached is checked before every run and printed when below 99%). --cache cold evicts
+them before every run of every side: `sync; echo 3 > /proc/sys/vm/drop_caches` is not permitted
+on the benchmark machine (read-only even for root in its container), so bench_floor.drop_cache()
+does `sync` and `posix_fadvise(POSIX_FADV_DONTNEED)` on each input, and checks with `mincore`
+that none of its pages stayed cached (printed when any did).
 
 Cases: ws2 = weighted_sum of 2 models (alpha 0.3), ad3 = add_difference of 3 (alpha 1.0),
-avg8 = n_average of 8.
+avg8 = n_average of 8. Sizes: sd1 (2.13 GB per model), sdxl (6.88 GB per model).
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 `import torch` takes 1–2 s, during which a run would leave the disk idle. The plan is ready
 before that (planning needs no torch), so `start(plan)` asks the kernel, from a background
-thread, to read the first bytes that the run will need (`posix_fadvise(POSIX_FADV_WILLNEED)`:
-asynchronous read-ahead into the page cache) while the interpreter imports torch. The read-ahead
-(`prefetch.py`) then reads those ranges through the page cache instead of with O_DIRECT, which
-would go to the disk a second time. This module must not import torch.
+thread, to read the bytes that the run will need first (`posix_fadvise(POSIX_FADV_WILLNEED)`:
+asynchronous read-ahead into the page cache, 8 MiB per call, all inputs in turn) until the
+executor is ready to read for itself and calls `stop()`, or EARLY_BYTES are asked for. The
+read-ahead (`prefetch.py`) then reads the ranges asked for through the page cache instead of with
+O_DIRECT, which would go to the disk a second time. This module must not import torch.
 """
 
 from __future__ import annotations
@@ -13,20 +14,40 @@ from __future__ import annotations
 import os
 import threading
 
+from .direct import ALIGN
 from .plan import Op, Plan, Read
 
-EARLY_BYTES = 1 << 30  # asked for ahead of torch's import, over all inputs
+EARLY_BYTES = 4 << 30  # the most asked for ahead of the executor, over all inputs
+STEP = 8 << 20  # the kernel reads at most its read-ahead size (often 8 MiB) per call
 
 
 class EarlyReads:
-    """The byte ranges asked for, per input, as (start, end) file offsets in the run's order."""
+    """The byte ranges to ask for, per input, as (start, end) file offsets in the run's order,
+    and how far each input's asking got."""
 
     def __init__(self, ranges: dict[int, list[tuple[int, int]]]):
         self.ranges = ranges
+        self.asked: dict[int, list[tuple[int, int]]] = {s: [] for s in ranges}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def covers(self, source: int, start: int, end: int) -> bool:
-        return any(a <= start and end <= b for a, b in self.ranges.get(source, ()))
+        with self._lock:
+            return any(a <= start and end <= b for a, b in self.asked.get(source, ()))
+
+    def _note(self, source: int, start: int, end: int) -> None:
+        with self._lock:
+            rs = self.asked[source]
+            if rs and rs[-1][1] == start:
+                rs[-1] = (rs[-1][0], end)
+            else:
+                rs.append((start, end))
+
+    def stop(self) -> None:
+        """No more asking: the executor reads for itself from now on."""
+        self._stop.set()
+        self.join()
 
     def join(self) -> None:
         if self._thread is not None:
@@ -55,8 +76,8 @@ def first_ranges(plan: Plan, budget: int = EARLY_BYTES) -> dict[int, list[tuple[
                 rs = ranges.setdefault(e.source, [])
                 if rs and rs[-1][1] == start:
                     rs[-1] = (rs[-1][0], end)
-                else:
-                    rs.append((start, end))
+                else:  # from the page start: the read-ahead's chunks are page-aligned
+                    rs.append((start - start % ALIGN, end))
                 total += end - start
                 if total >= budget:
                     return ranges
@@ -72,20 +93,22 @@ def start(plan: Plan) -> EarlyReads | None:
     early = EarlyReads(first_ranges(plan))
 
     def ask() -> None:
-        # one input's range at a time, round-robin, so that all inputs' first keys come first
+        # all inputs in turn, STEP bytes each, so that every input's first keys come first
         queues = {s: list(rs) for s, rs in early.ranges.items()}
-        step = 8 << 20  # the kernel reads at most its read-ahead size (often 8 MiB) per call
         fds = {}
         try:
             for s in queues:
                 fds[s] = os.open(plan.inputs[s].path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             while any(queues.values()):
                 for s, rs in queues.items():
+                    if early._stop.is_set():
+                        return
                     if not rs:
                         continue
                     a, b = rs[0]
-                    stop = min(b, a + step)
+                    stop = min(b, a + STEP)
                     advise(fds[s], a, stop - a, os.POSIX_FADV_WILLNEED)
+                    early._note(s, a, stop)
                     rs[0] = (stop, b)
                     if stop >= b:
                         rs.pop(0)

@@ -119,6 +119,8 @@ def execute(plan: Plan, *, threads: int | None = None, device: str = "cpu",
     try:
         torch.set_num_threads(1)
         reader.open()
+        if early is not None:
+            early.stop()  # what it asked for so far is read through the page cache
         if os.environ.get("MECHA_PREFETCH", "1") != "0":
             reader.prefetcher = Prefetcher([i.path for i in plan.inputs], run.read_schedule(),
                                            pin_memory=reader.pin_memory, early=early)
