@@ -13,6 +13,8 @@ STRATEGIES), each writing a durable output (flushed with fsync, like `mecha run`
                   `sync_file_range` every 64 MiB and dropping written pages (POSIX_FADV_DONTNEED)
   direct          one thread: O_DIRECT reads of 64 MiB blocks, then O_DIRECT writes of 64 MiB
   direct-threads  a thread per input reading O_DIRECT and a writer thread writing O_DIRECT, at once
+  cached-direct   a thread per input reading buffered (from the page cache when the inputs are
+                  warm) and a writer thread writing O_DIRECT, at once
   dd              `dd iflag=direct` per input and `dd oflag=direct` for the output, concurrently
 
 The floor of a run is the fastest strategy of that run.
@@ -220,6 +222,10 @@ def s_direct_threads(inputs, out, size):
     _threads([lambda p=p: _read_direct(p) for p in inputs] + [lambda: _write_direct(out, size)])
 
 
+def s_cached_direct(inputs, out, size):
+    _threads([lambda p=p: _read_buffered(p) for p in inputs] + [lambda: _write_direct(out, size)])
+
+
 def s_dd(inputs, out, size):
     bs = 64 << 20
     count = -(-size // bs)
@@ -240,6 +246,7 @@ STRATEGIES = {
     "buffered-wb": s_buffered_wb,
     "direct": s_direct,
     "direct-threads": s_direct_threads,
+    "cached-direct": s_cached_direct,
     "dd": s_dd,
 }
 

@@ -154,7 +154,8 @@ def bench_case(name: str, size: str, cache: str, args) -> dict:
           f"{', no fsync' if args.no_fsync else ''}; sides {', '.join(sides)})", flush=True)
     if not cold:
         warm(inputs)
-    floor_strategies = args.floor_strategies.split(",")
+    floor_strategies = (args.floor_strategies or
+                        ("direct-threads" if cold else "cached-direct")).split(",")
     out_size = os.path.getsize(inputs[0])  # the merge of same-layout models: the size of one
     rows: dict[str, list[dict]] = {s: [] for s in sides}
     for r in range(args.rounds):
@@ -244,9 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
                     help="time the I/O floor (bench_floor.py) alternately with mecha (default: on)")
-    ap.add_argument("--floor-strategies", default="direct-threads",
-                    help="floor strategies timed each round; the fastest counts (default "
-                         "direct-threads; all: " + ",".join(STRATEGIES) + ")")
+    ap.add_argument("--floor-strategies", default=None,
+                    help="floor strategies timed each round, the fastest counting (default: "
+                         "direct-threads cold, cached-direct warm, the fastest measured by "
+                         "bench_floor.py; all: " + ",".join(STRATEGIES) + ")")
     ap.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                     help="time the hand-written loop baseline_loop.py too (default: on)")
     ap.add_argument("--engine-only", action="store_true",
