@@ -6,15 +6,18 @@
     python bench/bench_merge.py --cases ws2,ad3 --sizes sd1,sdxl --cache cold,warm
     python bench/bench_merge.py --engine-only         # a hand-built Plan through execute() instead
     python bench/bench_merge.py --cases ws2 --rounds 5 --no-fsync --no-floor
+    python bench/bench_merge.py --cases ws2 --cache cold --no-baseline --before /tmp/before
 
 For each case the sides run alternately, N rounds, each in its own process, on the same input
 files: the I/O floor (bench_floor.py: every input byte read once and an output of the merged size
 written and flushed, no arithmetic; `--floor-strategies` picks which of its strategies are timed,
-the fastest counting), `mecha run`, and bench/baseline_loop.py. Reported: the median wall time of
-each side, mecha / baseline, mecha / floor (and the ratio of each alternated pair, since the
-shared disk's throughput drifts between minutes), mecha's peak RSS (from `os.wait4`), and its
-time to the first key written (from execute()'s start, and from process start; torch's import
-time is measured apart). Results also go to bench/results/<case>_<size>_<cache>_*.json.
+the fastest counting), `mecha run`, bench/baseline_loop.py, and with `--before DIR` the same
+`mecha run` with another checkout's mechalang (PYTHONPATH=DIR: the version before a change).
+Reported: the median wall time of each side, mecha / baseline, mecha / floor (and the ratio of
+each alternated pair, since the shared disk's throughput drifts between minutes), mecha's peak
+RSS (from `os.wait4`), and its time to the first key written (from execute()'s start, and from
+process start; torch's import time is measured apart). Results also go to
+bench/results/<case>_<size>_<cache>_*.json.
 
 --cache warm reads the inputs once beforehand (they stay in the page cache if memory allows; the
 share still cached is checked before every run and printed when below 99%). --cache cold evicts
@@ -55,7 +58,8 @@ CASES = {
 
 
 def run_child(cmd: list[str], env: dict | None = None) -> dict:
-    """Run `cmd`, return wall seconds, peak RSS (bytes), stdout, stderr and its start time."""
+    """Run `cmd`, return wall seconds, peak RSS (bytes), CPU seconds, stdout, stderr and its start
+    time."""
     with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
         start_unix = time.time()
         t = time.perf_counter()
@@ -69,7 +73,8 @@ def run_child(cmd: list[str], env: dict | None = None) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n"
                          f"{err.decode(errors='replace')[-3000:]}")
-    return {"wall": wall, "rss": usage.ru_maxrss * 1024, "stdout": out.decode(),
+    return {"wall": wall, "rss": usage.ru_maxrss * 1024, "cpu": usage.ru_utime + usage.ru_stime,
+            "user": usage.ru_utime, "sys": usage.ru_stime, "stdout": out.decode(),
             "stderr": err.decode(), "start_unix": start_unix}
 
 
@@ -147,6 +152,8 @@ def bench_case(name: str, size: str, cache: str, args) -> dict:
     cold = cache == "cold"
     sides = ["floor"] if args.floor else []
     sides.append("mecha")
+    if args.before:
+        sides.append("before")
     if args.baseline:
         sides.append("baseline")
     print(f"\n== {name} {size}, {cache} cache: {method} of {n} models "
@@ -178,9 +185,13 @@ def bench_case(name: str, size: str, cache: str, args) -> dict:
                 res = {"wall": fl[best], "strategy": best, "strategies": fl}
                 extra = f"  ({', '.join(f'{k} {v:.2f} s' for k, v in fl.items())})"
             else:
-                res = run_child(mecha_cmd if side == "mecha" else base_cmd,
-                                env if side == "mecha" else None)
-                extra = f"  peak RSS {res['rss'] / 2**20:6.0f} MiB"
+                if side == "before":  # the same command with another checkout's mechalang
+                    res = run_child(mecha_cmd, dict(env, PYTHONPATH=os.path.abspath(args.before)))
+                else:
+                    res = run_child(mecha_cmd if side == "mecha" else base_cmd,
+                                    env if side == "mecha" else None)
+                extra = (f"  peak RSS {res['rss'] / 2**20:6.0f} MiB, CPU {res['user']:.1f} s user "
+                         f"+ {res['sys']:.1f} s system")
             res["resident_before"] = resident
             if side == "mecha":
                 m = re.search(r"mecha-timing first_key_s=(\S+) first_key_unix=(\S+) total_s=(\S+)",
@@ -210,6 +221,7 @@ def bench_case(name: str, size: str, cache: str, args) -> dict:
         "mecha_first_key_from_spawn_s": statistics.median(
             x.get("first_key_from_spawn_s", -1) for x in mecha_rows),
         "walls": {s: [x["wall"] for x in rows[s]] for s in rows},
+        "cpu_s": {s: [x["cpu"] for x in rows[s] if "cpu" in x] for s in rows},
         "loadavg_after": os.getloadavg(),
     }
     line = "  median: " + ", ".join(f"{s} {v:.2f} s" for s, v in med.items())
@@ -217,6 +229,9 @@ def bench_case(name: str, size: str, cache: str, args) -> dict:
         summary["ratio"] = med["mecha"] / med["baseline"]
         summary["baseline_peak_rss_mib"] = max(x["rss"] for x in rows["baseline"]) / 2**20
         line += f"; mecha / baseline {summary['ratio']:.2f}"
+    if "before" in med:
+        summary["before_ratio"] = med["mecha"] / med["before"]
+        line += f"; mecha / before {summary['before_ratio']:.2f}"
     if "floor" in med:
         summary["floor_ratio"] = med["mecha"] / med["floor"]
         # the ratio of each alternated pair: robust to the disk's throughput drifting between rounds
@@ -251,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                          "bench_floor.py; all: " + ",".join(STRATEGIES) + ")")
     ap.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                     help="time the hand-written loop baseline_loop.py too (default: on)")
+    ap.add_argument("--before", metavar="DIR", default=None,
+                    help="also time `mecha` with PYTHONPATH=DIR, another checkout of mechalang "
+                         "(e.g. `git worktree add /tmp/before main`), alternately")
     ap.add_argument("--engine-only", action="store_true",
                     help="build the Plan in Python and call execute() (no recipe, no front end)")
     ap.add_argument("--elementwise", action="store_true",

@@ -394,6 +394,9 @@ def execute(planned: Planned, *, device: str = "cpu", threads: int | None = None
                            label="while computing this" if exc.origin else "",
                            notes=["no output was written"]))
         return RunResult(planned, diags)
+    finally:
+        if reads is not None:  # a run that failed before reading stops the early reads too
+            reads.stop()
     return RunResult(planned, diags, stats)
 
 
