@@ -4,7 +4,8 @@
 before that (planning needs no torch), so `start(plan)` asks the kernel, from a background
 thread, to read the bytes that the run will need first (`posix_fadvise(POSIX_FADV_WILLNEED)`:
 asynchronous read-ahead into the page cache, 8 MiB per call, all inputs in turn) until the
-executor is ready to read for itself and calls `stop()`, or EARLY_BYTES are asked for. The
+executor is ready to read for itself and calls `stop()`, or EARLY_BYTES (at most an eighth of
+the machine's memory) are asked for. The
 read-ahead (`prefetch.py`) then reads the ranges asked for through the page cache instead of with
 O_DIRECT, which would go to the disk a second time. This module must not import torch.
 """
@@ -17,7 +18,8 @@ import threading
 from .direct import ALIGN
 from .plan import Op, Plan, Read
 
-EARLY_BYTES = 4 << 30  # the most asked for ahead of the executor, over all inputs
+EARLY_BYTES = 4 << 30  # the most asked for ahead of the executor, over all inputs...
+EARLY_RAM_SHARE = 8  # ...and at most this fraction of the machine's memory (page cache it fills)
 STEP = 8 << 20  # the kernel reads at most its read-ahead size (often 8 MiB) per call
 
 
@@ -54,9 +56,19 @@ class EarlyReads:
             self._thread.join()
 
 
-def first_ranges(plan: Plan, budget: int = EARLY_BYTES) -> dict[int, list[tuple[int, int]]]:
+def early_budget() -> int:
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return EARLY_BYTES // 4
+    return min(EARLY_BYTES, ram // EARLY_RAM_SHARE)
+
+
+def first_ranges(plan: Plan, budget: int | None = None) -> dict[int, list[tuple[int, int]]]:
     """The inputs' byte ranges that the run reads first (outputs' tensors in order, each
-    expression's reads left to right), merged where contiguous, up to `budget` bytes in all."""
+    expression's reads left to right), merged where contiguous, up to `budget` bytes in all
+    (default: `early_budget()`)."""
+    budget = early_budget() if budget is None else budget
     ranges: dict[int, list[tuple[int, int]]] = {}
     total = 0
     seen: set[tuple[int, int]] = set()
