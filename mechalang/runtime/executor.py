@@ -135,7 +135,7 @@ def execute(plan: Plan, *, threads: int | None = None, device: str = "cpu",
         pf = reader.prefetcher
         io_note = "" if pf is None else (
             f" read_wait_s={pf.wait_seconds:.3f} direct_reads={pf.direct_reads} "
-            f"cached_reads={pf.buffered_reads}")
+            f"cached_reads={pf.buffered_reads} missed_reads={pf.missed}")
         reader.close()
         torch.set_num_threads(prev_threads)
         restore_sigterm()

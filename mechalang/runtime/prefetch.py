@@ -118,6 +118,7 @@ class Prefetcher:
         self.direct_reads = 0
         self.buffered_reads = 0
         self.wait_seconds = 0.0  # workers' time waiting for chunks (the disk behind the compute)
+        self.missed = 0  # ranges the reader had to read itself (out of order, failed, stopped)
         self._build(schedule, chunk)
         self._threads = [threading.Thread(target=self._read_source, args=(s,),
                                           name=f"mecha-read-{s.index}", daemon=True)
@@ -239,6 +240,7 @@ class Prefetcher:
         with self._cond:
             q = self._where.get(key)
             if not q:
+                self.missed += 1
                 return None
             c = q.popleft()
             if not q:
@@ -262,6 +264,8 @@ class Prefetcher:
                 elif c.state == "waiting":
                     c.state = "dropped"
                 c.buf = None  # the views keep the memory while they are in use
+            if view is None:
+                self.missed += 1
             return view
 
     def stop(self) -> None:
