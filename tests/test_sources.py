@@ -562,3 +562,36 @@ def test_folder_output_with_subfolders_appears_whole(tmp_path):
     with pytest.raises(Exception):
         execute(plan(), threads=1, fsync=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.safetensors"]
+
+
+def test_hf_folder_with_per_key_dtypes(tmp_path):
+    """`as hf(dtype={norm: fp32, default: bf16})`: the map's selectors choose each key's dtype,
+    transformers loads the folder, and config.json names the dtype most tensors have."""
+    from transformers import AutoModelForCausalLM
+
+    a = tiny_llama(tmp_path / "la", 0)
+    b = tiny_llama(tmp_path / "lb", 1)
+    (tmp_path / "r.mecha").write_text(
+        'export weighted_sum(model("la"), model("lb"), alpha=0.25) to "out/" '
+        'as hf(dtype={norm: fp32, default: fp16})\n')
+    r = mecha("run", "r.mecha", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    got = {}
+    src = open_source(tmp_path / "out")
+    for k, t in src.tensors.items():
+        got[k] = read_tensor(src, t)
+    assert set(got) == set(a)
+    for k in a:
+        want = torch.float32 if "norm" in k else torch.float16  # by name, not by the arch's data
+        exp = (a[k].float() * 0.75 + b[k].float() * 0.25).to(want)
+        assert got[k].dtype == want, k
+        torch.testing.assert_close(got[k], exp, rtol=0, atol=0, msg=k)
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config.get("torch_dtype", config.get("dtype")) == "float16"
+    m = AutoModelForCausalLM.from_pretrained(tmp_path / "out", torch_dtype=torch.float32)
+    torch.testing.assert_close(m.state_dict()["model.norm.weight"], got["model.norm.weight"])
+    (tmp_path / "bad.mecha").write_text(
+        'export model("la") to "o/" as hf(dtype={nrom: fp32, default: fp17})\n')
+    r = mecha("check", "bad.mecha", cwd=tmp_path)
+    assert r.exit_code == 1 and "E0243" in r.output and "fp17" in r.output
+    assert not (tmp_path / "o").exists()

@@ -23,6 +23,7 @@ from ..diagnostics import codes, did_you_mean, warning
 from ..dtypes import EXPORT_DTYPES
 from ..graph.diffusers_export import DiffusersFormat
 from ..sources.diffusers import read_model_index
+from ..syntax import ast
 from .values import POISON, ModelValue, a_type
 
 OPTIONS = ("dtype", "variant", "config")
@@ -45,6 +46,8 @@ def diffusers_export(ev, stmt, value: Any, env) -> tuple[Any, DiffusersFormat | 
                    help=f"did you mean `{sugg}`?" if sugg else "options: " + ", ".join(OPTIONS))
             ok = False
             continue
+        if kw.name == "dtype" and isinstance(kw.value, ast.HyperMap):
+            continue  # per-key dtypes: checked with the export (evaluate.folder_dtype_map)
         opts[kw.name] = (ev.eval(kw.value, env), kw.value.span)
     dtype, dspan = opts.get("dtype", (None, None))
     if dtype is not None and dtype not in EXPORT_DTYPES:
