@@ -1,5 +1,5 @@
 """Tiny diffusers pipelines made with the `diffusers` library itself, for the diffusers source and
-format tests (and the docs test): the real component classes and block layouts of SD1 and SDXL, so
+format tests (and the docs test): the real component classes and block layouts of SD1, SD2 and SDXL, so
 every key name is the real one, at a few channels per layer so that building, saving and loading
 take well under a second.
 
@@ -32,10 +32,10 @@ def write_tokenizer(folder: Path) -> None:
     tok.save_pretrained(str(folder))
 
 
-def _clip_config(layers: int, projection: bool):
+def _clip_config(layers: int, projection: bool, hidden: int = 8):
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(vocab_size=60, hidden_size=8, intermediate_size=16, num_hidden_layers=layers,
+    return CLIPTextConfig(vocab_size=60, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                           num_attention_heads=2, max_position_embeddings=77, projection_dim=8,
                           hidden_act="gelu" if projection else "quick_gelu", bos_token_id=0, eos_token_id=1,
                           pad_token_id=1)
@@ -83,6 +83,29 @@ def sd1_pipeline(seed: int = 0):
                                    requires_safety_checker=False)
 
 
+def sd2_pipeline(seed: int = 0):
+    """SD2 (768-v): SD1's UNet layout with linear attention projections, heads of a fixed width and a
+    wider cross-attention context; an OpenCLIP-H text encoder as diffusers converts it (a 23-layer,
+    gelu CLIPTextModel); a v-prediction scheduler."""
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(4, 8, 16, 16),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=12, attention_head_dim=(1, 2, 4, 4), use_linear_projection=True, norm_num_groups=4)
+    text = CLIPTextModel(_clip_config(23, True, hidden=12))
+    vae = _vae(seed)
+    for i, m in enumerate((unet, text, vae)):
+        _randomize(m, seed * 10 + i)
+    scheduler = DDIMScheduler(steps_offset=1, clip_sample=False, prediction_type="v_prediction")
+    return StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=None, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
 def sdxl_pipeline(seed: int = 0):
     import torch
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
@@ -119,5 +142,5 @@ def save_pipeline(pipe, folder: Path, *, variant: str | None = None, safe: bool 
 
 
 def make(kind: str, folder: Path, seed: int = 0, **kw) -> Path:
-    pipe = sd1_pipeline(seed) if kind == "sd1" else sdxl_pipeline(seed)
+    pipe = {"sd1": sd1_pipeline, "sd2": sd2_pipeline, "sdxl": sdxl_pipeline}[kind](seed)
     return save_pipeline(pipe, folder, **kw)
