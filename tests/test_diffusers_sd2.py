@@ -5,7 +5,6 @@ file that diffusers' own single-file conversion reads back, key by key."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
