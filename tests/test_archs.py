@@ -11,7 +11,7 @@ from mechalang.archs.arch import Arch, ArchError, KeySpec, PatternSet
 from mechalang.archs.info import info_text
 from mechalang.archs.registry import all_archs, arch_names, get_arch
 
-STDLIB = {"sd1", "sdxl", "sd3", "flux", "sd1-kohya", "sdxl-kohya", "sdxl-diffusers-unet", "llama",
+STDLIB = {"sd1", "sd2", "sdxl", "sd3", "flux", "sd1-kohya", "sdxl-kohya", "sdxl-diffusers-unet", "llama",
           "bert", "generic"}
 INVENTORY_ARCHS = sorted(STDLIB - {"llama", "bert", "generic"})
 D = "model.diffusion_model."
