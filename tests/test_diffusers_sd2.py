@@ -182,3 +182,16 @@ def test_kohya_lora_on_sd2(pipes, tmp_path):
     for k in (key, unet_key):
         torch.testing.assert_close(got[k], want[k])
     assert torch.equal(got[TE + "transformer.resblocks.3.attn.in_proj_weight"], base[TE + "transformer.resblocks.3.attn.in_proj_weight"])
+
+
+def test_lora_extracted_from_sd2_models_in_kohya_names(pipes, tmp_path):
+    """`as lora` writes SD2's text encoder under sd-scripts' names, q/k/v as pieces of in_proj."""
+    from safetensors.torch import load_file
+
+    run(tmp_path, f'let a = model("{pipes}/v2_a/")\nlet b = model("{pipes}/v2_b/")\n'
+                  f'export b - a to "l.safetensors" as lora(rank=2)\n')
+    names = {k.split(".")[0] for k in load_file(tmp_path / "l.safetensors")}
+    for p in "qkv":
+        assert f"lora_te_text_model_encoder_layers_22_self_attn_{p}_proj" in names
+    assert "lora_unet_down_blocks_0_attentions_0_proj_in" in names
+    assert not any("layers_23" in n for n in names)

@@ -456,6 +456,27 @@ def test_broken_keymaps_are_reported(tmp_path, text, message):
     assert exc.value.source == str(path)
 
 
+def test_fragments_are_included_and_hold_maps_only(tmp_path):
+    (tmp_path / "_shared.toml").write_text('[maps]\nblock = [["attn.qkv[0:1]", "q"], ["attn.qkv[1:]", "kv"]]\n')
+    (tmp_path / "k.toml").write_text('include = ["_shared.toml"]\n[[components]]\ncheckpoint = "m."\n'
+                                    'names = [{ dialect = "diffusers", prefix = "t.", paths = "top" }]\n'
+                                    '[maps]\ntop = [["blocks.{n}", "layers.{n}", { map = "block" }]]\n')
+    km = keymap._Keymap([], {})
+    keymap._read(tmp_path / "k.toml", km)
+    assert set(km.maps) == {"top", "block"}
+    keys = {"m.blocks.2.attn.qkv.weight": (6, 2)}
+    assert [p for _, p in keymap._key_names(km, "m.blocks.2.attn.qkv.weight", keys)] == [
+        [("t.layers.2.q", (0, 2)), ("t.layers.2.kv", (2, 6))]]
+    # a fragment is maps only, and an include names a fragment
+    (tmp_path / "_bad.toml").write_text('[[components]]\ncheckpoint = "x."\n')
+    (tmp_path / "k2.toml").write_text('include = ["_bad.toml"]\n')
+    with pytest.raises(keymap.KeymapError, match="fragment: unknown field `components`"):
+        keymap._read(tmp_path / "k2.toml", keymap._Keymap([], {}))
+    (tmp_path / "k3.toml").write_text('include = ["k.toml"]\n')
+    with pytest.raises(keymap.KeymapError, match="fragment file names"):
+        keymap._read(tmp_path / "k3.toml", keymap._Keymap([], {}))
+
+
 def test_free_numbers_and_conditions(tmp_path):
     path = tmp_path / "k.toml"
     path.write_text("""
