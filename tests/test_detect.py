@@ -49,6 +49,12 @@ def test_sd1_and_sd2_told_apart_from_headers(tmp_path, arch):
     assert by_name[arch].same_rank == by_name[arch].matched > by_name[other].same_rank  # ... ranks do not
     # without shapes (names only) a UNet is SD1's, whose text encoder leaves fewer keys missing
     assert detect_keys(list(keys)).arch.name == "sd1"
+    # the commands that show a file's architecture pass its shapes
+    from .cli_util import mecha
+
+    for command in ("info", "show"):
+        r = mecha(command, str(unet), cwd=tmp_path)
+        assert r.exit_code == 0 and (f"arch: {arch}" in r.output or f": {arch}," in r.output), r.output
 
 
 def test_sd1_without_optional_keys_is_confident(tmp_path):
