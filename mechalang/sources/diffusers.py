@@ -68,7 +68,7 @@ def _open_pipeline(path: str) -> Source:
     if not isinstance(index, dict):
         raise SourceError(index_path, "model_index.json is not a JSON object")
     cls = index.get("_class_name")
-    listed = {k: v for k, v in index.items() if not k.startswith("_") and _is_component(v)}
+    listed = _listed(index)
     candidates = _candidates(index)
     if not candidates:
         known = ", ".join(sorted(dm.pipeline_classes()))
@@ -100,8 +100,7 @@ def pipeline_arch(index: dict, folder: str | None = None) -> str | None:
     component configs under `folder` it refuses none of; without `folder`, the first."""
     candidates = _candidates(index)
     if len(candidates) > 1 and folder is not None:
-        listed = {k: v for k, v in index.items() if not k.startswith("_") and _is_component(v)}
-        return next((a for a in candidates if not refusals(folder, a, listed)), candidates[0])
+        return next((a for a in candidates if not _refusals(folder, a, _listed(index))), candidates[0])
     return candidates[0] if candidates else None
 
 
@@ -109,9 +108,13 @@ def _candidates(index: dict) -> tuple[str, ...]:
     cls = index.get("_class_name")
     archs = dm.pipeline_candidates().get(cls, ()) if isinstance(cls, str) else ()
     if not archs:
-        listed = {k: v for k, v in index.items() if not k.startswith("_") and _is_component(v)}
-        archs = _archs_by_components(listed)
+        archs = _archs_by_components(_listed(index))
     return archs
+
+
+def _listed(index: dict) -> dict:
+    """The components a model_index.json lists with a class (not null)."""
+    return {k: v for k, v in index.items() if not k.startswith("_") and _is_component(v)}
 
 
 def _accepting(path: str, candidates: tuple[str, ...], listed: dict, index_path: str, cls) -> str:
@@ -119,7 +122,7 @@ def _accepting(path: str, candidates: tuple[str, ...], listed: dict, index_path:
     meets; none: a SourceError with each one's reason (a mixed or foreign pipeline)."""
     reasons = []
     for arch in candidates:
-        found = refusals(path, arch, listed)
+        found = _refusals(path, arch, listed)
         if not found:
             return arch
         reasons.append((arch, found[0]))
@@ -130,7 +133,7 @@ def _accepting(path: str, candidates: tuple[str, ...], listed: dict, index_path:
     raise SourceError(index_path, f"a {cls} whose components are of different architectures ({said})")
 
 
-def refusals(path: str, arch: str, listed: dict) -> list[tuple[str, str]]:
+def _refusals(path: str, arch: str, listed: dict) -> list[tuple[str, str]]:
     """(config.json path, what it says and why that is not `arch`) for each component config of the
     pipeline folder `path` that the layout of `arch` refuses."""
     out = []
