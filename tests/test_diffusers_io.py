@@ -288,12 +288,15 @@ def test_config_disagreeing_with_weights(pipes, tmp_path):
     refused(tmp_path, 'export model("broken/") to "out/" as diffusers\n', "config.json", "block_out_channels")
 
 
-def test_sd2_pipeline_is_refused(pipes, tmp_path):
+def test_sd1_pipeline_whose_unet_config_says_sd2_is_refused(pipes, tmp_path):
+    """A StableDiffusionPipeline is SD1 or SD2 by its configs; one whose UNet config says SD2 and
+    text encoder config says SD1 is neither (tests/test_diffusers_sd2.py reads real SD2 folders)."""
     folder = copy_pipe(pipes, tmp_path)
     cfg = json.loads((folder / "unet" / "config.json").read_text())
     cfg["use_linear_projection"] = True
     (folder / "unet" / "config.json").write_text(json.dumps(cfg))
-    refused(tmp_path, 'export model("broken/") to "out.safetensors"\n', "unet/config.json", "SD2")
+    refused(tmp_path, 'export model("broken/") to "out.safetensors"\n', "unet/config.json", "SD2",
+            "text_encoder/config.json")
 
 
 def test_unknown_pipeline_class(pipes, tmp_path):

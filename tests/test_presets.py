@@ -128,15 +128,21 @@ def lets(module) -> dict[str, ast.Expr]:
 
 
 def mbw_strings(value: ast.Expr) -> dict[str, str]:
-    """{"sd1": "...", "sdxl": "..."} from `mbw(sd1, "...") | mbw(sdxl, "...")`."""
-    assert isinstance(value, ast.BinOp) and value.op == "|"
+    """{"sd1": "...", "sdxl": "..."} from `mbw(sd1, "...") | mbw(sd2, "...") | mbw(sdxl, "...")`;
+    SD2's string is SD1's (the same blocks), so it is checked here and not returned."""
+    parts = []
+    while isinstance(value, ast.BinOp) and value.op == "|":
+        parts.insert(0, value.right)
+        value = value.left
+    parts.insert(0, value)
     out = {}
-    for side in (value.left, value.right):
+    for side in parts:
         assert isinstance(side, ast.Call) and side.func == ast.Name("mbw") and not side.kwargs
         arch, text = side.args
         assert isinstance(arch, ast.Name) and isinstance(text, ast.String)
         out[arch.id] = text.value
-    assert set(out) == {"sd1", "sdxl"}
+    assert list(out) == ["sd1", "sd2", "sdxl"]
+    assert out.pop("sd2") == out["sd1"]
     return out
 
 
@@ -280,8 +286,10 @@ def test_import_from_std_presets(small_models, tmp_path, capsys):
         'export weighted_sum(x, y, alpha=GRAD_V) to "o2.safetensors"\n'
         'export weighted_sum(a, b, alpha=CUBIC_HERMITE) to "o3.safetensors"\n'
         'export weighted_sum(x, y, alpha=SMOOTHSTEP_DIV_2 with {M00: 0.5}) to "o4.safetensors"\n'
-        'export weighted_sum(x, y, alpha=ALL_B) to "o5.safetensors"\n')
+        'export weighted_sum(x, y, alpha=ALL_B) to "o5.safetensors"\n'
+        'let v = model("v2.safetensors")\n'
+        'export weighted_sum(v, v, alpha=GRAD_V) to "o6.safetensors"\n')
     code = check_command(str(recipe), models_dir=str(small_models))
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "5 exports" in out
+    assert "6 exports" in out

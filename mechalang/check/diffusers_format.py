@@ -112,7 +112,7 @@ def _config_source(ev, node, config, span, arch: str) -> tuple[str, str] | None:
             return None
         from ..sources.diffusers import pipeline_arch
 
-        their = pipeline_arch(index)
+        their = pipeline_arch(index, str(p))
         if their != arch:
             ev.err(codes.DIFFUSERS_BAD_CONFIG, f"`{config}` is a {cls} pipeline ({their or 'unknown'}), the model is "
                                                f"`{arch}`", span, help=f"give a {arch} pipeline's folder")
@@ -124,7 +124,7 @@ def _config_source(ev, node, config, span, arch: str) -> tuple[str, str] | None:
             from ..sources.diffusers import pipeline_arch
 
             index = read_model_index(src.path)
-            if pipeline_arch(index) == arch:
+            if pipeline_arch(index, src.path) == arch:
                 return src.path, str(index.get("_class_name"))
     ev.err(codes.DIFFUSERS_NEEDS_CONFIG, "a diffusers folder needs its pipeline's configs (model_index.json, "
                                          "component configs, tokenizers, scheduler), and no input is a "
