@@ -33,7 +33,7 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -214,25 +214,18 @@ class _Run:
         written = 0
         with ctx:
             if job.streamed:
-                for ti, tensor, finite, lo, hi in self.evaluator.run_streamed(
-                        job.prog, self.step, self.cancelled):
-                    oi, ot = job.targets[ti]
-                    if finite is False:
-                        self._note_nonfinite(job, oi, ot)
-                    size = element_size(ot.dtype)
-                    self.writer.write(oi, ot, tensor, lo * size, hi * size)
-                    written += tensor.numel() * tensor.element_size()
-                    del tensor
-                return written
-            for ti, tensor, finite in self.evaluator.run(job.prog, span, self.cancelled):
+                results = self.evaluator.run_streamed(job.prog, self.step, self.cancelled)
+            else:
+                results = _with_span(self.evaluator.run(job.prog, span, self.cancelled), span)
+            for ti, tensor, finite, lo, hi in results:
                 oi, ot = job.targets[ti]
                 if finite is False:
                     self._note_nonfinite(job, oi, ot)
-                if span is None:
+                if lo is None:
                     self.writer.write(oi, ot, tensor)
                 else:
                     size = element_size(ot.dtype)
-                    self.writer.write(oi, ot, tensor, span[0] * size, span[1] * size)
+                    self.writer.write(oi, ot, tensor, lo * size, hi * size)
                 written += tensor.numel() * tensor.element_size()
                 del tensor
         return written
@@ -324,6 +317,16 @@ class _Run:
             if self.progress is not None:  # counted in output tensors, like the totals
                 self.progress(len(job.targets), 0 if span is not None else written)
             job.prog = None  # free the program
+
+
+def _with_span(results: Iterator, span: tuple[int, int] | None) -> Iterator:
+    """`Evaluator.run`'s results as (target, tensor, finite, first, end element), like
+    `run_streamed`'s; None, None for whole tensors. Each result is released before the next is
+    computed."""
+    lo, hi = span if span is not None else (None, None)
+    for item in results:
+        yield (*item, lo, hi)
+        del item
 
 
 def _run_now(fn: Callable, *args) -> Future:
