@@ -12,10 +12,9 @@ shapes, written by bench_shards.write_sparse_folder) are merged by `mecha run` w
 The inputs are SPARSE (each shard's data a hole, read as zeros at memory speed), so the figure is
 the compute side: conversions, the magnitude selection of every task vector, the sign vote and the
 disjoint mean, and writing the output (for real, then deleted). TIES has no zero fast path, but
-zeros are its worst case for the selection: every magnitude falls in the same bucket, so the
-second radix pass runs over the whole tensor instead of a few candidates. `--fill K` writes random
-values (base ~ N(0, 0.02), ft = base + N(0, 0.002)) into the first K layers of all three models to
-measure the realistic case (that costs 3 × 405 MB of disk per layer).
+zeros are cheaper than real values (fewer distinct magnitudes, uniform signs), so the sparse figure
+is optimistic: `--fill K` writes random values (base ~ N(0, 0.02), ft = base + N(0, 0.002)) into
+the first K layers of all three models to measure that (it costs 3 × 405 MB of disk per layer).
 
 `--layers N` keeps the first N decoder layers (the embeddings and the head, the largest tensors,
 always stay) so that the run fits a time budget; the full 7B and the 70B times are projected from
