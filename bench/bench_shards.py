@@ -39,11 +39,15 @@ SHAPES = {  # vocab, hidden, intermediate, layers, heads, kv heads
     "tiny": (1000, 256, 688, 4, 4, 4),
     "1b": (32000, 2048, 5632, 22, 32, 4),
     "7b": (32000, 4096, 11008, 32, 32, 32),
+    "70b": (32000, 8192, 28672, 80, 64, 8),  # Llama-2-70B
 }
 
 
-def llama_keys(shape: str) -> list[tuple[str, list[int]]]:
-    vocab, hid, inter, layers, heads, kv = SHAPES[shape]
+def llama_keys(shape: str, layers: int | None = None) -> list[tuple[str, list[int]]]:
+    """Llama's keys and shapes; `layers` keeps only the first decoder layers (embeddings, final
+    norm and head stay)."""
+    vocab, hid, inter, all_layers, heads, kv = SHAPES[shape]
+    layers = all_layers if layers is None else layers
     kvd = hid // heads * kv
     keys = [("model.embed_tokens.weight", [vocab, hid])]
     for i in range(layers):
@@ -64,10 +68,16 @@ def nbytes(shape: list[int]) -> int:
     return n
 
 
-def write_sparse_folder(folder: str, shape: str, shard_size: int) -> int:
-    """A sharded bf16 folder whose shards' data are holes. Returns the model's data bytes."""
+def model_bytes(shape: str, layers: int | None = None) -> int:
+    """The data bytes of a bf16 Llama of this shape."""
+    return sum(nbytes(s) for _, s in llama_keys(shape, layers))
+
+
+def write_sparse_folder(folder: str, shape: str, shard_size: int, layers: int | None = None) -> int:
+    """A sharded bf16 folder whose shards' data are holes (`layers`: only the first decoder layers).
+    Returns the model's data bytes."""
     os.makedirs(folder, exist_ok=True)
-    keys = llama_keys(shape)
+    keys = llama_keys(shape, layers)
     shards: list[list[tuple[str, list[int]]]] = [[]]
     size = 0
     for k, s in keys:
@@ -92,7 +102,8 @@ def write_sparse_folder(folder: str, shape: str, shard_size: int) -> int:
         total += pos
     with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": wm}, f)
-    vocab, hid, inter, layers, heads, kv = SHAPES[shape]
+    vocab, hid, inter, all_layers, heads, kv = SHAPES[shape]
+    layers = all_layers if layers is None else layers
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab,
                    "hidden_size": hid, "intermediate_size": inter, "num_hidden_layers": layers,

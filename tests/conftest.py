@@ -24,6 +24,7 @@ SMALL_MODELS = {
     "d": ("sd1", 4),
     "xl": ("sdxl", 5),
     "xl2": ("sdxl", 6),
+    "v2": ("sd2", 7),
 }
 
 
@@ -42,6 +43,15 @@ def write_small_models(folder: Path) -> Path:
 
         tensors = load_file(str(folder / "b.safetensors"))
         save_file({k: v for k, v in tensors.items() if not k.startswith("first_stage_model.")}, str(partial))
+    mixed = folder / "sd1_with_sd2_unet.safetensors"
+    if not mixed.exists():
+        # An SD1 checkpoint whose UNet is SD2's (same names, linear proj_in/proj_out): a mixed file.
+        from safetensors.torch import load_file, save_file
+
+        sd1, sd2 = load_file(str(folder / "a.safetensors")), load_file(str(folder / "v2.safetensors"))
+        unet = "model.diffusion_model."
+        save_file({**{k: v for k, v in sd1.items() if not k.startswith(unet)},
+                   **{k: v for k, v in sd2.items() if k.startswith(unet)}}, str(mixed))
     write_broken_files(folder)
     return folder
 

@@ -11,7 +11,7 @@ from mechalang.archs.arch import Arch, ArchError, KeySpec, PatternSet
 from mechalang.archs.info import info_text
 from mechalang.archs.registry import all_archs, arch_names, get_arch
 
-STDLIB = {"sd1", "sdxl", "sd3", "flux", "sd1-kohya", "sdxl-kohya", "sdxl-diffusers-unet", "llama",
+STDLIB = {"sd1", "sd2", "sdxl", "sd3", "flux", "sd1-kohya", "sdxl-kohya", "sdxl-diffusers-unet", "llama",
           "bert", "generic"}
 INVENTORY_ARCHS = sorted(STDLIB - {"llama", "bert", "generic"})
 D = "model.diffusion_model."
@@ -391,3 +391,22 @@ def test_front_end_modules_do_not_import_torch_or_numpy():
             "print(','.join(bad))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_sd2_inventory_is_what_its_tool_builds():
+    """sd2.json is not typed by hand: tools/build_sd2_inventory.py derives it from the reference
+    configs through diffusers and transformers (on the meta device) and must reproduce it."""
+    pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    import importlib.util
+    import warnings
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    spec = importlib.util.spec_from_file_location("build_sd2", root / "tools" / "build_sd2_inventory.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = tool.render(tool.build())
+    assert text == (root / "mechalang" / "stdlib" / "architectures" / "sd2.json").read_text()

@@ -20,7 +20,7 @@ def detect_file(path):
     return detect(read_header(str(path)))
 
 
-@pytest.mark.parametrize("arch", ["sd1", "sdxl", "sd3", "flux", "sd1-kohya", "sdxl-kohya",
+@pytest.mark.parametrize("arch", ["sd1", "sd2", "sdxl", "sd3", "flux", "sd1-kohya", "sdxl-kohya",
                                   "sdxl-diffusers-unet", "llama", "bert"])
 def test_detects_synthetic_models(tmp_path, arch):
     p = tmp_path / f"{arch}.safetensors"
@@ -30,6 +30,31 @@ def test_detects_synthetic_models(tmp_path, arch):
     assert d.confident
     best = d.candidates[0]
     assert best.arch.name == arch and best.missing == 0 and best.extra == 0
+
+
+@pytest.mark.parametrize("arch", ["sd1", "sd2"])
+def test_sd1_and_sd2_told_apart_from_headers(tmp_path, arch):
+    """Whole checkpoints differ by their text encoders' names; UNet-only files have the same LDM
+    names in both, and are told apart by the ranks of proj_in/proj_out (SD2: linear)."""
+    whole, unet = tmp_path / "whole.safetensors", tmp_path / "unet.safetensors"
+    make_model(arch, whole, dim_cap=2, optional=False)
+    keys = make_model(arch, unet, dim_cap=2, optional=False, drop=["cond_stage_model.*", "first_stage_model.*"])
+    assert all(k.startswith("model.diffusion_model.") for k in keys)
+    for p in (whole, unet):
+        d = detect_file(p)
+        assert d.arch.name == arch and d.confident, (p.name, [(c.arch.name, c.score) for c in d.candidates[:3]])
+    other = "sd2" if arch == "sd1" else "sd1"
+    by_name = {c.arch.name: c for c in detect_file(unet).candidates}
+    assert by_name[arch].matched == by_name[other].matched  # names alone explain the same keys ...
+    assert by_name[arch].same_rank == by_name[arch].matched > by_name[other].same_rank  # ... ranks do not
+    # without shapes (names only) a UNet is SD1's, whose text encoder leaves fewer keys missing
+    assert detect_keys(list(keys)).arch.name == "sd1"
+    # the commands that show a file's architecture pass its shapes
+    from .cli_util import mecha
+
+    for command in ("info", "show"):
+        r = mecha(command, str(unet), cwd=tmp_path)
+        assert r.exit_code == 0 and (f"arch: {arch}" in r.output or f": {arch}," in r.output), r.output
 
 
 def test_sd1_without_optional_keys_is_confident(tmp_path):

@@ -288,12 +288,15 @@ def test_config_disagreeing_with_weights(pipes, tmp_path):
     refused(tmp_path, 'export model("broken/") to "out/" as diffusers\n', "config.json", "block_out_channels")
 
 
-def test_sd2_pipeline_is_refused(pipes, tmp_path):
+def test_sd1_pipeline_whose_unet_config_says_sd2_is_refused(pipes, tmp_path):
+    """A StableDiffusionPipeline is SD1 or SD2 by its configs; one whose UNet config says SD2 and
+    text encoder config says SD1 is neither (tests/test_diffusers_sd2.py reads real SD2 folders)."""
     folder = copy_pipe(pipes, tmp_path)
     cfg = json.loads((folder / "unet" / "config.json").read_text())
     cfg["use_linear_projection"] = True
     (folder / "unet" / "config.json").write_text(json.dumps(cfg))
-    refused(tmp_path, 'export model("broken/") to "out.safetensors"\n', "unet/config.json", "SD2")
+    refused(tmp_path, 'export model("broken/") to "out.safetensors"\n', "unet/config.json", "SD2",
+            "text_encoder/config.json")
 
 
 def test_unknown_pipeline_class(pipes, tmp_path):
@@ -437,3 +440,23 @@ def test_the_forms_write_a_folder_for_folder_inputs(pipes, tmp_path):
     got = state_dicts(load_sd1(models / s.out_name))
     want = lerp(state_dicts(load_sd1(pipes / "sd1_a")), state_dicts(load_sd1(pipes / "sd1_b")), ALPHA)
     assert_close({"vae": got["vae"]}, {"vae": want["vae"]})  # block weights touch the UNet only
+
+
+def test_per_component_dtypes_in_a_folder(pipes, tmp_path):
+    """`as diffusers(dtype={vae: fp32, default: fp16})`: the VAE's files in float32, the rest in
+    float16, each equal to the merge computed from the pipelines diffusers loads."""
+    run(tmp_path, f'export weighted_sum(model("{pipes}/sd1_a/"), model("{pipes}/sd1_b/"), alpha={ALPHA}) '
+                  f'to "out/" as diffusers(dtype={{vae: fp32, default: fp16}})\n')
+    got = state_dicts(load_sd1(tmp_path / "out"))
+    want = lerp(state_dicts(load_sd1(pipes / "sd1_a")), state_dicts(load_sd1(pipes / "sd1_b")), ALPHA)
+    from safetensors.torch import load_file
+
+    for folder in ("unet", "vae", "text_encoder"):
+        stored = load_file(str(next((tmp_path / "out" / folder).glob("*.safetensors"))))
+        dtype = torch.float32 if folder == "vae" else torch.float16
+        assert {v.dtype for v in stored.values() if v.is_floating_point()} == {dtype}, folder
+        for k, v in stored.items():
+            if v.is_floating_point():  # transformers' state_dict may leave out `text_model.`
+                w = want[folder].get(k, want[folder].get(k.removeprefix("text_model.")))
+                torch.testing.assert_close(v, w.to(dtype), rtol=0, atol=0, msg=f"{folder}/{k}")
+    assert got.keys() == want.keys()

@@ -80,6 +80,27 @@ def test_sd1_every_key_placed_and_diffusers_converts_it_back():
     assert_same(convert_ldm_clip_checkpoint(ckpt), strip_text_model(sds["text_encoder"]), "text_encoder")
 
 
+def test_sd2_every_key_placed_and_diffusers_converts_it_back():
+    """SD2's text encoder is saved by transformers 5 without `text_model.` (the optional prefix):
+    read either way; the single file has every required key but the ones diffusers drops."""
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+        convert_open_clip_checkpoint,
+    )
+
+    pipe = diffusers_tiny.sd2_pipeline(1)
+    sds = {"unet": pipe.unet.state_dict(), "vae": pipe.vae.state_dict(), "text_encoder": pipe.text_encoder.state_dict()}
+    for te in (sds["text_encoder"], strip_text_model(sds["text_encoder"])):
+        ckpt, unused = single_file("sd2", dict(sds, text_encoder=te))
+        assert unused == {}
+        assert required_missing("sd2", ckpt, {"diffuser", "vae", "clip_h"}) == []
+        assert_same(convert_ldm_unet_checkpoint(ckpt, dict(pipe.unet.config)), sds["unet"], "unet")
+        assert_same(convert_ldm_vae_checkpoint(ckpt, dict(pipe.vae.config)), sds["vae"], "vae")
+        back = convert_open_clip_checkpoint(pipe.text_encoder, ckpt, prefix="cond_stage_model.model.")
+        assert_same(strip_text_model(back), strip_text_model(sds["text_encoder"]), "text_encoder")
+
+
 def test_sdxl_every_key_placed_and_diffusers_converts_it_back():
     from diffusers.loaders.single_file_utils import (
         convert_ldm_clip_checkpoint,
@@ -159,7 +180,7 @@ def test_flux_transformer_placed_with_fused_rows_and_swapped_halves():
                        sd["transformer_blocks.2.attn.norm_added_k.weight"])
 
 
-@pytest.mark.parametrize("arch", ["sd1", "sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("arch", ["sd1", "sd2", "sdxl", "sd3", "flux"])
 def test_output_layout_inverts_source_layout(arch):
     """Every inventory key placed for writing lands where reading takes it from (rows tile)."""
     specs, _ = load_inventory(STDLIB_DIR / f"{arch}.json")
@@ -177,6 +198,7 @@ def test_output_layout_inverts_source_layout(arch):
 def test_pipeline_classes_name_their_architectures():
     classes = dm.pipeline_classes()
     assert classes["StableDiffusionPipeline"] == "sd1"
+    assert dm.pipeline_candidates()["StableDiffusionPipeline"] == ("sd1", "sd2")  # configs tell them apart
     assert classes["StableDiffusionXLPipeline"] == "sdxl"
     assert classes["StableDiffusion3Pipeline"] == "sd3"
     assert classes["FluxPipeline"] == "flux"

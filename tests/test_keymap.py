@@ -12,7 +12,7 @@ from mechalang.archs import keymap
 from mechalang.archs.keymap import DIALECTS, ModuleTarget, export_name, module_names, module_pieces
 from mechalang.archs.registry import STDLIB_DIR, load_inventory
 
-ARCHS = ["sd1", "sdxl", "flux", "sd3"]
+ARCHS = ["sd1", "sd2", "sdxl", "flux", "sd3"]
 
 
 def inventory(name: str, component: str | None = None) -> dict[str, tuple[int, ...]]:
@@ -64,6 +64,12 @@ def test_brief_example_sd1_kohya():
      "cond_stage_model.transformer.text_model.encoder.layers.11.mlp.fc2.weight"),
     ("sd1", "text_encoders.clip_l.transformer.text_model.encoder.layers.3.mlp.fc1",
      "cond_stage_model.transformer.text_model.encoder.layers.3.mlp.fc1.weight"),
+    ("sd2", "lora_unet_down_blocks_0_attentions_0_proj_in", "model.diffusion_model.input_blocks.1.1.proj_in.weight"),
+    ("sd2", "unet.up_blocks.3.attentions.2.transformer_blocks.0.attn2.to_k",
+     "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.attn2.to_k.weight"),
+    ("sd2", "lora_te_text_model_encoder_layers_22_mlp_fc2", "cond_stage_model.model.transformer.resblocks.22.mlp.c_proj.weight"),
+    ("sd2", "text_encoder.text_model.encoder.layers.0.self_attn.out_proj",
+     "cond_stage_model.model.transformer.resblocks.0.attn.out_proj.weight"),
     ("sdxl", "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k",
      "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_k.weight"),
     ("sdxl", "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_k",
@@ -146,6 +152,54 @@ def test_clip_g_in_proj_pieces():
         ("conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj", None)]
     names = module_names("sdxl", sdxl)
     assert only(names, "text_encoder_2.text_model.encoder.layers.0.self_attn.v_proj") == ModuleTarget(key, (2560, 3840))
+
+
+def test_sd2_text_encoder_pieces_and_its_last_block():
+    """SD2's OpenCLIP-H is named as the 23-layer CLIPTextModel kohya and diffusers convert it to:
+    q/k/v are row slices of in_proj, and the 24th block (unused by SD2) has no adapter name."""
+    sd2 = inventory("sd2")
+    key = "cond_stage_model.model.transformer.resblocks.5.attn.in_proj_weight"
+    assert module_pieces("sd2", key, "kohya", sd2) == [
+        (f"lora_te_text_model_encoder_layers_5_self_attn_{p}_proj", (i * 1024, (i + 1) * 1024))
+        for i, p in enumerate("qkv")]
+    last = "cond_stage_model.model.transformer.resblocks.23.mlp.c_fc.weight"
+    assert module_pieces("sd2", last, "kohya", sd2) == module_pieces("sd2", last, "diffusers", sd2) == []
+    assert module_pieces("sd2", last, "native", sd2) == [("cond_stage_model.model.transformer.resblocks.23.mlp.c_fc", None)]
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # diffusers deprecates image_size=, which sets no key
+def test_sd2_names_and_shapes_against_diffusers_and_transformers_models():
+    """Every SD2 weight's diffusers name is a parameter of diffusers' SD2 UNet / transformers'
+    SD2 text encoder (built on the meta device from the reference configs) with the shape of its
+    rows, and every parameter of them is reached: the keymap and sd2.json agree with the libraries."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    import importlib.util
+    from pathlib import Path
+
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import create_unet_diffusers_config_from_ldm
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    spec = importlib.util.spec_from_file_location("build_sd2", Path(__file__).parent.parent / "tools" / "build_sd2_inventory.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**create_unet_diffusers_config_from_ldm(tool.V2_LDM_CONFIG, {}, image_size=768))
+        te = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096,
+                                          num_hidden_layers=23, num_attention_heads=16, hidden_act="gelu"))
+    params = {"unet." + k: tuple(v.shape) for k, v in unet.state_dict().items() if k.endswith(".weight")}
+    params |= {"text_encoder.text_model." + k.removeprefix("text_model."): tuple(v.shape)
+               for k, v in te.state_dict().items() if k.endswith(".weight")}
+    keys = inventory("sd2")
+    reached = set()
+    for key in weights(keys):
+        for name, rows in module_pieces("sd2", key, "diffusers", keys):
+            start, stop = rows or (0, keys[key][0])
+            assert params[name + ".weight"] == (stop - start, *keys[key][1:]), (key, name)
+            reached.add(name + ".weight")
+    # OpenCLIP keeps the positional embedding outside `.weight` keys: only whole-pipeline mapping names it
+    assert set(params) - reached == {"text_encoder.text_model.embeddings.position_embedding.weight"}
 
 
 def test_flux_rows_full_size():
@@ -400,6 +454,27 @@ def test_broken_keymaps_are_reported(tmp_path, text, message):
     with pytest.raises(keymap.KeymapError, match=message) as exc:
         keymap._read(path, keymap._Keymap([], {}))
     assert exc.value.source == str(path)
+
+
+def test_fragments_are_included_and_hold_maps_only(tmp_path):
+    (tmp_path / "_shared.toml").write_text('[maps]\nblock = [["attn.qkv[0:1]", "q"], ["attn.qkv[1:]", "kv"]]\n')
+    (tmp_path / "k.toml").write_text('include = ["_shared.toml"]\n[[components]]\ncheckpoint = "m."\n'
+                                    'names = [{ dialect = "diffusers", prefix = "t.", paths = "top" }]\n'
+                                    '[maps]\ntop = [["blocks.{n}", "layers.{n}", { map = "block" }]]\n')
+    km = keymap._Keymap([], {})
+    keymap._read(tmp_path / "k.toml", km)
+    assert set(km.maps) == {"top", "block"}
+    keys = {"m.blocks.2.attn.qkv.weight": (6, 2)}
+    assert [p for _, p in keymap._key_names(km, "m.blocks.2.attn.qkv.weight", keys)] == [
+        [("t.layers.2.q", (0, 2)), ("t.layers.2.kv", (2, 6))]]
+    # a fragment is maps only, and an include names a fragment
+    (tmp_path / "_bad.toml").write_text('[[components]]\ncheckpoint = "x."\n')
+    (tmp_path / "k2.toml").write_text('include = ["_bad.toml"]\n')
+    with pytest.raises(keymap.KeymapError, match="fragment: unknown field `components`"):
+        keymap._read(tmp_path / "k2.toml", keymap._Keymap([], {}))
+    (tmp_path / "k3.toml").write_text('include = ["k.toml"]\n')
+    with pytest.raises(keymap.KeymapError, match="fragment file names"):
+        keymap._read(tmp_path / "k3.toml", keymap._Keymap([], {}))
 
 
 def test_free_numbers_and_conditions(tmp_path):

@@ -122,21 +122,35 @@ def module() -> ast.Module:
 def lets(module) -> dict[str, ast.Expr]:
     out = {}
     for s in module.statements:
-        assert isinstance(s, ast.Let), "presets.mecha holds only `let`s"
+        if isinstance(s, ast.Def) and s.name == "_sd1_sd2":  # SD1's weights for both (see mbw_strings)
+            continue
+        assert isinstance(s, ast.Let), "presets.mecha holds only `let`s (and `_sd1_sd2`)"
         out[s.name] = s.value
     return out
 
 
 def mbw_strings(value: ast.Expr) -> dict[str, str]:
-    """{"sd1": "...", "sdxl": "..."} from `mbw(sd1, "...") | mbw(sdxl, "...")`."""
-    assert isinstance(value, ast.BinOp) and value.op == "|"
+    """{"sd1": "...", "sdxl": "..."} from `_sd1_sd2("...") | mbw(sdxl, "...")`, where `_sd1_sd2(w)`
+    is `mbw(sd1, w) | mbw(sd2, w)`: SD2 has SD1's blocks, and test_sd2_takes_sd1s_weights checks
+    the values the checker gives each."""
+    parts = []
+    while isinstance(value, ast.BinOp) and value.op == "|":
+        parts.insert(0, value.right)
+        value = value.left
+    parts.insert(0, value)
     out = {}
-    for side in (value.left, value.right):
-        assert isinstance(side, ast.Call) and side.func == ast.Name("mbw") and not side.kwargs
+    for side in parts:
+        assert isinstance(side, ast.Call) and not side.kwargs
+        if side.func == ast.Name("_sd1_sd2"):
+            (text,) = side.args
+            assert isinstance(text, ast.String)
+            out["sd1"] = text.value
+            continue
+        assert side.func == ast.Name("mbw")
         arch, text = side.args
         assert isinstance(arch, ast.Name) and isinstance(text, ast.String)
         out[arch.id] = text.value
-    assert set(out) == {"sd1", "sdxl"}
+    assert list(out) == ["sd1", "sdxl"]
     return out
 
 
@@ -280,8 +294,49 @@ def test_import_from_std_presets(small_models, tmp_path, capsys):
         'export weighted_sum(x, y, alpha=GRAD_V) to "o2.safetensors"\n'
         'export weighted_sum(a, b, alpha=CUBIC_HERMITE) to "o3.safetensors"\n'
         'export weighted_sum(x, y, alpha=SMOOTHSTEP_DIV_2 with {M00: 0.5}) to "o4.safetensors"\n'
-        'export weighted_sum(x, y, alpha=ALL_B) to "o5.safetensors"\n')
+        'export weighted_sum(x, y, alpha=ALL_B) to "o5.safetensors"\n'
+        'let v = model("v2.safetensors")\n'
+        'export weighted_sum(v, v, alpha=GRAD_V) to "o6.safetensors"\n')
     code = check_command(str(recipe), models_dir=str(small_models))
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "5 exports" in out
+    assert "6 exports" in out
+
+
+def test_sd2_takes_sd1s_weights(tmp_path):
+    """A preset applied to SD2 models merges each block with SD1's weight for it (GRAD_V: 1 at IN00,
+    0 at M00, 0.5 at OUT05), computed here from the key names alone."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mechalang.synth import make_model
+
+    from .cli_util import mecha
+
+    make_model("sd2", tmp_path / "a.safetensors", dim_cap=4, dtype="float32", seed=1)
+    make_model("sd2", tmp_path / "b.safetensors", dim_cap=4, dtype="float32", seed=2)
+    (tmp_path / "r.mecha").write_text(
+        'from "std/presets" import GRAD_V\n'
+        'export weighted_sum(model("a.safetensors"), model("b.safetensors"), alpha=GRAD_V) to "o.safetensors"\n')
+    r = mecha("run", "r.mecha", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    a, b, out = (load_file(str(tmp_path / f)) for f in ("a.safetensors", "b.safetensors", "o.safetensors"))
+    alphas = {"model.diffusion_model.input_blocks.0.": 1.0, "model.diffusion_model.middle_block.": 0.0,
+              "model.diffusion_model.output_blocks.5.": 0.5}
+    for prefix, alpha in alphas.items():
+        keys = [k for k in a if k.startswith(prefix)]
+        assert keys, prefix
+        for k in keys:
+            torch.testing.assert_close(out[k], a[k] + alpha * (b[k] - a[k]), msg=k)
+
+
+def test_forms_read_every_preset_for_each_arch(weights, lets):
+    """The block-weight forms (web page, TUI) list every preset for sd1, sd2 and sdxl, with the
+    file's numbers, aliases included."""
+    from mechalang.commands.quick_form import preset_weights
+
+    for arch in ("sd1", "sd2", "sdxl"):
+        got = preset_weights(arch)
+        assert set(got) == set(lets), arch
+        for sm_name, name in NAMES.items():
+            assert got[name] == weights[sm_name]["sd1" if arch == "sd2" else arch], (arch, name)

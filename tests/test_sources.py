@@ -102,11 +102,74 @@ def test_malicious_pickle_refused_and_not_run(tmp_path):
     assert not (tmp_path / "out.safetensors").exists() and not Path(EVIL_MARK).exists()
 
 
-def test_legacy_torch_file_refused(tmp_path):
-    torch.save({"w": torch.zeros(2)}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+# ------------------------------------------------------------------------------------------------
+# Legacy (non-zip) torch.save files: the same restricted unpickler, storages found by their counts
+
+
+def test_legacy_torch_file_matches_torch_load(tmp_path):
+    base = torch.randn(10)
+    # (no fp8: torch.load cannot read its own legacy fp8 files back)
+    sd = sd_like(5) | {"t": torch.randn(3, 5).t(), "p": torch.nn.Parameter(torch.ones(2)),
+                       "bf": torch.randn(2, 2).bfloat16(), "i8": torch.arange(4, dtype=torch.int8),
+                       "head": base[:4], "tail": base[6:]}  # two views of one storage, one at an offset
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": sd, "global_step": 7}, path, _use_new_zipfile_serialization=False)
+    with open(path, "rb") as f:
+        assert f.read(2) != b"PK"  # really the legacy format
+    src = open_source(path)
+    assert src.kind == "torch" and src.note == "legacy torch.save, nested state_dict"
+    ref = torch.load(path, weights_only=True)["state_dict"]
+    assert list(src.tensors) == list(ref)
+    for k, v in ref.items():
+        got = read_tensor(src, src.tensors[k])
+        assert tuple(got.shape) == tuple(v.shape), k
+        assert torch.equal(got.to(v.dtype) if isinstance(src.tensors[k], Derived) else got, v.detach()), k
+
+
+def test_legacy_torch_file_merged_by_run(tmp_path):
+    a, b = sd_like(6), sd_like(7)
+    torch.save(a, tmp_path / "a.pt", _use_new_zipfile_serialization=False)
+    save_file(b, str(tmp_path / "b.safetensors"))
+    (tmp_path / "r.mecha").write_text('export weighted_sum(model("a.pt", arch=generic), model("b.safetensors", '
+                                      'arch=generic), alpha=0.25) to "out.safetensors"\n')
+    r = mecha("run", str(tmp_path / "r.mecha"), cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    out = load_file(str(tmp_path / "out.safetensors"))
+    for k in a:
+        want = (a[k].float() * 0.75 + b[k].float() * 0.25).to(a[k].dtype) if a[k].is_floating_point() else a[k]
+        assert torch.equal(out[k], want), k
+
+
+def test_legacy_malicious_pickle_refused_and_not_run(tmp_path):
+    global EVIL_MARK
+    EVIL_MARK = str(tmp_path / "pwned")
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "hook": _Evil()}, tmp_path / "evil.pt",
+               _use_new_zipfile_serialization=False)
+    assert not Path(EVIL_MARK).exists()
     with pytest.raises(SourceError) as e:
-        open_source(tmp_path / "old.pt")
-    assert "re-save" in e.value.message
+        open_source(tmp_path / "evil.pt")
+    assert "refused" in e.value.message and "system" in e.value.message
+    assert not Path(EVIL_MARK).exists()
+    with pytest.raises(Exception):  # torch's own safe loader refuses it too
+        torch.load(tmp_path / "evil.pt", weights_only=True)
+    (tmp_path / "r.mecha").write_text('export model("evil.pt", arch=generic) to "out.safetensors"\n')
+    r = mecha("check", str(tmp_path / "r.mecha"), cwd=tmp_path)
+    assert r.exit_code == 1 and "refused" in r.output and "Traceback" not in r.output
+    assert not Path(EVIL_MARK).exists()
+
+
+def test_broken_legacy_files_are_diagnostics(tmp_path):
+    torch.save({"w": torch.randn(64), "v": torch.randn(8)}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    data = (tmp_path / "old.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[:-16])
+    with pytest.raises(SourceError, match="truncated|missing"):
+        open_source(tmp_path / "cut.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x80\x02K\x07.not a torch file")  # a pickle of 7, then junk
+    with pytest.raises(SourceError, match="not a torch file"):
+        open_source(tmp_path / "junk.pt")
+    (tmp_path / "text.bin").write_bytes(b"hello")
+    with pytest.raises(SourceError, match="not a torch file"):
+        open_source(tmp_path / "text.bin")
 
 
 def test_ckpt_merged_by_run(tmp_path):
@@ -523,7 +586,7 @@ def test_torch_files_that_cannot_be_read_in_place_are_refused(tmp_path):
             zipfile.ZipFile(tmp_path / "zipped.pt", "w", zipfile.ZIP_DEFLATED) as dst:
         for info in src.infolist():
             dst.writestr(info.filename, src.read(info.filename))
-    with pytest.raises(SourceError, match="compressed"):
+    with pytest.raises(SourceError, match=r"compressed \(deflate\).*cannot be streamed"):
         open_source(tmp_path / "zipped.pt")
     (tmp_path / "junk.ckpt").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(SourceError, match="zip"):
@@ -562,3 +625,36 @@ def test_folder_output_with_subfolders_appears_whole(tmp_path):
     with pytest.raises(Exception):
         execute(plan(), threads=1, fsync=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.safetensors"]
+
+
+def test_hf_folder_with_per_key_dtypes(tmp_path):
+    """`as hf(dtype={norm: fp32, default: bf16})`: the map's selectors choose each key's dtype,
+    transformers loads the folder, and config.json names the dtype most tensors have."""
+    from transformers import AutoModelForCausalLM
+
+    a = tiny_llama(tmp_path / "la", 0)
+    b = tiny_llama(tmp_path / "lb", 1)
+    (tmp_path / "r.mecha").write_text(
+        'export weighted_sum(model("la"), model("lb"), alpha=0.25) to "out/" '
+        'as hf(dtype={norm: fp32, default: fp16})\n')
+    r = mecha("run", "r.mecha", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    got = {}
+    src = open_source(tmp_path / "out")
+    for k, t in src.tensors.items():
+        got[k] = read_tensor(src, t)
+    assert set(got) == set(a)
+    for k in a:
+        want = torch.float32 if "norm" in k else torch.float16  # by name, not by the arch's data
+        exp = (a[k].float() * 0.75 + b[k].float() * 0.25).to(want)
+        assert got[k].dtype == want, k
+        torch.testing.assert_close(got[k], exp, rtol=0, atol=0, msg=k)
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config.get("torch_dtype", config.get("dtype")) == "float16"
+    m = AutoModelForCausalLM.from_pretrained(tmp_path / "out", torch_dtype=torch.float32)
+    torch.testing.assert_close(m.state_dict()["model.norm.weight"], got["model.norm.weight"])
+    (tmp_path / "bad.mecha").write_text(
+        'export model("la") to "o/" as hf(dtype={nrom: fp32, default: fp17})\n')
+    r = mecha("check", "bad.mecha", cwd=tmp_path)
+    assert r.exit_code == 1 and "E0243" in r.output and "fp17" in r.output
+    assert not (tmp_path / "o").exists()

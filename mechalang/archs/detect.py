@@ -8,6 +8,14 @@ architecture that explains most of its keys while leaving least of the inventory
 Families without inventories (llama, bert) are recognised by their `[detect]` patterns. A file that
 nothing covers for at least half its keys is `generic`.
 
+Names alone cannot tell apart architectures that share them (an SD1 and an SD2 UNet have the same
+LDM names, and a UNet-only file scores higher as SD1, whose text encoder has fewer keys to miss):
+when the file's tensor *ranks* contradict the winner's inventory for some matched keys (SD2's
+proj_in is a linear [c, c], SD1's a 1x1 conv [c, c, 1, 1]) and another candidate explains at
+least as many keys with every rank right, that one wins. Ranks, not sizes, so that scaled-down
+test models are detected as the real ones; a file mixing two architectures keeps the one that
+explains most of it (and the checker warns about the ranks, W0283).
+
 A detection is *confident* when the winner explains nearly all the file's keys (at most 5% extra)
 and the file holds at least one of its components complete (a UNet-only or VAE-less checkpoint is
 still confidently identified); otherwise the checker should say so, with `describe_poor_match`.
@@ -16,7 +24,7 @@ still confidently identified); otherwise the checker should say so, with `descri
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from .arch import Arch
 from .header import Header
@@ -35,6 +43,7 @@ class Candidate:
     missing: int
     extra: int
     complete_components: tuple[str, ...] = ()
+    same_rank: int = 0      # matched keys whose rank is the inventory's (0 when shapes are unknown)
 
     @property
     def score(self) -> float:
@@ -56,18 +65,26 @@ class Detection:
 
 def detect(header: Header) -> Detection:
     """The architecture of the file whose header this is."""
-    return detect_keys(list(header.tensors))
+    return detect_keys(list(header.tensors), {k: m.shape for k, m in header.tensors.items()})
 
 
-def detect_keys(keys: Sequence[str]) -> Detection:
+def detect_keys(keys: Sequence[str], shapes: Mapping[str, Sequence[int]] | None = None) -> Detection:
+    """The architecture of a file with these keys; `shapes` (key -> shape), when known, break ties
+    between architectures that share key names."""
     keys = list(keys)
     n = len(keys)
     candidates: list[Candidate] = []
     for arch in all_archs():
-        cand = _score(arch, keys)
+        cand = _score(arch, keys, shapes)
         if cand is not None and cand.matched > 0:
             candidates.append(cand)
-    candidates.sort(key=lambda c: (-c.score, -c.matched, c.arch.name))
+    candidates.sort(key=lambda c: (-c.score, -c.matched, -c.same_rank, c.arch.name))
+    if shapes is not None and candidates and candidates[0].same_rank < candidates[0].matched:
+        top = candidates[0]
+        right = next((c for c in candidates[1:] if c.matched >= top.matched and c.same_rank == c.matched), None)
+        if right is not None:
+            candidates.remove(right)
+            candidates.insert(0, right)
 
     for cand in candidates:
         arch = cand.arch
@@ -85,16 +102,18 @@ def detect_keys(keys: Sequence[str]) -> Detection:
     return Detection(generic.specialize(keys), False, candidates, n)
 
 
-def _score(arch: Arch, keys: list[str]) -> Candidate | None:
+def _score(arch: Arch, keys: list[str], shapes: Mapping[str, Sequence[int]] | None) -> Candidate | None:
     if arch.inventory is not None:
         inv = arch.inventory
         present: set[str] = set()
-        matched = 0
+        matched = same_rank = 0
         for k in keys:
             ck = arch.canonical(k)
             if ck in inv:
                 matched += 1
                 present.add(ck)
+                if shapes is not None and k in shapes and len(shapes[k]) == len(inv[ck].shape):
+                    same_rank += 1
         if matched == 0:
             return Candidate(arch, 0, 0, len(keys))
         required: dict[str, list[int]] = {}
@@ -110,7 +129,7 @@ def _score(arch: Arch, keys: list[str]) -> Candidate | None:
             else:
                 missing += 1
         complete = tuple(c for c, (need, have) in required.items() if need and need == have)
-        return Candidate(arch, matched, missing, len(keys) - matched, complete)
+        return Candidate(arch, matched, missing, len(keys) - matched, complete, same_rank)
     if arch.detect_require:
         fm = arch.family_match(keys)
         if fm is None:
@@ -145,3 +164,22 @@ def describe_poor_match(detection: Detection, limit: int = 3) -> str:
 
 def _required(arch: Arch) -> int:
     return len(arch.expected_keys())
+
+
+def rank_mismatches(arch: Arch, shapes: Mapping[str, Sequence[int]]) -> list[str]:
+    """The keys (canonical names) of a file whose rank differs from `arch`'s inventory: a file
+    with one architecture's names and another's layers (an SD2 UNet in an SD1 checkpoint)."""
+    inv = arch.inventory or {}
+    return [k for k, shape in shapes.items() if k in inv and len(shape) != len(inv[k].shape)]
+
+
+def ranks_fit(shapes: Mapping[str, Sequence[int]], exclude: str) -> list[str]:
+    """The other inventory architectures that know every one of these keys with their ranks."""
+    out = []
+    for arch in all_archs():
+        inv = arch.inventory
+        if arch.name == exclude or not inv:
+            continue
+        if all(k in inv and len(s) == len(inv[k].shape) for k, s in shapes.items()):
+            out.append(arch.name)
+    return out

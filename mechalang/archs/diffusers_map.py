@@ -26,7 +26,7 @@ component's `optional_prefix` put back where a writer left it out. Writing a fol
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 from .keymap import DiffusersComponent, DiffusersLayout, _available, _keymap_name, _load, _translate
@@ -54,14 +54,20 @@ def layout(arch: str) -> DiffusersLayout | None:
 
 
 @cache
-def pipeline_classes() -> dict[str, str]:
-    """model_index.json `_class_name` -> the architecture it is."""
-    out: dict[str, str] = {}
+def pipeline_candidates() -> dict[str, tuple[str, ...]]:
+    """model_index.json `_class_name` -> the architectures whose pipelines have that class, by
+    name (SD1 and SD2 are both StableDiffusionPipelines: their component configs tell them apart)."""
+    out: dict[str, tuple[str, ...]] = {}
     for name in sorted(_available()):
         d = _load(name).diffusers
         for cls in d.pipelines if d else ():
-            out.setdefault(cls, name)
+            out[cls] = out.get(cls, ()) + (name,)
     return out
+
+
+def pipeline_classes() -> dict[str, str]:
+    """model_index.json `_class_name` -> the first architecture it may be."""
+    return {cls: archs[0] for cls, archs in pipeline_candidates().items()}
 
 
 def archs_with_layout() -> list[str]:
@@ -172,7 +178,8 @@ def output_layout(arch: str, shapes: Mapping[str, tuple[int, ...]]) -> OutputLay
 def source_layout(arch: str, inventory: Mapping[str, bool], folders: Mapping[str, Iterable[str]]
                   ) -> tuple[dict[str, Placement], dict[str, list[str]]]:
     """Reading a folder: (checkpoint key -> placement, for every key whose pieces the folders
-    hold; folder -> its tensors no key uses). `inventory` maps the architecture's keys to whether
+    hold; folder -> its tensors no key uses), a stored name that lacks the component's optional
+    prefix standing for the name with it. `inventory` maps the architecture's keys to whether
     they are optional; `folders` maps each present component folder to its tensor names."""
     d = layout(arch)
     found: dict[str, Placement] = {}
@@ -189,12 +196,18 @@ def source_layout(arch: str, inventory: Mapping[str, bool], folders: Mapping[str
                 found[k] = Placement(k, comp.folder, ((n, None),), None)
                 used[comp.folder].add(n)
             continue
+        # a stored name as the map names it: itself, or with the optional prefix put back
+        stored = {n: n for n in have}
+        if comp.optional_prefix:
+            for n in sorted(have):
+                if not n.startswith(comp.optional_prefix):
+                    stored.setdefault(comp.optional_prefix + n, n)
         keys = [k for k in inventory if k.startswith(comp.checkpoint)]
         for k in keys:
             p = place(arch, k, inventory)
-            if p is None or not all(n in have for n, _ in p.pieces):
+            if p is None or not all(n in stored for n, _ in p.pieces):
                 continue
-            found[k] = p
-            used[comp.folder].update(n for n, _ in p.pieces)
+            found[k] = replace(p, pieces=tuple((stored[n], r) for n, r in p.pieces))
+            used[comp.folder].update(stored[n] for n, _ in p.pieces)
     unused = {f: sorted(names[f] - used[f]) for f in folders if names[f] - used[f]}
     return found, unused

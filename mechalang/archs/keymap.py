@@ -61,6 +61,10 @@ convolution [o, i, 1, 1]), "transpose" (a matrix stored transposed), "swap" (the
 dim 0 in the other order); adapters never name such a weight (their delta would need the same
 change), only whole-model mappings use them.
 
+Maps several architectures share live in fragments (`_ldm_unet.toml`, files whose name starts
+with `_`, never keymaps of their own), named by `include = ["_ldm_unet.toml"]`: a fragment holds
+`[maps]` only, read as if they were written in the including file.
+
 A keymap may also say how a diffusers pipeline folder holds the checkpoint (`[diffusers]`,
 read by archs/diffusers_map.py): its pipeline classes, and per component folder the checkpoint
 prefix and the map naming every key of it, weights, biases and parameters alike.
@@ -202,7 +206,8 @@ class DiffusersComponent:
     paths: str | None           # the map naming its keys; None: as they are
     config: tuple[tuple[str, str, int], ...]  # (config field, tensor, dim) that must agree
     # A prefix of every key that some writers leave out (transformers 5 saves CLIPTextModel
-    # without `text_model.`): read either way, written with it (every version loads that).
+    # without `text_model.`): read either way, written with it (every version loads that). With
+    # `paths`, the map's names carry it.
     optional_prefix: str = ""
     # (config field, value, why): a config saying this is another architecture's component
     refuse: tuple[tuple[str, object, str], ...] = ()
@@ -375,7 +380,8 @@ def _load(name: str) -> _Keymap:
     return km
 
 
-_FILE_KEYS = {"description", "components", "maps", "diffusers"}
+_FILE_KEYS = {"description", "components", "maps", "diffusers", "include"}
+_FRAGMENT_KEYS = {"description", "maps"}
 _COMPONENT_KEYS = {"checkpoint", "names"}
 _NAME_KEYS = {"dialect", "prefix", "paths", "export"}
 _OPTION_KEYS = {"map", "if", "unless", "as"}
@@ -384,7 +390,7 @@ _DIFFUSERS_KEYS = {"pipelines", "components"}
 _DIFFUSERS_COMPONENT_KEYS = {"folder", "class", "checkpoint", "paths", "config", "optional_prefix", "refuse"}
 
 
-def _read(path: Path, km: _Keymap) -> None:
+def _read(path: Path, km: _Keymap, fragment: bool = False) -> None:
     src = str(path)
     try:
         with open(path, "rb") as f:
@@ -393,7 +399,12 @@ def _read(path: Path, km: _Keymap) -> None:
         raise KeymapError(f"cannot read keymap: {e.strerror or e}", src) from None
     except tomllib.TOMLDecodeError as e:
         raise KeymapError(f"not valid TOML: {e}", src) from None
-    _no_unknown(data, _FILE_KEYS, "", src)
+    _no_unknown(data, _FRAGMENT_KEYS if fragment else _FILE_KEYS, "fragment: " if fragment else "", src)
+    includes = data.get("include", [])
+    if not isinstance(includes, list) or not all(isinstance(n, str) and n.startswith("_") for n in includes):
+        raise KeymapError("`include` is a list of fragment file names (starting with `_`)", src)
+    for name in includes:
+        _read(path.parent / name, km, fragment=True)
     for comp in _list(data.get("components", []), "components", src):
         _no_unknown(comp, _COMPONENT_KEYS, "component ", src)
         ckpt = comp.get("checkpoint")
@@ -445,9 +456,8 @@ def _read_diffusers(d, src: str) -> DiffusersLayout:
                 and isinstance(r[2], int) for r in config):
             raise KeymapError(f"[[diffusers.components]] `{folder}`: `config` is a list of [field, tensor, dim]", src)
         optional = c.get("optional_prefix", "")
-        if not isinstance(optional, str) or (optional and paths is not None):
-            raise KeymapError(f"[[diffusers.components]] `{folder}`: `optional_prefix` is a string, for a "
-                              f"component without `paths`", src)
+        if not isinstance(optional, str):
+            raise KeymapError(f"[[diffusers.components]] `{folder}`: `optional_prefix` is a string", src)
         refuse = c.get("refuse", [])
         if not isinstance(refuse, list) or not all(
                 isinstance(r, list) and len(r) == 3 and isinstance(r[0], str) and isinstance(r[2], str) for r in refuse):

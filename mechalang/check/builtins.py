@@ -217,10 +217,31 @@ def load_model(ev, path: str, span: Span | None, *, arch=None, sha256: str | Non
             ev.report(warning(codes.FEW_KNOWN_KEYS, f"`{path}` has {len(keys) - known} of {len(keys)} keys that "
                                        f"{arch.name} does not know", span,
                               help="is arch= right? `mecha info` lists the architectures"))
+        else:
+            _report_rank_mismatch(ev, path, arch, keys, span)
     resolved = str(found.resolve())
     info = LoadInfo(resolved, _stem(found), header, tuple(file_keys), sha256)
     node = ev.builder.node("load", (), space="weight", arch=arch, keys=keys, load=info, origin=span)
     return ModelValue(node)
+
+
+def _report_rank_mismatch(ev, path: str, arch, keys: dict, span) -> None:
+    """W0283: keys with `arch`'s names but another architecture's tensor ranks."""
+    from ..archs.detect import rank_mismatches, ranks_fit
+
+    bad = rank_mismatches(arch, {k: m.shape for k, m in keys.items()})
+    if not bad:
+        return
+    first = bad[0]
+    want = list(arch.inventory[first].shape)
+    others = ranks_fit({k: keys[k].shape for k in bad}, arch.name)
+    note = (f"these shapes are {' or '.join(f'`{o}`' for o in others)}'s" if others
+            else "no known architecture has these shapes")
+    ev.report(warning(codes.RANK_MISMATCH,
+                      f"`{path}` has {len(bad)} key{'s' if len(bad) != 1 else ''} shaped unlike {arch.name}'s: "
+                      f"`{first}` is {list(keys[first].shape)}, {arch.name} has {len(want)} dimensions "
+                      f"({want})", span, notes=[note],
+                      help="is arch= right? otherwise the file mixes two architectures"))
 
 
 def _stem(found: Path) -> str:

@@ -23,6 +23,7 @@ from ..diagnostics import codes, did_you_mean, warning
 from ..dtypes import EXPORT_DTYPES
 from ..graph.diffusers_export import DiffusersFormat
 from ..sources.diffusers import read_model_index
+from ..syntax import ast
 from .values import POISON, ModelValue, a_type
 
 OPTIONS = ("dtype", "variant", "config")
@@ -45,6 +46,8 @@ def diffusers_export(ev, stmt, value: Any, env) -> tuple[Any, DiffusersFormat | 
                    help=f"did you mean `{sugg}`?" if sugg else "options: " + ", ".join(OPTIONS))
             ok = False
             continue
+        if kw.name == "dtype" and isinstance(kw.value, ast.HyperMap):
+            continue  # per-key dtypes: checked with the export (evaluate.folder_dtype_map)
         opts[kw.name] = (ev.eval(kw.value, env), kw.value.span)
     dtype, dspan = opts.get("dtype", (None, None))
     if dtype is not None and dtype not in EXPORT_DTYPES:
@@ -109,7 +112,7 @@ def _config_source(ev, node, config, span, arch: str) -> tuple[str, str] | None:
             return None
         from ..sources.diffusers import pipeline_arch
 
-        their = pipeline_arch(index)
+        their = pipeline_arch(index, str(p))
         if their != arch:
             ev.err(codes.DIFFUSERS_BAD_CONFIG, f"`{config}` is a {cls} pipeline ({their or 'unknown'}), the model is "
                                                f"`{arch}`", span, help=f"give a {arch} pipeline's folder")
@@ -121,7 +124,7 @@ def _config_source(ev, node, config, span, arch: str) -> tuple[str, str] | None:
             from ..sources.diffusers import pipeline_arch
 
             index = read_model_index(src.path)
-            if pipeline_arch(index) == arch:
+            if pipeline_arch(index, src.path) == arch:
                 return src.path, str(index.get("_class_name"))
     ev.err(codes.DIFFUSERS_NEEDS_CONFIG, "a diffusers folder needs its pipeline's configs (model_index.json, "
                                          "component configs, tokenizers, scheduler), and no input is a "

@@ -39,6 +39,17 @@ from .values import (
 )
 
 
+def folder_dtype_map(stmt: ast.Export) -> ast.HyperMap | None:
+    """`as hf(dtype={vae: fp32, default: fp16})` / `as diffusers(dtype={...})`: the per-key dtype map
+    given to a folder format, checked and lowered like `as {...}` (the format's own check skips it)."""
+    if stmt.dtype not in ("hf", "diffusers") or stmt.format is None:
+        return None
+    for kw in stmt.format.kwargs:
+        if kw.name == "dtype" and isinstance(kw.value, ast.HyperMap):
+            return kw.value
+    return None
+
+
 @dataclass
 class Options:
     models_dirs: list[Path] = field(default_factory=list)
@@ -311,8 +322,9 @@ class Evaluator:
                      help=f"did you mean `{sugg}`?" if sugg else f"use one of {', '.join(EXPORT_DTYPES)}")
             dtype = None
         dtypes = None
-        if stmt.dtypes is not None:
-            dtypes = self.export_dtypes(stmt.dtypes, node, env)
+        per_key = stmt.dtypes if stmt.dtypes is not None else folder_dtype_map(stmt)
+        if per_key is not None:
+            dtypes = self.export_dtypes(per_key, node, env)
             if dtypes is None:
                 node = None
         if exports is not None:

@@ -8,6 +8,7 @@ from typing import Any
 from ..diagnostics import codes, did_you_mean, warning
 from ..dtypes import EXPORT_DTYPES
 from ..graph.hf_export import HfFormat, first_hf_source
+from ..syntax import ast
 from ..units import parse_size
 from .values import POISON, ModelValue, a_type
 
@@ -29,6 +30,8 @@ def hf_export(ev, stmt, value: Any, env) -> tuple[Any, HfFormat | None]:
                    help=f"did you mean `{sugg}`?" if sugg else "options: " + ", ".join(OPTIONS))
             ok = False
             continue
+        if kw.name == "dtype" and isinstance(kw.value, ast.HyperMap):
+            continue  # per-key dtypes: checked with the export (evaluate.folder_dtype_map)
         opts[kw.name] = (ev.eval(kw.value, env), kw.value.span)
     shard = None
     if "shard_size" in opts:

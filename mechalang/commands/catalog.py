@@ -155,7 +155,7 @@ def _entry(p: Path, size: int) -> ModelEntry:
     if src.arch:  # the source's own layout says (a diffusers pipeline's class)
         return ModelEntry(p.name, p, src.arch, src.size, short, confident=True, kind=src.kind,
                           keys=len(src.tensors))
-    d = detect_keys(list(src.tensors))
+    d = detect_keys(list(src.tensors), {k: t.shape for k, t in src.tensors.items()})
     return ModelEntry(p.name, p, d.arch.name, src.size, short, confident=d.confident, kind=src.kind,
                       keys=len(src.tensors))
 

@@ -93,7 +93,7 @@ def source_text(path: str, verbose: bool = False) -> str:
     elif src.arch:  # the source's own layout says (a diffusers pipeline's class)
         arch = src.arch
     else:
-        d = detect_keys(list(src.tensors))
+        d = detect_keys(list(src.tensors), {k: t.shape for k, t in src.tensors.items()})
         arch = d.arch.name + ("" if d.confident or d.arch.name == "generic" else " (a partial match)")
     dtypes = Counter(t.dtype for t in src.tensors.values())
     derived = sum(1 for t in src.tensors.values() if isinstance(t, Derived))

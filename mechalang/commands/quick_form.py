@@ -7,6 +7,7 @@ hands it to `pipeline.load` and `pipeline.check`, the code `mecha check` runs.
 
 from __future__ import annotations
 
+import functools
 import shlex
 import threading
 from dataclasses import dataclass, field
@@ -272,28 +273,54 @@ def check_form(s: FormState) -> CheckResult:
 
 
 def preset_weights(arch: str) -> dict[str, list[float]]:
-    """The presets of `std/presets` for `arch` (sd1, sdxl), each as its weights in block order, read
-    from the file's `mbw(arch, "...")` strings (so a new preset appears here too)."""
-    import re
+    """The presets of `std/presets` for `arch` (sd1, sd2, sdxl), each as its weights in block order,
+    read from the file's `mbw(arch, "...")` strings, through its `let` aliases and the `def`s that
+    give one string to several architectures (so a new preset appears here too)."""
+    return {name: list(w[arch]) for name, w in _preset_strings().items() if arch in w}
+
+
+@functools.lru_cache(maxsize=1)
+def _preset_strings() -> dict[str, dict[str, tuple[float, ...]]]:
+    """preset name -> {arch: weights}, from the parsed std/presets."""
+    from ..syntax import ast
+    from ..syntax.parser import parse
 
     path = Path(__file__).parent.parent / "stdlib" / "presets.mecha"
     try:
-        text = path.read_text(encoding="utf-8")
+        tree, _ = parse(path.read_text(encoding="utf-8"), str(path))
     except OSError:
         return {}
-    out: dict[str, list[float]] = {}
-    for m in re.finditer(r"^let\s+([A-Za-z_]\w*)\s*=(.*?)(?=^let\s|\Z)", text, re.M | re.S):
-        name, body = m.group(1), m.group(2).strip()
-        if re.fullmatch(r"[A-Za-z_]\w*", body):  # an alias of an earlier preset
-            if body in out:
-                out[name] = out[body]
+    if tree is None:
+        return {}
+    defs = {s.name: s for s in tree.statements if isinstance(s, ast.Def) and not isinstance(s.body, ast.Block)}
+    out: dict[str, dict[str, tuple[float, ...]]] = {}
+
+    def strings(e, env: dict[str, str]) -> dict[str, str]:
+        if isinstance(e, ast.BinOp) and e.op == "|":
+            return {**strings(e.left, env), **strings(e.right, env)}
+        if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and not e.kwargs:
+            args = [env.get(a.id, a.id) if isinstance(a, ast.Name) else getattr(a, "value", None) for a in e.args]
+            if e.func.id == "mbw" and len(args) == 2 and all(isinstance(a, str) for a in args):
+                return {args[0]: args[1]}
+            d = defs.get(e.func.id)
+            if d is not None and len(d.params) == len(args):
+                return strings(d.body, {p.name: a for p, a in zip(d.params, args)})
+        return {}
+
+    for s in tree.statements:
+        if not isinstance(s, ast.Let):
             continue
-        for a, weights in re.findall(r'mbw\(\s*(\w+)\s*,\s*"([^"]*)"', body):
-            if a == arch:
-                try:
-                    out[name] = [float(w) for w in weights.split(",")]
-                except ValueError:
-                    pass
+        if isinstance(s.value, ast.Name):  # an alias of an earlier preset
+            if s.value.id in out:
+                out[s.name] = out[s.value.id]
+            continue
+        weights = {}
+        for a, text in strings(s.value, {}).items():
+            try:
+                weights[a] = tuple(float(w) for w in text.split(","))
+            except ValueError:
+                pass
+        out[s.name] = weights
     return out
 
 

@@ -59,7 +59,7 @@ def show_command(file: str, *, format: str = "text") -> int:
         return fail([problem], None, format)
     from ..archs.detect import detect_keys
 
-    det = detect_keys(list(header.tensors))
+    det = detect_keys(list(header.tensors), {k: m.shape for k, m in header.tensors.items()})
     dtypes = Counter(t.dtype for t in header.tensors.values())
     meta = dict(header.metadata)
     recipe = stored_recipe(meta)

@@ -180,6 +180,8 @@ LORA_EXPORT_LEFT_OUT = _d("W0276", "lora-export-left-out",
                           "keys with no LoRA form (biases, norms, EMA copies) left out of a LoRA export")
 MODEL_IS_ADAPTER = _d("E0277", "model-is-adapter", "`model(...)` on a LoRA/adapter file (read it with `lora(...)`)")
 FEW_KNOWN_KEYS = _d("W0204", "few-known-keys", "most of a model's keys are unknown to its architecture")
+RANK_MISMATCH = _d("W0283", "rank-mismatch",
+                  "keys shaped as another architecture's layers (an SD2 UNet under SD1's names, or arch= wrong)")
 DIFFUSERS_NEEDS_CONFIG = _d("E0290", "diffusers-needs-config",
                             "`as diffusers` with no diffusers input to take the pipeline's configs from")
 DIFFUSERS_BAD_CONFIG = _d("E0291", "diffusers-bad-config",

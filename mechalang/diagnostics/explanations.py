@@ -641,11 +641,11 @@ block-weight string use `mbw(sd1, "...")`.""",
     "E0225": """\
 An architecture name does not exist: in `model(..., arch="...")` or in a type such as
 `Model[...]`. Names are the ones `mecha info` lists (`sd1`, `sdxl`, `sd3`, `flux`, `llama`, ...)
-or their aliases (`sd15`, `sd1_5`, ...). Note that `arch=sd2` without quotes is a name lookup and
+or their aliases (`sd15`, `sd1_5`, ...). Note that `arch=sd4` without quotes is a name lookup and
 reports E0401 instead.
 
 ```mecha
-let a = model("sd1_a.safetensors", arch="sd2")
+let a = model("sd1_a.safetensors", arch="sd4")
 export a to "out.safetensors"
 ```
 
@@ -1220,6 +1220,22 @@ export a to "out.safetensors"
 
 Check `arch=`, or leave it out to detect the architecture from the file; `mecha info` lists the
 architectures and `mecha info NAME -v` their keys. Unknown keys are still merged, key by key.""",
+
+    "W0283": """\
+Some of a model's tensors have a different number of dimensions than the same keys have in the
+architecture it is read as. Architectures can share key names and differ in their layers: SD1
+and SD2 UNets have the same LDM names, but SD2 projects attention with a linear `proj_in` /
+`proj_out` ([c, c]) where SD1 has a 1x1 convolution ([c, c, 1, 1]). So either `arch=` names the
+wrong one, or the file mixes two architectures (an SD2 UNet saved with an SD1 text encoder), which
+no UI loads as either. Merging it with a real model of either architecture clashes on those keys.
+
+```mecha
+let a = model("sd1_a.safetensors", arch=sd2)
+export a to "out.safetensors"
+```
+
+Check `arch=` (the note says which architecture has these shapes), or leave it out to detect it
+from the file; a mixed file has to be repaired where it was made.""",
 
     "E0290": """\
 `export … as diffusers` writes a diffusers pipeline folder, and a pipeline cannot be loaded

@@ -15,7 +15,6 @@ import os
 from dataclasses import dataclass
 
 from ..archs import diffusers_map as dm
-from ..dtypes import EXPORT_DTYPES, FLOAT_DTYPES
 from ..runtime.plan import FolderOutput, Op, OutputPlan, layout
 from ..sources.diffusers import read_model_index
 from .nodes import Node
@@ -47,6 +46,10 @@ def plan_output(lowerer, ex, folder: str) -> tuple[list[OutputPlan], FolderOutpu
     per_folder: dict[str, list[tuple]] = {}
     left: list[str] = list(out.left_out)
     memo: dict = {}
+
+    def dtype_of(key: str, dtype: str) -> str:
+        return lowerer.out_dtype(ex, key, dtype, fmt.dtype)
+
     for key, meta in root.keys.items():
         if "/" in key:  # a tensor kept under its folder's name by the diffusers source
             f, name = key.split("/", 1)
@@ -57,7 +60,7 @@ def plan_output(lowerer, ex, folder: str) -> tuple[list[OutputPlan], FolderOutpu
                 continue
             expr = lowerer.expr(root, key, memo)
             if expr is not None:
-                per_folder.setdefault(f, []).append((name, expr, _dtype(meta.dtype, fmt), meta.shape))
+                per_folder.setdefault(f, []).append((name, expr, dtype_of(key, meta.dtype), meta.shape))
             continue
         p = out.placements.get(key)
         if p is None or p.folder in fmt.copied:
@@ -69,7 +72,7 @@ def plan_output(lowerer, ex, folder: str) -> tuple[list[OutputPlan], FolderOutpu
         if expr is None:
             left.append(key)
             continue
-        dtype = _dtype(meta.dtype, fmt)
+        dtype = dtype_of(key, meta.dtype)
         entries = per_folder.setdefault(p.folder, [])
         shape = tuple(meta.shape)
         if p.fused:
@@ -103,9 +106,6 @@ def plan_output(lowerer, ex, folder: str) -> tuple[list[OutputPlan], FolderOutpu
         plans.append(OutputPlan(path, layout(entries), tuple(sorted(metadata.items())), folder=folder))
     return plans, FolderOutput(folder, copies=_copies(fmt)), left
 
-
-def _dtype(dtype: str, fmt) -> str:
-    return EXPORT_DTYPES[fmt.dtype] if fmt.dtype and dtype in FLOAT_DTYPES else dtype
 
 
 def _copies(fmt) -> tuple[tuple[str, str], ...]:

@@ -122,15 +122,22 @@ class Lowerer:
             expr = self.expr(root, key, memo)
             if expr is None:
                 continue
-            dtype = meta.dtype
-            if as_dtype is not None and dtype in FLOAT_DTYPES:
-                dtype = EXPORT_DTYPES[as_dtype]
-            elif getattr(ex, "dtypes", None) is not None and dtype in FLOAT_DTYPES:
-                chosen = self.resolve(root, "dtype", ex.dtypes, key, None)
-                if isinstance(chosen, str):  # no rule for this key: its own dtype
-                    dtype = EXPORT_DTYPES[chosen]
-            entries.append((key, expr, dtype, meta.shape))
+            entries.append((key, expr, self.out_dtype(ex, key, meta.dtype, as_dtype), meta.shape))
         return entries
+
+    def out_dtype(self, ex, key: str, dtype: str, as_dtype: str | None) -> str:
+        """The dtype an export writes `key` in: `as_dtype` (one name) for every float key, else the
+        export's per-key map (`as {vae: fp32, default: fp16}`, `as hf(dtype={...})`), else `dtype`,
+        the key's own. Integer tensors always keep theirs."""
+        if dtype not in FLOAT_DTYPES:
+            return dtype
+        if as_dtype is not None:
+            return EXPORT_DTYPES[as_dtype]
+        if getattr(ex, "dtypes", None) is not None:
+            chosen = self.resolve(ex.node, "dtype", ex.dtypes, key, None)
+            if isinstance(chosen, str):  # no rule for this key: its own dtype
+                return EXPORT_DTYPES[chosen]
+        return dtype
 
     # -------------------------------------------------------------- per key
 

@@ -189,6 +189,17 @@ class MethodSpec:
     # Each output element depends only on the same element of the inputs: the engine may then
     # compute a large key in slices (bounded memory, parallel within one tensor).
     elementwise: bool = False
+    # A method that is element-wise once a few statistics of its whole input tensors are known
+    # (TIES: each task vector's magnitude threshold) may give a *stream factory*: the engine then
+    # evaluates a large key in slices, passing over them first to gather the statistics, with
+    # memory of a few slices instead of several whole tensors. `streamed(numel, **hypers)` (the
+    # keyword arguments the method itself gets, key included) returns an object with
+    #   wants_pass() -> bool       another pass over all slices is needed before `apply`
+    #   observe(args) -> None      one slice of every input (1-D, compute dtype), during a pass
+    #   end_pass() -> None         after the last slice of a pass
+    #   apply(args) -> Tensor      the result for one slice, once no more passes are wanted
+    # Results must be bit-identical to calling the method on the whole tensors.
+    streamed: Callable | None = field(default=None, repr=False, compare=False)
 
     def hyper(self, name: str) -> HyperParam | None:
         return next((h for h in self.hypers if h.name == name), None)
@@ -241,12 +252,13 @@ _current_source = ["builtin"]
 
 def merge_method(func: Callable | None = None, *, name: str | None = None, formula: str = "",
                  family: str = "other", min_models: int | None = None, max_models: int | None = None,
-                 elementwise: bool = False, registry: MethodRegistry | None = None):
+                 elementwise: bool = False, streamed: Callable | None = None,
+                 registry: MethodRegistry | None = None):
     """Register a merge method. Usable bare (`@merge_method`) or with options."""
 
     def wrap(f: Callable) -> Callable:
         spec = build_spec(f, name=name, formula=formula, family=family, min_models=min_models,
-                          max_models=max_models, elementwise=elementwise)
+                          max_models=max_models, elementwise=elementwise, streamed=streamed)
         (registry or REGISTRY).register(spec)
         f.__merge_method__ = spec  # type: ignore[attr-defined]
         return f
@@ -256,7 +268,7 @@ def merge_method(func: Callable | None = None, *, name: str | None = None, formu
 
 def build_spec(f: Callable, *, name: str | None = None, formula: str = "", family: str = "other",
                min_models: int | None = None, max_models: int | None = None,
-               elementwise: bool = False) -> MethodSpec:
+               elementwise: bool = False, streamed: Callable | None = None) -> MethodSpec:
     try:
         # Resolve string annotations (`from __future__ import annotations` in a plugin).
         sig = inspect.signature(f, eval_str=True)
@@ -306,7 +318,7 @@ def build_spec(f: Callable, *, name: str | None = None, formula: str = "", famil
     doc = inspect.cleandoc(f.__doc__ or "")
     elementwise = elementwise or bool(getattr(f, "elementwise", False))
     return MethodSpec(mname, f, tuple(models), variadic, lo, hi, tuple(hypers), ret, key_param,
-                      formula, family, doc, _source_of(f), elementwise)
+                      formula, family, doc, _source_of(f), elementwise, streamed)
 
 
 def _source_of(f: Callable) -> str:

@@ -282,8 +282,51 @@ def _gta(deltas, trim, *, consensus, normalize: bool, lambda_: float):
 # TIES
 
 
+class _TiesStream:
+    """`ties` over slices (the engine's streamed evaluation, see MethodSpec.streamed): the passes
+    find each task vector's magnitude threshold, the one `_trim_magnitude_` finds on the whole
+    tensor; then each slice is trimmed (|δ| ≥ threshold, as there) and combined by `_combine`, which
+    is element-wise, so the result is bit-identical to `ties` on the whole tensors."""
+
+    def __init__(self, numel: int, *, density=0.2, lambda_=1.0, consensus="sum", normalize=True):
+        self.density, self.lambda_ = float(density), float(lambda_)
+        self.consensus, self.normalize = consensus, bool(normalize)
+        # the cut of `_trim_magnitude_` (gamma = 0): keep ⌊density·N⌋ ≥ 1, none when all are kept
+        keep = max(1, _count(self.density, numel)) if numel else 0
+        self.k = numel - keep + 1 if self.density < 1 and numel and keep < numel else None
+        self.selects = None
+        self.thresholds = None
+
+    def wants_pass(self) -> bool:
+        return self.k is not None and (self.selects is None or not self.selects[0].done)
+
+    def observe(self, args) -> None:
+        if self.selects is None:
+            from ._select import StreamedKthSmallest
+
+            dtype = _work_dtype(*args)
+            self.selects = [StreamedKthSmallest(self.k, dtype) for _ in args]
+        dtype = self.selects[0].dtype
+        for sel, x in zip(self.selects, args):
+            sel.observe(x.to(dtype).abs())
+
+    def end_pass(self) -> None:
+        for sel in self.selects:
+            sel.end_pass()
+
+    def apply(self, args):
+        D = _stack(args, _work_dtype(*args))
+        if self.k is not None:
+            if self.thresholds is None:
+                self.thresholds = [sel.value() for sel in self.selects]
+            for x, low in zip(D, self.thresholds):
+                x.mul_(x.abs().ge_(low))
+        return _finish(_combine(D, consensus=self.consensus, normalize=self.normalize,
+                                lambda_=self.lambda_), args[0])
+
+
 @merge_method(formula="λ · Σᵢ[sgn δ̂ᵢ = γ]·δ̂ᵢ / Σᵢ[sgn δ̂ᵢ = γ],  δ̂ᵢ = top-k(δᵢ, density),  γ = sgn Σᵢ δ̂ᵢ",
-              family="sparse")
+              family="sparse", streamed=_TiesStream)
 def ties(*deltas: Delta, density: _DENSITY = 0.2, lambda_: Float() = 1.0, consensus: _CONSENSUS = "sum",
          normalize: Bool() = True) -> Delta:
     """TIES-Merging (Yadav et al. 2023): trim, elect sign, disjoint merge.

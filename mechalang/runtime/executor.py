@@ -4,10 +4,13 @@
 
 Output tensors are grouped by key name across all outputs: one *key job* computes every output's
 tensor for that key, so work shared between exports runs once per key (`ops.KeyProgram`). Jobs
-whose expressions are element-wise are split into slices of the flattened tensors; every slice or
-whole job is a *work item*. Items run on a thread pool (torch releases the GIL in reads, writes and
-arithmetic), with at most `2 × threads` items queued and an estimate of their memory kept under a
-budget, so the peak memory depends on the work in flight, never on the number or size of models.
+whose expressions are element-wise are split into slices of the flattened tensors; large jobs
+whose methods are element-wise once some whole-tensor statistics are known (TIES' thresholds: a
+method with a stream, MethodSpec.streamed) are one item evaluated slice by slice in passes
+(`Evaluator.run_streamed`); every slice or whole job is a *work item*. Items run on a thread pool
+(torch releases the GIL in reads, writes and arithmetic), with at most `2 × threads` items queued
+and an estimate of their memory kept under a budget (budget.py: `item_estimate`, `MemoryBudget`),
+so the peak memory depends on the work in flight, never on the number or size of models.
 Each result is written at its precomputed offset as soon as it exists: the output bytes do not
 depend on the thread count or on the order in which items finish.
 
@@ -30,7 +33,7 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -38,9 +41,10 @@ from ..dtypes import DTYPES, element_size
 from ..methods.registry import REGISTRY, MethodRegistry
 from ..runtime.plan import BUILTIN_OPS, ENGINE_OPS, Op, OutTensor, Plan, Read
 from ..units import format_bytes
+from .budget import MemoryBudget, item_estimate
 from .early import EarlyReads
 from .errors import RunCancelled, RuntimeFailure
-from .ops import Cancelled, Evaluator, KeyProgram, can_slice, compute_dtype, numel
+from .ops import Cancelled, Evaluator, KeyProgram, can_slice, can_stream, compute_dtype, numel
 from .prefetch import Prefetcher, window_bytes
 from .reader import TORCH_DTYPES, InputReader
 from .writer import DIRECT_MEMORY, OutputWriter
@@ -169,7 +173,7 @@ def peak_rss() -> int:
 class _Job:
     """Every output's tensor for one key name."""
 
-    __slots__ = ("key", "targets", "prog", "spans", "items_left", "nbytes")
+    __slots__ = ("key", "targets", "prog", "spans", "items_left", "nbytes", "streamed")
 
     def __init__(self, key: str, targets: list[tuple[int, OutTensor]]):
         self.key = key
@@ -177,6 +181,7 @@ class _Job:
         self.prog: KeyProgram | None = None
         self.spans: list[tuple[int, int] | None] | None = None
         self.items_left = 0
+        self.streamed = False  # one item, evaluated in slices with passes (run_streamed)
         self.nbytes = sum(t.nbytes for _, t in targets)
 
 
@@ -191,8 +196,9 @@ class _Run:
         self.dev = dev
         self.registry = registry
         self.csize = torch.empty((), dtype=cdtype).element_size()
+        self.step = SLICE_ELEMS if dev.type == "cpu" else GPU_SLICE_ELEMS
         self.workers = workers
-        self.budget = budget
+        self.budget = MemoryBudget(budget)
         self.progress = progress
         self.t0 = t0
         self.cancel = cancel
@@ -212,25 +218,33 @@ class _Run:
         if job.prog is None or job.spans is None:
             prog = job.prog = KeyProgram(job.key, [t for _, t in job.targets])
             n = numel(tuple(job.targets[0][1].shape))
-            step = SLICE_ELEMS if self.dev.type == "cpu" else GPU_SLICE_ELEMS
+            step = self.step
             if n > 2 * step and can_slice(prog, self.registry):
                 job.spans = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
             else:
                 job.spans = [None]
+                job.streamed = n > 2 * step and can_stream(prog, self.registry)
         return job.prog, job.spans
 
     def _items(self, job: _Job) -> list[tuple[_Job, tuple[int, int] | None, int]]:
         prog, spans = self._program(job)
+        step = self.step
         job.items_left = len(spans)
-        return [(job, s, self._estimate(prog, s)) for s in spans]
+        whole = None if spans == [None] and not job.streamed else step
+        return [(job, s, item_estimate(prog, whole if s is None else s[1] - s[0], self.csize,
+                                       self.registry)) for s in spans]
 
     def read_schedule(self) -> list[tuple[int, int, int]]:
         """(input, file offset, bytes) of every read the run will make, in the order the loop
-        starts items and each item reads (`Evaluator.run` reads its program's Reads in order)."""
+        starts items and each item reads (`Evaluator.run` reads its program's Reads in order).
+        A streamed job reads its tensors slice by slice in several passes (`run_streamed`): its
+        reads are left to the reader, so that no chunk waits in the window for them."""
         inputs = self.evaluator.reader.inputs
         out = []
         for job in self.jobs:
             prog, spans = self._program(job)
+            if job.streamed:
+                continue
             reads = [n.expr for n in prog.nodes if isinstance(n.expr, Read)]
             for span in spans:
                 for e in reads:
@@ -243,37 +257,23 @@ class _Run:
                                     (span[1] - span[0]) * size))
         return out
 
-    def _estimate(self, prog: KeyProgram, span: tuple[int, int] | None) -> int:
-        """A rough upper bound of the memory an item holds: raw and converted inputs,
-        intermediates, and outputs in their final dtype."""
-        sliced = None if span is None else span[1] - span[0]
-        out_n = max(numel(tuple(t.shape)) for t in prog.targets) if sliced is None else sliced
-        total = 0
-        for node in prog.nodes:
-            e = node.expr
-            if isinstance(e, Read):
-                n = numel(tuple(e.shape)) if sliced is None else sliced
-                total += n * (element_size(e.dtype) + (self.csize if node.feeds_ops or node.roots
-                                                      else 0))
-            else:
-                total += out_n * self.csize
-        for t in prog.targets:
-            total += (numel(tuple(t.shape)) if sliced is None else sliced) * element_size(t.dtype)
-        return total
-
     def _work(self, job: _Job, span: tuple[int, int] | None) -> int:
         ctx = torch.cuda.device(self.dev) if self.dev.type == "cuda" else contextlib.nullcontext()
         written = 0
         with ctx:
-            for ti, tensor, finite in self.evaluator.run(job.prog, span, self.cancelled):
+            if job.streamed:
+                results = self.evaluator.run_streamed(job.prog, self.step, self.cancelled)
+            else:
+                results = _with_span(self.evaluator.run(job.prog, span, self.cancelled), span)
+            for ti, tensor, finite, lo, hi in results:
                 oi, ot = job.targets[ti]
                 if finite is False:
                     self._note_nonfinite(job, oi, ot)
-                if span is None:
+                if lo is None:
                     self.writer.write(oi, ot, tensor)
                 else:
                     size = element_size(ot.dtype)
-                    self.writer.write(oi, ot, tensor, span[0] * size, span[1] * size)
+                    self.writer.write(oi, ot, tensor, lo * size, hi * size)
                 written += tensor.numel() * tensor.element_size()
                 del tensor
         return written
@@ -308,7 +308,6 @@ class _Run:
         pending_jobs = iter(self.jobs)
         ready: deque = deque()
         inflight: dict[Future, tuple[_Job, tuple[int, int] | None, int]] = {}
-        inflight_bytes = 0
         max_items = 2 * self.workers
         failure: BaseException | None = None
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="mecha") \
@@ -328,19 +327,19 @@ class _Run:
                         ready.extend(self._items(job))
                         continue
                     job, span, est = ready[0]
-                    if inflight and inflight_bytes + est > self.budget:
+                    if not self.budget.admits(est, alone=not inflight):
                         break
                     ready.popleft()
+                    self.budget.take(est)
                     fut = pool.submit(self._work, job, span) if pool else _run_now(
                         self._work, job, span)
                     inflight[fut] = (job, span, est)
-                    inflight_bytes += est
                 if not inflight:
                     break
                 done, _ = wait(inflight, return_when=FIRST_COMPLETED)
                 for fut in done:
                     job, span, est = inflight.pop(fut)
-                    inflight_bytes -= est
+                    self.budget.give(est)
                     exc = fut.exception()
                     if exc is not None:
                         if not isinstance(exc, Cancelled) and failure is None:
@@ -375,6 +374,16 @@ class _Run:
             if self.progress is not None:  # counted in output tensors, like the totals
                 self.progress(len(job.targets), 0 if span is not None else written)
             job.prog = None  # free the program
+
+
+def _with_span(results: Iterator, span: tuple[int, int] | None) -> Iterator:
+    """`Evaluator.run`'s results as (target, tensor, finite, first, end element), like
+    `run_streamed`'s; None, None for whole tensors. Each result is released before the next is
+    computed."""
+    lo, hi = span if span is not None else (None, None)
+    for item in results:
+        yield (*item, lo, hi)
+        del item
 
 
 def _run_now(fn: Callable, *args) -> Future:

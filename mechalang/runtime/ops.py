@@ -161,6 +161,33 @@ def can_slice(prog: KeyProgram, registry: MethodRegistry | None = None) -> bool:
     return True
 
 
+def streamed_spec(op: str, registry: MethodRegistry | None = None):
+    """The stream factory of `op` (see MethodSpec.streamed), or None."""
+    if op in BUILTIN_OPS:
+        return None
+    spec = (registry if registry is not None else REGISTRY).get(op)
+    return spec.streamed if spec is not None else None
+
+
+def can_stream(prog: KeyProgram, registry: MethodRegistry | None = None) -> bool:
+    """True when `prog` can be evaluated in slices with passes (`Evaluator.run_streamed`): every
+    node element-wise or streamed, over floating tensors of one shape, and at least one streamed."""
+    shape = tuple(prog.targets[0].shape)
+    if any(tuple(t.shape) != shape for t in prog.targets):
+        return False
+    streamed = False
+    for node in prog.nodes:
+        e = node.expr
+        if isinstance(e, Read):
+            if e.dtype not in FLOAT_DTYPES or tuple(e.shape) != shape:
+                return False
+        elif streamed_spec(e.op, registry) is not None:
+            streamed = True
+        elif not is_elementwise(e.op, registry):
+            return False
+    return streamed
+
+
 def describe(e: KeyExpr) -> str:
     if isinstance(e, Read):
         return f"input {e.source} tensor {e.key!r}"
@@ -181,12 +208,13 @@ class Evaluator:
         self.non_blocking = device.type == "cuda"
 
     def run(self, prog: KeyProgram, span: tuple[int, int] | None = None,
-            cancelled: Callable[[], bool] | None = None
+            cancelled: Callable[[], bool] | None = None, streams: dict[int, object] | None = None
             ) -> Iterator[tuple[int, torch.Tensor, bool | None]]:
         """Yield (target index, CPU tensor in the target's dtype and shape, finite or None).
 
-        With `span=(lo, hi)` (only for programs where `can_slice` holds), evaluate elements
-        `lo:hi` of the flattened tensors instead, and yield 1-D tensors of `hi - lo` elements.
+        With `span=(lo, hi)` (only for programs where `can_slice` holds, or with `streams`),
+        evaluate elements `lo:hi` of the flattened tensors instead, and yield 1-D tensors of
+        `hi - lo` elements. `streams` maps node indices to streams ready to `apply`.
         """
         key = prog.key
         values: dict[int, torch.Tensor] = {}
@@ -219,7 +247,7 @@ class Evaluator:
                 del raw
             else:
                 args = [values[c] for c in node.children]
-                value = self._apply(e, args, key)
+                value = self._apply(e, args, key, streams.get(idx) if streams else None)
                 del args
                 for c in node.children:
                     remaining[c] -= 1
@@ -242,6 +270,88 @@ class Evaluator:
                 values[idx] = value
             del value
 
+    def run_streamed(self, prog: KeyProgram, step: int,
+                     cancelled: Callable[[], bool] | None = None
+                     ) -> Iterator[tuple[int, torch.Tensor, bool | None, int, int]]:
+        """Evaluate a program where `can_stream` holds in slices of `step` elements: for each
+        streamed node (children first), the passes its stream wants over all slices of its
+        arguments, then every slice of the outputs. Yields (target index, 1-D CPU tensor in the
+        target's dtype, finite or None, first element, end element). Memory: a few slices."""
+        n = numel(tuple(prog.targets[0].shape))
+        spans = [(lo, min(lo + step, n)) for lo in range(0, n, step)] or [(0, 0)]
+        streams: dict[int, object] = {}
+        for idx, node in enumerate(prog.nodes):
+            e = node.expr
+            factory = streamed_spec(e.op, self.registry) if isinstance(e, Op) else None
+            if factory is None:
+                continue
+            try:
+                stream = factory(n, **self._kwargs(e, prog.key))
+            except Exception as ex:
+                raise _op_failure(e, prog.key, ex) from ex
+            while self._call(e, prog.key, stream.wants_pass):
+                for span in spans:
+                    if cancelled is not None and cancelled():
+                        raise Cancelled()
+                    args = self._args_on(prog, idx, span, streams)
+                    self._call(e, prog.key, stream.observe, args)
+                    del args
+                self._call(e, prog.key, stream.end_pass)
+            streams[idx] = stream
+        for span in spans:
+            for ti, out, finite in self.run(prog, span, cancelled, streams):
+                yield ti, out, finite, span[0], span[1]
+
+    def _args_on(self, prog: KeyProgram, target: int, span: tuple[int, int],
+                 streams: dict[int, object]) -> list[torch.Tensor]:
+        """The values of node `target`'s arguments on elements `span` (streams before `target`
+        are ready to apply)."""
+        need: set[int] = set()
+        stack = list(prog.nodes[target].children)
+        while stack:
+            i = stack.pop()
+            if i not in need:
+                need.add(i)
+                stack.extend(prog.nodes[i].children)
+        values: dict[int, torch.Tensor] = {}
+        for idx in sorted(need):  # children come before their parents in `prog.nodes`
+            e = prog.nodes[idx].expr
+            if isinstance(e, Read):
+                size = element_size(e.dtype)
+                raw = self.reader.read_raw(e, span[0] * size, span[1] * size)
+                try:
+                    values[idx] = self._to_compute(view_as(raw, e.dtype, (span[1] - span[0],)),
+                                                   e.dtype)
+                except Exception as ex:
+                    raise _device_failure(f"loading {e.key!r} from input {e.source}", prog.key,
+                                          ex, None) from ex
+                del raw
+            else:
+                values[idx] = self._apply(e, [values[c] for c in prog.nodes[idx].children],
+                                          prog.key, streams.get(idx))
+        return [values[c] for c in prog.nodes[target].children]
+
+    def _call(self, e: Op, key: str, fn: Callable, *args):
+        """A stream's method, its failures reported like the method's own."""
+        try:
+            return fn(*args)
+        except RuntimeFailure:
+            raise
+        except Exception as ex:
+            raise _op_failure(e, key, ex) from ex
+
+    def _kwargs(self, e: Op, key: str) -> dict:
+        """The keyword arguments of a registered method's function: hyperparameters by their
+        Python names, and the key name where the method asks for it."""
+        spec = self.registry.get(e.op)
+        kwargs = {}
+        for name, value in dict(e.hypers).items():
+            h = spec.hyper(name)  # recipes say `lambda` where Python says `lambda_`
+            kwargs[getattr(h, "arg", name) if h is not None else name] = value
+        if spec.key_param:
+            kwargs[spec.key_param] = key
+        return kwargs
+
     def _to_compute(self, t: torch.Tensor, dtype: str) -> torch.Tensor:
         if self.device.type != "cpu":
             t = t.to(self.device, non_blocking=self.non_blocking)
@@ -249,10 +359,12 @@ class Evaluator:
             t = t.to(self.dtype)
         return t
 
-    def _apply(self, e: Op, args: list[torch.Tensor], key: str) -> torch.Tensor:
+    def _apply(self, e: Op, args: list[torch.Tensor], key: str, stream=None) -> torch.Tensor:
         hypers = dict(e.hypers)
         try:
-            if e.op == "add" or e.op == "sub":
+            if stream is not None:  # a streamed method on one slice, its statistics gathered
+                result = stream.apply(args)
+            elif e.op == "add" or e.op == "sub":
                 if len(args) != 2 or hypers:
                     raise RuntimeFailure(f"internal error: `{e.op}` takes two tensors and no "
                                          f"hyperparameters (key {key!r})", key=key, origin=e.origin)
@@ -277,13 +389,7 @@ class Evaluator:
                 if spec is None:
                     raise RuntimeFailure(f"unknown merge method `{e.op}` (key {key!r})", key=key,
                                          origin=e.origin)
-                kwargs = {}
-                for name, value in hypers.items():
-                    h = spec.hyper(name)  # recipes say `lambda` where Python says `lambda_`
-                    kwargs[getattr(h, "arg", name) if h is not None else name] = value
-                if spec.key_param:
-                    kwargs[spec.key_param] = key
-                result = spec.func(*args, **kwargs)
+                result = spec.func(*args, **self._kwargs(e, key))
         except RuntimeFailure as f:
             if f.origin is None and f.key in (None, key):
                 f.key, f.origin = key, e.origin

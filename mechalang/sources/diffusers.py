@@ -68,13 +68,14 @@ def _open_pipeline(path: str) -> Source:
     if not isinstance(index, dict):
         raise SourceError(index_path, "model_index.json is not a JSON object")
     cls = index.get("_class_name")
-    listed = {k: v for k, v in index.items() if not k.startswith("_") and _is_component(v)}
-    arch = pipeline_arch(index)
-    if arch is None:
+    listed = _listed(index)
+    candidates = _candidates(index)
+    if not candidates:
         known = ", ".join(sorted(dm.pipeline_classes()))
         raise SourceError(index_path, f"unknown pipeline class `{cls}` (components "
                                       f"{', '.join(sorted(listed)) or 'none'}): mechalang maps {known}, and "
                                       f"pipelines with exactly their components")
+    arch = _accepting(path, candidates, listed, index_path, cls)
     lay = dm.layout(arch)
     present = {}
     for comp in lay.components:
@@ -92,30 +93,83 @@ def _open_pipeline(path: str) -> Source:
     return _build(path, arch, present, f"diffusers {cls}")
 
 
-def pipeline_arch(index: dict) -> str | None:
+def pipeline_arch(index: dict, folder: str | None = None) -> str | None:
     """The architecture of a model_index.json: by its pipeline class, else (a community pipeline
-    class) by its components, when they are exactly one architecture's (by folder and class)."""
+    class) by its components, when they are exactly one architecture's (by folder and class). A
+    class several architectures share (StableDiffusionPipeline: SD1 and SD2) is the first whose
+    component configs under `folder` it refuses none of; without `folder`, the first."""
+    candidates = _candidates(index)
+    if len(candidates) > 1 and folder is not None:
+        return next((a for a in candidates if not _refusals(folder, a, _listed(index))), candidates[0])
+    return candidates[0] if candidates else None
+
+
+def _candidates(index: dict) -> tuple[str, ...]:
     cls = index.get("_class_name")
-    arch = dm.pipeline_classes().get(cls) if isinstance(cls, str) else None
-    if arch is None:
-        listed = {k: v for k, v in index.items() if not k.startswith("_") and _is_component(v)}
-        arch = _arch_by_components(listed)
-    return arch
+    archs = dm.pipeline_candidates().get(cls, ()) if isinstance(cls, str) else ()
+    if not archs:
+        archs = _archs_by_components(_listed(index))
+    return archs
+
+
+def _listed(index: dict) -> dict:
+    """The components a model_index.json lists with a class (not null)."""
+    return {k: v for k, v in index.items() if not k.startswith("_") and _is_component(v)}
+
+
+def _accepting(path: str, candidates: tuple[str, ...], listed: dict, index_path: str, cls) -> str:
+    """The first candidate architecture whose `refuse` rules no component config of the folder
+    meets; none: a SourceError with each one's reason (a mixed or foreign pipeline)."""
+    reasons = []
+    for arch in candidates:
+        found = _refusals(path, arch, listed)
+        if not found:
+            return arch
+        reasons.append((arch, found[0]))
+    if len(reasons) == 1:
+        where, why = reasons[0][1]
+        raise SourceError(where, f"config.json says {why}")
+    said = "; ".join(f"not {arch}: {os.path.relpath(where, path)} says {why}" for arch, (where, why) in reasons)
+    raise SourceError(index_path, f"a {cls} whose components are of different architectures ({said})")
+
+
+def _refusals(path: str, arch: str, listed: dict) -> list[tuple[str, str]]:
+    """(config.json path, what it says and why that is not `arch`) for each component config of the
+    pipeline folder `path` that the layout of `arch` refuses."""
+    out = []
+    for comp in dm.layout(arch).components:
+        if not comp.refuse or comp.folder not in listed:
+            continue
+        config_path = os.path.join(path, comp.folder, CONFIG)
+        try:
+            config = hf.read_json(config_path)
+        except SourceError:
+            continue  # reported when the folder is read
+        why = _refused(config, comp)
+        if why is not None:
+            out.append((config_path, why))
+    return out
+
+
+def _refused(config, comp) -> str | None:
+    if not isinstance(config, dict):
+        return None
+    for field, value, why in comp.refuse:
+        if _field(config, field) == value:
+            return f"{field} = {json.dumps(value)}: {why}"
+    return None
 
 
 def _is_component(v) -> bool:
     return isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)
 
 
-def _arch_by_components(listed: dict) -> str | None:
-    """An unknown pipeline class whose components are exactly one architecture's (by folder and
-    class): that architecture."""
+def _archs_by_components(listed: dict) -> tuple[str, ...]:
+    """An unknown pipeline class whose components are exactly those of some architectures (by
+    folder and class): those architectures."""
     models = {k: v[1] for k, v in listed.items() if not k.startswith(("tokenizer", "scheduler")) and k not in EXTRAS}
-    for arch in dm.archs_with_layout():
-        comps = {c.folder: c.cls for c in dm.layout(arch).components}
-        if models == comps:
-            return arch
-    return None
+    return tuple(arch for arch in dm.archs_with_layout()
+                 if models == {c.folder: c.cls for c in dm.layout(arch).components})
 
 
 #: Components a pipeline of any of these architectures may also list, which a merge leaves alone
@@ -137,13 +191,14 @@ def _open_component(path: str) -> Source:
     if not candidates:
         raise SourceError(config_path, f"a component of class `{cls}`, which no diffusers pipeline "
                                        f"mechalang maps has")
-    # The architecture whose map places the most of the folder's tensors (a UNet is SD1's or SDXL's).
+    # The architecture whose config rules accept the folder and whose map places the most of its
+    # tensors (a UNet is SD1's, SD2's or SDXL's; SD1's and SD2's have the same names).
     tensors, files, note = _weights(path)
     best = None
     for arch, comp in candidates:
         inv = _inventory(arch)
         found, _ = dm.source_layout(arch, inv, {comp.folder: tensors})
-        score = (sum(1 for k in found if k in inv), comp.folder == folder_name)
+        score = (_refused(config, comp) is None, sum(1 for k in found if k in inv), comp.folder == folder_name)
         if best is None or score > best[0]:
             best = (score, arch, comp)
     _, arch, comp = best
@@ -301,12 +356,13 @@ def _check_config(folder: str, comp, tensors: dict[str, Tensor]) -> None:
     if isinstance(cls, str) and cls != comp.cls and not (comp.cls == "CLIPTextModel" and cls.startswith("CLIPTextModel")):
         raise SourceError(path, f"the `{comp.folder}` component is a {comp.cls} in this pipeline, "
                                 f"but its config.json says {cls}")
-    for field, value, why in comp.refuse:
-        if _field(config, field) == value:
-            raise SourceError(path, f"config.json says {field} = {json.dumps(value)}: {why}")
+    why = _refused(config, comp)
+    if why is not None:
+        raise SourceError(path, f"config.json says {why}")
     for field, name, dim in comp.config:
         want = _field(config, field)
-        t = tensors.get(name) or tensors.get(comp.optional_prefix + name)
+        pre = comp.optional_prefix
+        t = tensors.get(name) or tensors.get(pre + name) or (tensors.get(name[len(pre):]) if pre and name.startswith(pre) else None)
         if not isinstance(want, int) or isinstance(want, bool) or t is None or dim >= len(t.shape):
             continue
         if t.shape[dim] != want:

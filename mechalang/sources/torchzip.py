@@ -10,7 +10,16 @@ numel)` whose bytes are the entry `<name>/data/<key>`. The pickle is parsed by a
 so a pickle that refers to anything else (`os.system`, a training callback's class) is refused with
 the name it asked for. Each tensor's bytes are then an absolute byte range inside the archive.
 
-Legacy (pre-1.6, non-zip) torch files are refused: re-save them with a current torch.
+Legacy torch files (torch before 1.6, or `torch.save(..., _use_new_zipfile_serialization=False)`)
+are read the same way: the file is five pickles in a row (a magic number, the protocol version
+1001, a dict saying the byte order, the saved object, the list of storage keys), then each storage
+in that order as an 8-byte little-endian element count followed by its raw bytes. The object is
+parsed by the same restricted unpickler; the storages are located by stepping over the counts
+(a seek per storage, nothing else is read), so each tensor is again a byte range of the file.
+
+Zip entries that are compressed (an archive re-packed by a zip tool; torch.save never compresses)
+are refused with the reason: a tensor inside a deflate stream is no byte range, and reading one
+would mean inflating the entry, which the streaming reader does not do.
 """
 
 from __future__ import annotations
@@ -103,6 +112,10 @@ def _ordered_dict(*args):
 
 
 class _Unpickler(pickle.Unpickler):
+    def __init__(self, file):
+        super().__init__(file)
+        self.storages: dict[str, _StorageRef] = {}  # every storage the pickle refers to, by key
+
     def find_class(self, module: str, name: str):
         if module == "torch._utils" and name in _REBUILD:
             return _rebuild_parameter if name.startswith("_rebuild_parameter") else _rebuild_tensor
@@ -116,11 +129,15 @@ class _Unpickler(pickle.Unpickler):
                       f"container; loading it would run code from the file")
 
     def persistent_load(self, pid):
-        if (not isinstance(pid, tuple) or len(pid) != 5 or pid[0] != "storage"
-                or not isinstance(pid[1], _StorageType)):
+        # zip files: ("storage", type, key, location, numel); legacy files add view metadata,
+        # None unless the storage is a view into another (which no torch since 1.0 writes)
+        if (not isinstance(pid, tuple) or len(pid) not in (5, 6) or pid[0] != "storage"
+                or not isinstance(pid[1], _StorageType) or (len(pid) == 6 and pid[5] is not None)):
             raise Refused(f"its pickle has a persistent id that is not a tensor storage: {pid!r:.80}")
-        _, stype, key, _location, numel = pid
-        return _StorageRef(str(key), stype.dtype, int(numel))
+        _, stype, key, _location, numel = pid[:5]
+        ref = _StorageRef(str(key), stype.dtype, int(numel))
+        self.storages[ref.key] = ref
+        return ref
 
 
 # ------------------------------------------------------------------------------------------------
@@ -157,9 +174,7 @@ def open_file(path: str) -> Source:
         with open(path, "rb") as f:
             magic = f.read(4)
             if magic != b"PK\x03\x04":
-                raise SourceError(path, "not a zip-format torch file (a legacy torch.save file, or "
-                                        "not a torch file at all); re-save it with a current torch "
-                                        "(`torch.save(torch.load(path), path)`) or as safetensors")
+                return _open_legacy(path, f, st)
             try:
                 zf = zipfile.ZipFile(f)
             except zipfile.BadZipFile as e:
@@ -189,7 +204,7 @@ def open_file(path: str) -> Source:
             for name, ref in sd.items():
                 if not isinstance(ref, _TensorRef):
                     continue  # non-tensor entries of a state dict (a step count, ...)
-                tensors[str(name)] = _tensor(path, f, infos, prefix, str(name), ref)
+                tensors[str(name)] = _tensor(path, str(name), ref, *_zip_entry(path, f, infos, prefix, str(name), ref))
     except OSError as e:
         raise SourceError(path, f"cannot read: {e.strerror or e}") from None
     note = "zip" + (", nested state_dict" if sd is not obj else "")
@@ -197,17 +212,93 @@ def open_file(path: str) -> Source:
                   note=note)
 
 
-def _tensor(path, f, infos, prefix, name, ref: _TensorRef) -> Tensor:
+def _zip_entry(path, f, infos, prefix, name, ref: _TensorRef) -> tuple[int, int]:
+    """(absolute offset, size in bytes) of the zip entry holding a tensor's storage."""
     info = infos.get(f"{prefix}data/{ref.storage.key}")
     if info is None:
         raise SourceError(path, f"tensor `{name}`: its data entry `data/{ref.storage.key}` is missing")
     if info.compress_type != zipfile.ZIP_STORED:
-        raise SourceError(path, f"tensor `{name}`: its data entry is compressed; re-save it with "
-                                f"torch.save (which stores entries uncompressed) or as safetensors")
+        method = {zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}.get(
+            info.compress_type, f"method {info.compress_type}")
+        raise SourceError(path, f"tensor `{name}`: its data entry is compressed ({method}), so it is no byte "
+                                f"range of the file and cannot be streamed; re-save it with torch.save (which "
+                                f"stores entries uncompressed) or as safetensors, or unpack and re-zip it "
+                                f"with `zip -0`")
+    return _entry_data_offset(f, info), info.file_size
+
+
+# ------------------------------------------------------------------------------------------------
+# Legacy (non-zip) files
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
+RESAVE = "re-save it with a current torch (`torch.save(torch.load(path), path)`) or as safetensors"
+
+
+def _open_legacy(path: str, f, st) -> Source:
+    f.seek(0)
+    try:
+        magic = _Unpickler(f).load()
+    except Exception:
+        magic = None
+    if magic != LEGACY_MAGIC:
+        raise SourceError(path, "not a torch file: neither a zip archive nor a legacy torch.save file")
+    try:
+        version, sys_info = _Unpickler(f).load(), _Unpickler(f).load()
+    except Exception as e:
+        raise SourceError(path, f"a legacy torch file whose header cannot be read ({type(e).__name__})") from None
+    if version != LEGACY_PROTOCOL or not isinstance(sys_info, dict):
+        raise SourceError(path, f"a legacy torch file of protocol {version!r}, not {LEGACY_PROTOCOL}; {RESAVE}")
+    if not sys_info.get("little_endian", False):
+        raise SourceError(path, "its tensors are stored big-endian; re-save it on a little-endian machine")
+    up = _Unpickler(f)
+    try:
+        obj = up.load()
+        keys = _Unpickler(f).load()
+    except Refused as r:
+        raise SourceError(path, f"refused: {r}") from None
+    except Exception as e:
+        raise SourceError(path, f"its pickle cannot be read ({type(e).__name__}: {str(e)[:120]})") from None
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise SourceError(path, "a legacy torch file without its list of storages")
+    # Step over the storages, in the listed order, to find where each one's bytes are.
+    where: dict[str, tuple[int, int]] = {}
+    pos = f.tell()
+    for key in keys:
+        ref = up.storages.get(key)
+        if ref is None:
+            raise SourceError(path, f"storage `{key}` is listed but no tensor refers to it")
+        f.seek(pos)
+        head = f.read(8)
+        if len(head) != 8:
+            raise SourceError(path, f"storage `{key}` is missing: the file ends at byte {pos}")
+        (count,) = struct.unpack("<q", head)
+        size = element_size(ref.dtype) if ref.dtype in _DTYPES.values() else 1
+        if count != ref.numel:
+            raise SourceError(path, f"storage `{key}` holds {count} elements, its tensors say {ref.numel}")
+        where[key] = (pos + 8, count * size)
+        pos += 8 + count * size
+    if pos > st.st_size:
+        raise SourceError(path, f"truncated: its storages need {pos} bytes, the file has {st.st_size}")
+    sd = _state_dict(obj)
+    if sd is None:
+        raise SourceError(path, "holds no dict of tensors (looked at the top level and at `state_dict`, "
+                                "`model`, `module`)")
+    tensors: dict[str, Tensor] = {}
+    for name, ref in sd.items():
+        if isinstance(ref, _TensorRef):
+            if ref.storage.key not in where:
+                raise SourceError(path, f"tensor `{name}`: its storage `{ref.storage.key}` is not in the file")
+            tensors[str(name)] = _tensor(path, str(name), ref, *where[ref.storage.key])
+    note = "legacy torch.save" + (", nested state_dict" if sd is not obj else "")
+    return Source(path, "torch", (SourceFile(path, st.st_size, st.st_mtime_ns),), tensors, {}, note=note)
+
+
+def _tensor(path, name, ref: _TensorRef, base: int, entry_size: int) -> Tensor:
+    """A tensor whose storage's bytes are [base, base + entry_size) of the file."""
     if ref.dtype not in _DTYPES.values():
         raise SourceError(path, f"tensor `{name}` has an unsupported dtype")
     size = element_size(ref.dtype)
-    base = _entry_data_offset(f, info)
     shape, stride = ref.shape, ref.stride
     numel = 1
     for d in shape:
@@ -222,7 +313,7 @@ def _tensor(path, f, infos, prefix, name, ref: _TensorRef) -> Tensor:
                                     f"`.contiguous()` tensors")
     begin = base + ref.offset * size
     end = begin + numel * size
-    if end > base + info.file_size:
+    if end > base + entry_size:
         raise SourceError(path, f"tensor `{name}` runs past the end of its data entry")
     if transposed:
         inner = Stored(ref.dtype, (shape[1], shape[0]), 0, begin, end, name)

@@ -224,7 +224,7 @@ MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 RESERVED = {
     "import", "from", "as", "param", "let", "def", "export", "to", "for", "in", "with", "true",
     "false", "inf", "nan", "default", "model", "mbw", "key", "recipe", "out", "str", "int", "float", "bool",
-    "list", "Model", "Delta", "Hyper", "Arch", "lora", "sd1", "sdxl", "sd3", "flux", "llama", "generic",
+    "list", "Model", "Delta", "Hyper", "Arch", "lora", "sd1", "sd2", "sdxl", "sd3", "flux", "llama", "generic",
     "fp16", "bf16", "fp32", "fp64", "fp8",
 } | set(METHOD_SIGNATURES) | {m.name for m in METHODS.values()} | set(ARCHES.values())
 
