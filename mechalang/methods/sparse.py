@@ -196,28 +196,34 @@ def _della_(D, shape, density: float, epsilon: float, rescale: bool, seed: int, 
                          f"epsilon = {epsilon}")
     rows = shape[0] if len(shape) >= 2 else 1
     cols = N // rows
-    positions = torch.arange(cols, device=D.device).expand(rows, cols)
+    if cols > 1:
+        # the keep probability of each rank r = 0 … cols − 1: (density − ε) + r·2ε/(cols − 1), in D's
+        # dtype; scattered to the entries by their rank (the same rounding as computing it per entry)
+        p_of_rank = torch.arange(cols, device=D.device).to(D.dtype).mul_(2 * epsilon / (cols - 1)).add_(low)
+        p_of_rank = p_of_rank.expand(rows, cols)
+    bits_dtype = torch.int64 if D.dtype == torch.float64 else torch.int32
     for i in range(n):
         x = D[i].view(rows, cols)
-        order = x.abs().argsort(dim=1, stable=True)  # ties ranked by position: deterministic
-        rank = torch.empty_like(order)
-        rank.scatter_(1, order, positions)
-        del order
         if cols > 1:
-            p = rank.to(D.dtype).mul_(2 * epsilon / (cols - 1)).add_(low)
+            # Ranks by magnitude, ties by position (a stable sort). Non-negative floats order as
+            # their bit patterns read as integers, and an integer sort is ~3x faster than a float
+            # one (no NaN-aware comparisons).
+            order = x.abs().view(bits_dtype).argsort(dim=1, stable=True)
+            p = torch.empty_like(x).scatter_(1, order, p_of_rank)
+            del order
         else:
             p = torch.full((rows, cols), density, dtype=D.dtype, device=D.device)
-        del rank
         u = _random.uniform((N,), seed, key, i, device=D.device).view(rows, cols)
-        keep = u < p
-        del u
         if rescale and rescale_norm == "probability":
-            x.copy_(torch.where(keep, x / p, 0))
+            # survivors ÷ their p, the dropped entries +0 (a division by p = 0 is always dropped)
+            x.div_(p).masked_fill_(u >= p, 0)
         else:
+            keep = u < p
             before = _norm_of(x, rescale_norm) if rescale else 0.0
             x.mul_(keep)
             if rescale:
                 _rescale_to_(x, before, rescale_norm)
+        del u, p
     return D
 
 
