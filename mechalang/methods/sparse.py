@@ -532,6 +532,18 @@ def model_stock(base: Weight, *models: Weight, filter_wise: Bool() = False) -> W
     return _finish(out, base)
 
 
+def _centred_gram(X, chunk: int = 1 << 18):
+    """G = Y·Yᵀ in float64 for the rows of X (n, N) centred on their column means, a block of
+    columns at a time (bounded scratch memory)."""
+    n, N = X.shape
+    gram = torch.zeros((n, n), dtype=torch.float64, device=X.device)
+    for lo in range(0, N, chunk):
+        Y = X[:, lo:lo + chunk].to(torch.float64, copy=True)  # X itself must stay
+        Y -= Y.mean(0)
+        gram += Y @ Y.mT
+    return gram.cpu()
+
+
 @merge_method(formula="argmin_m Σᵢ ‖mᵢ − m‖₂   (Weiszfeld: m ← Σᵢ mᵢ/dᵢ / Σᵢ 1/dᵢ, dᵢ = max(‖mᵢ − m‖, eps))",
               family="consensus")
 def geometric_median(*models: Same, eps: Float(0.0, lo_open=True) = 1e-6, max_iter: Int(0) = 100,
@@ -542,25 +554,37 @@ def geometric_median(*models: Same, eps: Float(0.0, lo_open=True) = 1e-6, max_it
     Each iteration reweights the models by 1 / max(‖mᵢ − m‖₂, eps); it stops after `max_iter`
     iterations or when the objective Σᵢ ‖mᵢ − m‖ changes by at most ftol × its value. sd-mecha's
     `geometric_median` (which names max_iter `maxiter`). Robust to one outlier model where the
-    mean is not. Distances accumulate in float64.
+    mean is not. Distances come from the models' Gram matrix, in float64.
     """
     dtype = _work_dtype(*models)
     if models[0].numel() == 0 or all(torch.equal(models[0], m) for m in models[1:]):
         return models[0]
     X = _stack(models, dtype)
+    if int(max_iter) == 0:
+        return _finish(X.mean(0), models[0])
+    # Every iterate is a combination m = Σⱼ wⱼ·Xⱼ with Σⱼ wⱼ = 1, so its distances to the models
+    # follow from the models' Gram matrix alone: with Y the models minus any common centre,
+    # ‖Xᵢ − m‖² = (eᵢ − w)ᵀ·G·(eᵢ − w), G = Y·Yᵀ. One pass over the tensor builds G (in float64,
+    # centred on the mean so that no large norms cancel), the iterations are n×n arithmetic, and
+    # one more pass forms the median: not two passes over all models per iteration.
+    gram = _centred_gram(X)
+    n = X.shape[0]
+    eye = torch.eye(n, dtype=torch.float64)
 
-    def distances(m):
-        return torch.linalg.vector_norm(X - m, dim=1, dtype=torch.float64)
+    def distances(w):
+        diff = eye - w  # row i: eᵢ − w
+        return torch.einsum("ij,jk,ik->i", diff, gram, diff).clamp_min_(0).sqrt_()
 
-    median = X.mean(0)
-    d = distances(median)
+    w = torch.full((n,), 1.0 / n, dtype=torch.float64)  # the mean
+    d = distances(w)
     objective = float(d.sum())
     for _ in range(int(max_iter)):
-        w = 1.0 / d.clamp_min(float(eps))
-        median = (w / w.sum()).to(dtype) @ X
-        d = distances(median)
+        inv = 1.0 / d.clamp_min(float(eps))
+        w = inv / inv.sum()
+        d = distances(w)
         new = float(d.sum())
         if abs(objective - new) <= float(ftol) * new:
             break
         objective = new
+    median = w.to(device=X.device, dtype=dtype) @ X
     return _finish(median, models[0])
