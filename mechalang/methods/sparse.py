@@ -532,7 +532,7 @@ def model_stock(base: Weight, *models: Weight, filter_wise: Bool() = False) -> W
     return _finish(out, base)
 
 
-def _centred_gram(X, chunk: int = 1 << 18):
+def _centred_gram(X, chunk: int = 1 << 16):
     """G = Y·Yᵀ in float64 for the rows of X (n, N) centred on their column means, a block of
     columns at a time (bounded scratch memory)."""
     n, N = X.shape

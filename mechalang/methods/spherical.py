@@ -219,7 +219,8 @@ def karcher_mean(*models: Same, max_iter: Int(1, None) = 10,
     moved along the average log map Σ θᵢ/sin θᵢ · (m̂ᵢ − cos θᵢ·μ) / k (θᵢ the angle to m̂ᵢ, terms
     with θᵢ < `tol` skipped) for at most `max_iter` steps, stopping when that step is shorter than
     `tol`. The result is μ times the mean of all n norms (zero-norm tensors included, as in
-    mergekit). All inputs of zero norm give zeros.
+    mergekit). All inputs of zero norm give zeros. The iterations run on the coefficients of μ
+    in the unit vectors, with their Gram matrix in float64.
     """
     if len(models) == 1:
         return models[0]
@@ -228,39 +229,56 @@ def karcher_mean(*models: Same, max_iter: Int(1, None) = 10,
     n = len(models)
     rows = [r.reshape(-1) for r in rows]
     tol_f = float(tol)
-    # Norms, dot products and step lengths reduce whole tensors, float64-accurate (the per-model
-    # scalars are float64; the vectors stay in the working dtype). Everything is done model by
-    # model: no (n, N) stacks of units and tangents.
-    norms = [float(norm64(r)) for r in rows]
-    units = [torch.div(r, float(torch.tensor(nr, dtype=r.dtype))) for r, nr in zip(rows, norms) if nr > tol_f]
-    if rows[0].numel() == 0 or not units:
+    # Every iterate μ is a combination Σ cᵢ·m̂ᵢ of the unit vectors (the start is their mean, and
+    # each step adds a tangent that is itself such a combination), so the iterations run on the
+    # coefficients c alone with the units' Gram matrix G: m̂ᵢ·μ = (G·c)ᵢ and |Σ τᵢ·m̂ᵢ|² = τᵀ·G·τ.
+    # One pass over the tensors builds G (float64, exact to rounding), one more forms μ: not
+    # k + 2 passes per iteration, and no rounding of μ to the working dtype between iterations.
+    gram = _gram64(rows)
+    norms = [math.sqrt(max(float(gram[i, i]), 0.0)) for i in range(n)]
+    kept = [i for i in range(n) if norms[i] > tol_f]
+    if rows[0].numel() == 0 or not kept:
         return _down(torch.zeros_like(rows[0]).reshape(shape), dtype)
-    k = len(units)
-    mean = torch.zeros_like(units[0])
-    for u in units:
-        mean.add_(u)
-    mean.div_(k)
-    mean_norm = float(norm64(mean))
-    mean = units[0].clone() if mean_norm < tol_f else mean.div_(mean_norm)
+    k = len(kept)
+    G = [[float(gram[i, j]) / (norms[i] * norms[j]) for j in kept] for i in kept]  # the units' Gram
+
+    def combined_norm(c):
+        return math.sqrt(max(sum(c[i] * G[i][j] * c[j] for i in range(k) for j in range(k)), 0.0))
+
+    c = [1.0 / k] * k
+    mean_norm = combined_norm(c)
+    c = [1.0] + [0.0] * (k - 1) if mean_norm < tol_f else [x / mean_norm for x in c]
     for _ in range(int(max_iter)):
         # tangent = Σ fᵢ·(m̂ᵢ − cos θᵢ·μ) / k = Σ (fᵢ/k)·m̂ᵢ − (Σ (fᵢ/k)·cos θᵢ)·μ,  fᵢ = θᵢ / sin θᵢ
         coef, along = [], 0.0
-        for u in units:
-            c = min(1.0, max(-1.0, float(dot64(u, mean))))
-            theta = math.acos(c)
+        for i in range(k):
+            cos_i = min(1.0, max(-1.0, sum(G[i][j] * c[j] for j in range(k))))
+            theta = math.acos(cos_i)
             f = theta / math.sin(theta) / k if theta >= tol_f else 0.0
             coef.append(f)
-            along += f * c
-        tangent = torch.zeros_like(mean)
-        for f, u in zip(coef, units):
-            if f:
-                tangent.add_(torch.mul(u, f))
-        tangent.sub_(torch.mul(mean, along))
-        step = float(norm64(tangent))
+            along += f * cos_i
+        tangent = [coef[i] - along * c[i] for i in range(k)]
+        step = combined_norm(tangent)
         if step < tol_f:
             break
-        mean.mul_(math.cos(step)).add_(tangent.mul_(math.sin(step) / step))
-        mean_norm = float(norm64(mean))
+        c = [math.cos(step) * c[i] + math.sin(step) / step * tangent[i] for i in range(k)]
+        mean_norm = combined_norm(c)
         if mean_norm > tol_f:
-            mean.div_(mean_norm)
-    return _down(mean.mul_(sum(norms) / n).reshape(shape), dtype)
+            c = [x / mean_norm for x in c]
+    # μ·(Σ|mᵢ|/n) = Σ (cᵢ/|mᵢ|)·(Σ|mⱼ|/n)·mᵢ, in one pass (no unit vectors are formed)
+    scale = sum(norms) / n
+    out = torch.mul(rows[kept[0]], c[0] / norms[kept[0]] * scale)
+    for ci, i in zip(c[1:], kept[1:]):
+        out.add_(torch.mul(rows[i], ci / norms[i] * scale))
+    return _down(out.reshape(shape), dtype)
+
+
+def _gram64(rows, chunk: int = 1 << 16):
+    """The Gram matrix Σ rᵢ·rⱼ of 1-d tensors of one dtype, in float64 (each block of columns
+    converted to float64: exact products, float64 sums), on the CPU."""
+    n, N = len(rows), rows[0].numel()
+    gram = torch.zeros((n, n), dtype=torch.float64, device=rows[0].device)
+    for lo in range(0, N, chunk):
+        block = torch.stack([r[lo:lo + chunk] for r in rows]).to(torch.float64)
+        gram += block @ block.mT
+    return gram.cpu()
