@@ -62,6 +62,22 @@ def _model_weights(text: str, n: int) -> list:
 
 WeightList = _NumberList("str")
 
+_BLOCK = 1 << 17  # elements per block of the final combinations (a cache-sized temporary)
+
+
+def _combine2(a, s0, b, s1, div=None):
+    """s0·a + s1·b (÷ div) for 1-d a and b: each product rounded, then their sum, then the
+    quotient, exactly as the whole-tensor expression, but a block at a time into one output, so
+    no full-size temporaries are allocated (and page-faulted) for a large tensor."""
+    out = torch.empty_like(a)
+    for lo in range(0, a.numel(), _BLOCK):
+        o = out[lo:lo + _BLOCK]
+        torch.mul(a[lo:lo + _BLOCK], s0, out=o)
+        o.add_(torch.mul(b[lo:lo + _BLOCK], s1))
+        if div is not None:
+            o.div_(div)
+    return out
+
 
 # ------------------------------------------------------------------------------------------------
 
@@ -94,7 +110,7 @@ def slerp(a: Same, b: Same, *, alpha: Float(0.0, 1.0) = 0.5,
     sin_omega = math.sin(omega)
     s0 = math.sin((1.0 - t) * omega) / sin_omega
     s1 = math.sin(t * omega) / sin_omega
-    return _down(s0 * a_w + s1 * b_w, dtype)
+    return _down(_combine2(a_w.reshape(-1), s0, b_w.reshape(-1), s1).reshape(a.shape), dtype)
 
 
 def _nuslerp_vectors(t: float, v0, v1, eps: float):
@@ -106,7 +122,7 @@ def _nuslerp_vectors(t: float, v0, v1, eps: float):
     if v0.dim() == 1:
         n0, n1 = float(norm64(v0)), float(norm64(v1))
         c = float(dot64(v0, v1)) / (max(n0, 1e-7) * max(n1, 1e-7))
-        cos = torch.tensor([min(1.0, max(-1.0, c))], dtype=v0.dtype, device=v0.device)
+        cos = torch.tensor(min(1.0, max(-1.0, c)), dtype=v0.dtype)
     else:
         cos = torch.sum(unit(v0) * unit(v1), dim=-1, keepdim=True).clamp(-1.0, 1.0)
     theta = torch.acos(cos)
@@ -114,6 +130,11 @@ def _nuslerp_vectors(t: float, v0, v1, eps: float):
     # sin(acos(−1)) = sin(π) ≈ −8.7e-8 would not count as colinear and blow the result up
     sin_theta = torch.sqrt((1.0 - cos * cos).clamp(min=0.0))
     colinear = sin_theta.abs() < eps
+    if v0.dim() == 1:  # one angle: the coefficients are scalars (in the working dtype)
+        if bool(colinear):
+            return torch.lerp(v0, v1, t)
+        return _combine2(v0.contiguous(), torch.sin((1.0 - t) * theta), v1.contiguous(), torch.sin(t * theta),
+                         sin_theta)
     safe_sin = torch.where(colinear, torch.ones_like(sin_theta), sin_theta)
     spherical = (torch.sin((1.0 - t) * theta) * v0 + torch.sin(t * theta) * v1) / safe_sin
     return torch.where(colinear, torch.lerp(v0, v1, t), spherical)
