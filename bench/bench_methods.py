@@ -33,7 +33,8 @@ every mecha run would compile its ~100 modules again: about 0.4 s).
 
 `--phases` runs mecha's side in-process in a child that times each phase: Python's start, importing
 mechalang's front end, importing torch, loading and planning the recipe, executing it (read, compute
-and write overlap there; the time to the first key written is shown), and the interpreter's exit.
+and write overlap there; the time to the first key written is shown), and ending the process as
+`mecha` does.
 """
 
 from __future__ import annotations
@@ -297,6 +298,7 @@ def phase_child(recipe: str) -> None:
     """Run one recipe in this process and print the time of each phase as JSON (see --phases)."""
     t0 = time.time()
     from mechalang import pipeline
+    from mechalang.cli import _exit
     from mechalang.commands.check import load
     t1 = time.time()
     import torch  # noqa: F401
@@ -311,6 +313,7 @@ def phase_child(recipe: str) -> None:
         raise SystemExit(f"{recipe} failed: {[d.message for d in result.diagnostics]}")
     print(json.dumps(dict(t0=t0, front_end=t1 - t0, torch=t2 - t1, plan=t3 - t2, execute=t4 - t3,
                           first_key=result.stats.first_key_seconds, t_end=t4)), flush=True)
+    _exit(0)  # as `mecha` ends its process
 
 
 def phases(recipe: Path, env: dict) -> str:

@@ -206,8 +206,8 @@ def _della_(D, shape, density: float, epsilon: float, rescale: bool, seed: int, 
         x = D[i].view(rows, cols)
         if cols > 1:
             # Ranks by magnitude, ties by position (a stable sort). Non-negative floats order as
-            # their bit patterns read as integers, and an integer sort is ~3x faster than a float
-            # one (no NaN-aware comparisons).
+            # their bit patterns read as integers, and an integer sort is faster than a float one
+            # (no NaN-aware comparisons: 117 against 144 ms for 2816 rows of 1024 bf16 deltas).
             order = x.abs().view(bits_dtype).argsort(dim=1, stable=True)
             p = torch.empty_like(x).scatter_(1, order, p_of_rank)
             del order
