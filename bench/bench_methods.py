@@ -4,6 +4,7 @@
     python bench/bench_methods.py --methods sce,karcher --rounds 3
     python bench/bench_methods.py --mergekit /path/to/venv/bin/mergekit-yaml
     python bench/bench_methods.py --profile sce                      # where mecha's time goes
+    python bench/bench_methods.py --phases --methods slerp,della      # mecha's run phase by phase
 
 Three Llama-shaped bf16 checkpoints (a base and two fine-tunes: 8 layers, hidden 1024, 16 query / 4
 key-value heads, intermediate 2816, vocabulary 32000, untied head: about 311 MB each) are written
@@ -22,7 +23,18 @@ drop entries at random, so their outputs differ by design (each tool has its own
 
 mergekit is optional (an extra of the benchmarks, never of the tests): install it in its own
 environment (`python -m venv mk && mk/bin/pip install torch==2.13.0 mergekit`) and pass
-`--mergekit mk/bin/mergekit-yaml`; without it only mecha's times are printed.
+`--mergekit mk/bin/mergekit-yaml`; without it only mecha's times are printed. mergekit has no
+geometric median: `geometric_median` is timed against `bench/baseline_geometric_median.py`, a plain
+torch script (per key: load, Weiszfeld's iterations on the stacked tensors, save).
+
+Both tools run from compiled bytecode, as installed packages do: mechalang is byte-compiled once
+before the rounds and PYTHONDONTWRITEBYTECODE is removed from the children's environment (with it,
+every mecha run would compile its ~100 modules again: about 0.4 s).
+
+`--phases` runs mecha's side in-process in a child that times each phase: Python's start, importing
+mechalang's front end, importing torch, loading and planning the recipe, executing it (read, compute
+and write overlap there; the time to the first key written is shown), and ending the process as
+`mecha` does.
 """
 
 from __future__ import annotations
@@ -86,6 +98,8 @@ METHODS: dict[str, dict] = {
     "model_stock": dict(
         mergekit="merge_method: model_stock\nbase_model: {base}\nmodels:\n  - model: {ft0}\n  - model: {ft1}\n",
         mecha="model_stock(base, ft0, ft1)"),
+    # mergekit has no geometric median: the reference is a plain-torch script (see its docstring)
+    "geometric_median": dict(baseline="baseline_geometric_median.py", mecha="geometric_median(base, ft0, ft1)"),
 }
 
 
@@ -203,10 +217,15 @@ def main() -> None:
     ap.add_argument("--mergekit", default=shutil.which("mergekit-yaml"),
                     help="mergekit-yaml to compare with (default: the one on PATH, if any)")
     ap.add_argument("--profile", metavar="METHOD", help="profile mecha's run of one method instead")
+    ap.add_argument("--phases", action="store_true", help="time mecha's run phase by phase instead")
     ap.add_argument("--make", help=argparse.SUPPRESS)
+    ap.add_argument("--phase-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.make:
         make_models(args.dir, json.loads(args.make))
+        return
+    if args.phase_child:
+        phase_child(args.phase_child)
         return
     cfg = llama_config(args.layers, args.hidden, int(args.hidden * 2.75), 32000, 16, 4)
     ensure_models(args.dir, cfg)
@@ -220,6 +239,8 @@ def main() -> None:
         raise SystemExit(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
     mecha = [sys.executable, "-m", "mechalang"]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "mechalang")], env=env, check=True)
     rows = []
     for method in methods:
         spec = METHODS[method]
@@ -233,30 +254,78 @@ def main() -> None:
                 subprocess.run([sys.executable, "-m", "cProfile", "-s", "cumulative", "-m", "mechalang", "run",
                                 str(recipe), "--overwrite", "--allow-unused"], env=env, check=True)
             continue
-        config = work / f"{method}.yml"
-        config.write_text(spec["mergekit"].format(**models) + "dtype: float32\nout_dtype: bfloat16\n")
+        if args.phases:
+            for _ in range(args.rounds):
+                print(f"{method:16s} " + phases(recipe, env), flush=True)
+            continue
         out_mk = work / f"{method}_mergekit"
+        if "baseline" in spec:  # a plain-torch reference script instead of mergekit
+            other = [sys.executable, str(ROOT / "bench" / spec["baseline"]), str(out_mk / "model.safetensors"),
+                     *(f"{models[n]}/model.safetensors" for n in NAMES)]
+            reference = spec["baseline"]
+        else:
+            config = work / f"{method}.yml"
+            config.write_text(spec["mergekit"].format(**models) + "dtype: float32\nout_dtype: bfloat16\n")
+            other = [args.mergekit, str(config), str(out_mk)] if args.mergekit else None
+            reference = "mergekit"
         t_mecha, t_mk, rss_mecha, rss_mk = [], [], 0, 0
         for _ in range(args.rounds):
             t, rss = run([*mecha, "run", str(recipe), "--overwrite", "--allow-unused"], env)
             t_mecha.append(t)
             rss_mecha = max(rss_mecha, rss)
-            if args.mergekit:
+            if other:
                 shutil.rmtree(out_mk, ignore_errors=True)
-                t, rss = run([args.mergekit, str(config), str(out_mk)])
+                out_mk.mkdir()
+                t, rss = run(other, env if "baseline" in spec else None)
                 t_mk.append(t)
                 rss_mk = max(rss_mk, rss)
         row = {"method": method, "mecha_s": statistics.median(t_mecha), "mecha_rss_mib": rss_mecha}
         if t_mk:
             rel, share = compare(out_mecha, output_file(out_mk))
-            row.update(mergekit_s=statistics.median(t_mk), mergekit_rss_mib=rss_mk,
+            row.update(reference=reference, mergekit_s=statistics.median(t_mk), mergekit_rss_mib=rss_mk,
                        ratio=statistics.median(t_mk) / statistics.median(t_mecha), max_rel=rel,
                        far=share, random=bool(spec.get("random")))
         rows.append(row)
         print(format_row(row), flush=True)
+    if args.phases or args.profile:
+        return
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
     (results / "methods.json").write_text(json.dumps(rows, indent=2))
+
+
+def phase_child(recipe: str) -> None:
+    """Run one recipe in this process and print the time of each phase as JSON (see --phases)."""
+    t0 = time.time()
+    from mechalang import pipeline
+    from mechalang.cli import _exit
+    from mechalang.commands.check import load
+    t1 = time.time()
+    import torch  # noqa: F401
+    t2 = time.time()
+    program = load(recipe, (), None, (), force=False, allow_unused=True)
+    planned = pipeline.plan(program, output=None, precision="fp32", strict=False, hash_inputs=False,
+                            shard_size=None)
+    t3 = time.time()
+    result = pipeline.execute(planned, overwrite=True)
+    t4 = time.time()
+    if not result.ok:
+        raise SystemExit(f"{recipe} failed: {[d.message for d in result.diagnostics]}")
+    print(json.dumps(dict(t0=t0, front_end=t1 - t0, torch=t2 - t1, plan=t3 - t2, execute=t4 - t3,
+                          first_key=result.stats.first_key_seconds, t_end=t4)), flush=True)
+    _exit(0)  # as `mecha` ends its process
+
+
+def phases(recipe: Path, env: dict) -> str:
+    start = time.time()
+    p = subprocess.run([sys.executable, __file__, "--phase-child", str(recipe)], env=env,
+                       capture_output=True, text=True, check=True)
+    end = time.time()
+    d = json.loads(p.stdout.strip().splitlines()[-1])
+    return (f"wall {end - start:5.2f} s = python start {d['t0'] - start:4.2f} + front end {d['front_end']:4.2f} "
+            f"+ import torch {d['torch']:4.2f} + load and plan {d['plan']:4.2f} + execute {d['execute']:5.2f} "
+            f"(first key at {d['first_key']:4.2f}) + exit {end - d['t_end']:4.2f}   "
+            f"(load average {os.getloadavg()[0]:.1f})")
 
 
 def format_row(r: dict) -> str:
@@ -265,7 +334,7 @@ def format_row(r: dict) -> str:
         agree = (f"{100 * r['far']:.1f} % of entries apart (random drops)" if r["random"]
                  else f"max diff {r['max_rel']:.1e} of the tensor's max, {100 * r['far']:.3f} % of entries "
                       f"> 1 bf16 step apart")
-        text += (f"   mergekit {r['mergekit_s']:6.1f} s ({r['mergekit_rss_mib']} MiB)   "
+        text += (f"   {r.get('reference', 'mergekit')} {r['mergekit_s']:6.1f} s ({r['mergekit_rss_mib']} MiB)   "
                  f"{r['ratio']:.2f}x faster   outputs {agree}")
     return text
 

@@ -304,16 +304,50 @@ def main() -> None:
     import os
 
     try:
-        app()
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
-    except Exception as exc:  # a bug of ours: say so plainly, without a traceback wall
-        if os.environ.get("MECHA_DEBUG"):
-            raise
-        sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}\n"
-                         "this is a bug in mecha; run again with MECHA_DEBUG=1 for the traceback\n")
-        sys.exit(70)
+        try:
+            app()
+        except KeyboardInterrupt:
+            sys.stderr.write("interrupted\n")
+            sys.exit(130)
+        except Exception as exc:  # a bug of ours: say so plainly, without a traceback wall
+            if os.environ.get("MECHA_DEBUG"):
+                raise
+            sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}\n"
+                             "this is a bug in mecha; run again with MECHA_DEBUG=1 for the traceback\n")
+            sys.exit(70)
+    except SystemExit as done:
+        _exit(done.code)
+
+
+def _exit(code) -> None:
+    """End the process with `code` (SystemExit's: None, a number or a message).
+
+    Once torch is loaded, tearing the interpreter down (freeing every module's objects one by
+    one) takes 0.4–0.5 s on a 2-core machine, as long as a small merge's computation. So, when
+    nothing else is still running, the exit handlers run and the output streams are flushed as
+    Python's shutdown would, and the process ends at once. Everything mecha writes is complete
+    and closed (or removed) before a command returns."""
+    import atexit
+    import os
+    import threading
+
+    if "torch" not in sys.modules or any(t is not threading.main_thread() and not t.daemon and t.is_alive()
+                                         for t in threading.enumerate()):
+        sys.exit(code)
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        sys.stderr.write(f"{code}\n")
+        status = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status & 0xFF)
 
 
 if __name__ == "__main__":

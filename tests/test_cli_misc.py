@@ -124,3 +124,31 @@ def test_check_json_format(small_models, tmp_path):
     assert res.exit_code == 1
     data = json.loads(res.stdout)
     assert data[0]["code"] == "E0231" and data[0]["span"]["line"] == 2 and data[0]["severity"] == "error"
+
+
+def test_the_process_exits_with_the_commands_status_and_full_output(small_models, tmp_path):
+    """`mecha` ends its process without tearing the interpreter down once torch is loaded (see
+    cli._exit): the exit status, the streams and the files written must be those of a normal exit."""
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "r.mecha"
+    out = tmp_path / "out.safetensors"
+    recipe.write_text(f'let a = model("{small_models / "a.safetensors"}")\n'
+                      f'let b = model("{small_models / "b.safetensors"}")\n'
+                      f'export weighted_sum(a, b, alpha=0.5) to "{out}"\n')
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+
+    def mecha(*args):
+        return subprocess.run([sys.executable, "-m", "mechalang", *args], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=300)
+
+    ok = mecha("run", str(recipe))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.rstrip().splitlines()[-1].startswith("done in ")
+    with safe_open(str(out), "pt") as f:
+        assert len(list(f.keys())) > 0
+    again = mecha("run", str(recipe))  # the output exists now: a usage error, after the check
+    assert again.returncode == 1 and "exists" in again.stderr
+    missing = mecha("run", str(tmp_path / "none.mecha"))
+    assert missing.returncode == 1 and "no such file" in missing.stderr

@@ -201,6 +201,36 @@ def test_sliced_keys_equal_whole_keys(tmp_path):
     assert torch.equal(got["big"], torch.lerp(a["big"].float(), b["big"].float(), 0.7).half())
 
 
+def test_large_whole_keys_start_first_and_bytes_do_not_change(tmp_path):
+    """Keys too large to slice that a method must compute whole start first, largest first (so
+    the largest does not run alone at the end); the rest keep plan order; the file is the same."""
+    calls: list[str] = []
+
+    def scaled(a: Same, *, key: KeyName = "") -> Same:
+        calls.append(key)
+        return a * (1.0 / a.abs().max())  # a whole-tensor reduction: not element-wise
+
+    g = torch.Generator().manual_seed(3)
+    shapes = {"small": (64, 48), "big": (BIG // 100, 100), "tiny": (7,), "bigger": (BIG // 50, 100)}
+    tensors = {k: torch.randn(s, generator=g) for k, s in shapes.items()}
+    (m,) = models(save(tmp_path / "m.safetensors", tensors))
+    reg = registry_with(scaled)
+    entries = [(k, Op("scaled", (m.read(k),), ()), "F16", shapes[k]) for k in shapes]
+    files = []
+    for threads in (1, 3):
+        calls.clear()
+        out = tmp_path / f"out{threads}.safetensors"
+        execute(plan([m], output(out, entries)), threads=threads, registry=reg)
+        files.append(out.read_bytes())
+        if threads == 1:
+            assert calls == ["bigger", "big", "small", "tiny"]
+    assert files[0] == files[1]
+    got = load_file(str(tmp_path / "out1.safetensors"))
+    assert set(got) == set(shapes)
+    for k, t in tensors.items():
+        assert torch.equal(got[k], (t * (1.0 / t.abs().max())).half())
+
+
 def test_hyperparameter_python_names_and_key_param(tmp_path):
     seen = {}
 

@@ -196,28 +196,34 @@ def _della_(D, shape, density: float, epsilon: float, rescale: bool, seed: int, 
                          f"epsilon = {epsilon}")
     rows = shape[0] if len(shape) >= 2 else 1
     cols = N // rows
-    positions = torch.arange(cols, device=D.device).expand(rows, cols)
+    if cols > 1:
+        # the keep probability of each rank r = 0 … cols − 1: (density − ε) + r·2ε/(cols − 1), in D's
+        # dtype; scattered to the entries by their rank (the same rounding as computing it per entry)
+        p_of_rank = torch.arange(cols, device=D.device).to(D.dtype).mul_(2 * epsilon / (cols - 1)).add_(low)
+        p_of_rank = p_of_rank.expand(rows, cols)
+    bits_dtype = torch.int64 if D.dtype == torch.float64 else torch.int32
     for i in range(n):
         x = D[i].view(rows, cols)
-        order = x.abs().argsort(dim=1, stable=True)  # ties ranked by position: deterministic
-        rank = torch.empty_like(order)
-        rank.scatter_(1, order, positions)
-        del order
         if cols > 1:
-            p = rank.to(D.dtype).mul_(2 * epsilon / (cols - 1)).add_(low)
+            # Ranks by magnitude, ties by position (a stable sort). Non-negative floats order as
+            # their bit patterns read as integers, and an integer sort is faster than a float one
+            # (no NaN-aware comparisons: 117 against 144 ms for 2816 rows of 1024 bf16 deltas).
+            order = x.abs().view(bits_dtype).argsort(dim=1, stable=True)
+            p = torch.empty_like(x).scatter_(1, order, p_of_rank)
+            del order
         else:
             p = torch.full((rows, cols), density, dtype=D.dtype, device=D.device)
-        del rank
         u = _random.uniform((N,), seed, key, i, device=D.device).view(rows, cols)
-        keep = u < p
-        del u
         if rescale and rescale_norm == "probability":
-            x.copy_(torch.where(keep, x / p, 0))
+            # survivors ÷ their p, the dropped entries +0 (a division by p = 0 is always dropped)
+            x.div_(p).masked_fill_(u >= p, 0)
         else:
+            keep = u < p
             before = _norm_of(x, rescale_norm) if rescale else 0.0
             x.mul_(keep)
             if rescale:
                 _rescale_to_(x, before, rescale_norm)
+        del u, p
     return D
 
 
@@ -569,6 +575,18 @@ def model_stock(base: Weight, *models: Weight, filter_wise: Bool() = False) -> W
     return _finish(out, base)
 
 
+def _centred_gram(X, chunk: int = 1 << 16):
+    """G = Y·Yᵀ in float64 for the rows of X (n, N) centred on their column means, a block of
+    columns at a time (bounded scratch memory)."""
+    n, N = X.shape
+    gram = torch.zeros((n, n), dtype=torch.float64, device=X.device)
+    for lo in range(0, N, chunk):
+        Y = X[:, lo:lo + chunk].to(torch.float64, copy=True)  # X itself must stay
+        Y -= Y.mean(0)
+        gram += Y @ Y.mT
+    return gram.cpu()
+
+
 @merge_method(formula="argmin_m Σᵢ ‖mᵢ − m‖₂   (Weiszfeld: m ← Σᵢ mᵢ/dᵢ / Σᵢ 1/dᵢ, dᵢ = max(‖mᵢ − m‖, eps))",
               family="consensus")
 def geometric_median(*models: Same, eps: Float(0.0, lo_open=True) = 1e-6, max_iter: Int(0) = 100,
@@ -579,25 +597,37 @@ def geometric_median(*models: Same, eps: Float(0.0, lo_open=True) = 1e-6, max_it
     Each iteration reweights the models by 1 / max(‖mᵢ − m‖₂, eps); it stops after `max_iter`
     iterations or when the objective Σᵢ ‖mᵢ − m‖ changes by at most ftol × its value. sd-mecha's
     `geometric_median` (which names max_iter `maxiter`). Robust to one outlier model where the
-    mean is not. Distances accumulate in float64.
+    mean is not. Distances come from the models' Gram matrix, in float64.
     """
     dtype = _work_dtype(*models)
     if models[0].numel() == 0 or all(torch.equal(models[0], m) for m in models[1:]):
         return models[0]
     X = _stack(models, dtype)
+    if int(max_iter) == 0:
+        return _finish(X.mean(0), models[0])
+    # Every iterate is a combination m = Σⱼ wⱼ·Xⱼ with Σⱼ wⱼ = 1, so its distances to the models
+    # follow from the models' Gram matrix alone: with Y the models minus any common centre,
+    # ‖Xᵢ − m‖² = (eᵢ − w)ᵀ·G·(eᵢ − w), G = Y·Yᵀ. One pass over the tensor builds G (in float64,
+    # centred on the mean so that no large norms cancel), the iterations are n×n arithmetic, and
+    # one more pass forms the median: not two passes over all models per iteration.
+    gram = _centred_gram(X)
+    n = X.shape[0]
+    eye = torch.eye(n, dtype=torch.float64)
 
-    def distances(m):
-        return torch.linalg.vector_norm(X - m, dim=1, dtype=torch.float64)
+    def distances(w):
+        diff = eye - w  # row i: eᵢ − w
+        return torch.einsum("ij,jk,ik->i", diff, gram, diff).clamp_min_(0).sqrt_()
 
-    median = X.mean(0)
-    d = distances(median)
+    w = torch.full((n,), 1.0 / n, dtype=torch.float64)  # the mean
+    d = distances(w)
     objective = float(d.sum())
     for _ in range(int(max_iter)):
-        w = 1.0 / d.clamp_min(float(eps))
-        median = (w / w.sum()).to(dtype) @ X
-        d = distances(median)
+        inv = 1.0 / d.clamp_min(float(eps))
+        w = inv / inv.sum()
+        d = distances(w)
         new = float(d.sum())
         if abs(objective - new) <= float(ftol) * new:
             break
         objective = new
+    median = w.to(device=X.device, dtype=dtype) @ X
     return _finish(median, models[0])

@@ -62,6 +62,22 @@ def _model_weights(text: str, n: int) -> list:
 
 WeightList = _NumberList("str")
 
+_BLOCK = 1 << 17  # elements per block of the final combinations (a cache-sized temporary)
+
+
+def _combine2(a, s0, b, s1, div=None):
+    """s0·a + s1·b (÷ div) for 1-d a and b: each product rounded, then their sum, then the
+    quotient, exactly as the whole-tensor expression, but a block at a time into one output, so
+    no full-size temporaries are allocated (and page-faulted) for a large tensor."""
+    out = torch.empty_like(a)
+    for lo in range(0, a.numel(), _BLOCK):
+        o = out[lo:lo + _BLOCK]
+        torch.mul(a[lo:lo + _BLOCK], s0, out=o)
+        o.add_(torch.mul(b[lo:lo + _BLOCK], s1))
+        if div is not None:
+            o.div_(div)
+    return out
+
 
 # ------------------------------------------------------------------------------------------------
 
@@ -94,7 +110,7 @@ def slerp(a: Same, b: Same, *, alpha: Float(0.0, 1.0) = 0.5,
     sin_omega = math.sin(omega)
     s0 = math.sin((1.0 - t) * omega) / sin_omega
     s1 = math.sin(t * omega) / sin_omega
-    return _down(s0 * a_w + s1 * b_w, dtype)
+    return _down(_combine2(a_w.reshape(-1), s0, b_w.reshape(-1), s1).reshape(a.shape), dtype)
 
 
 def _nuslerp_vectors(t: float, v0, v1, eps: float):
@@ -106,7 +122,7 @@ def _nuslerp_vectors(t: float, v0, v1, eps: float):
     if v0.dim() == 1:
         n0, n1 = float(norm64(v0)), float(norm64(v1))
         c = float(dot64(v0, v1)) / (max(n0, 1e-7) * max(n1, 1e-7))
-        cos = torch.tensor([min(1.0, max(-1.0, c))], dtype=v0.dtype, device=v0.device)
+        cos = torch.tensor(min(1.0, max(-1.0, c)), dtype=v0.dtype)
     else:
         cos = torch.sum(unit(v0) * unit(v1), dim=-1, keepdim=True).clamp(-1.0, 1.0)
     theta = torch.acos(cos)
@@ -114,6 +130,11 @@ def _nuslerp_vectors(t: float, v0, v1, eps: float):
     # sin(acos(−1)) = sin(π) ≈ −8.7e-8 would not count as colinear and blow the result up
     sin_theta = torch.sqrt((1.0 - cos * cos).clamp(min=0.0))
     colinear = sin_theta.abs() < eps
+    if v0.dim() == 1:  # one angle: the coefficients are scalars (in the working dtype)
+        if bool(colinear):
+            return torch.lerp(v0, v1, t)
+        return _combine2(v0.contiguous(), torch.sin((1.0 - t) * theta), v1.contiguous(), torch.sin(t * theta),
+                         sin_theta)
     safe_sin = torch.where(colinear, torch.ones_like(sin_theta), sin_theta)
     spherical = (torch.sin((1.0 - t) * theta) * v0 + torch.sin(t * theta) * v1) / safe_sin
     return torch.where(colinear, torch.lerp(v0, v1, t), spherical)
@@ -219,7 +240,8 @@ def karcher_mean(*models: Same, max_iter: Int(1, None) = 10,
     moved along the average log map Σ θᵢ/sin θᵢ · (m̂ᵢ − cos θᵢ·μ) / k (θᵢ the angle to m̂ᵢ, terms
     with θᵢ < `tol` skipped) for at most `max_iter` steps, stopping when that step is shorter than
     `tol`. The result is μ times the mean of all n norms (zero-norm tensors included, as in
-    mergekit). All inputs of zero norm give zeros.
+    mergekit). All inputs of zero norm give zeros. The iterations run on the coefficients of μ
+    in the unit vectors, with their Gram matrix in float64.
     """
     if len(models) == 1:
         return models[0]
@@ -228,39 +250,56 @@ def karcher_mean(*models: Same, max_iter: Int(1, None) = 10,
     n = len(models)
     rows = [r.reshape(-1) for r in rows]
     tol_f = float(tol)
-    # Norms, dot products and step lengths reduce whole tensors, float64-accurate (the per-model
-    # scalars are float64; the vectors stay in the working dtype). Everything is done model by
-    # model: no (n, N) stacks of units and tangents.
-    norms = [float(norm64(r)) for r in rows]
-    units = [torch.div(r, float(torch.tensor(nr, dtype=r.dtype))) for r, nr in zip(rows, norms) if nr > tol_f]
-    if rows[0].numel() == 0 or not units:
+    # Every iterate μ is a combination Σ cᵢ·m̂ᵢ of the unit vectors (the start is their mean, and
+    # each step adds a tangent that is itself such a combination), so the iterations run on the
+    # coefficients c alone with the units' Gram matrix G: m̂ᵢ·μ = (G·c)ᵢ and |Σ τᵢ·m̂ᵢ|² = τᵀ·G·τ.
+    # One pass over the tensors builds G (float64, exact to rounding), one more forms μ: not
+    # k + 2 passes per iteration, and no rounding of μ to the working dtype between iterations.
+    gram = _gram64(rows)
+    norms = [math.sqrt(max(float(gram[i, i]), 0.0)) for i in range(n)]
+    kept = [i for i in range(n) if norms[i] > tol_f]
+    if rows[0].numel() == 0 or not kept:
         return _down(torch.zeros_like(rows[0]).reshape(shape), dtype)
-    k = len(units)
-    mean = torch.zeros_like(units[0])
-    for u in units:
-        mean.add_(u)
-    mean.div_(k)
-    mean_norm = float(norm64(mean))
-    mean = units[0].clone() if mean_norm < tol_f else mean.div_(mean_norm)
+    k = len(kept)
+    G = [[float(gram[i, j]) / (norms[i] * norms[j]) for j in kept] for i in kept]  # the units' Gram
+
+    def combined_norm(c):
+        return math.sqrt(max(sum(c[i] * G[i][j] * c[j] for i in range(k) for j in range(k)), 0.0))
+
+    c = [1.0 / k] * k
+    mean_norm = combined_norm(c)
+    c = [1.0] + [0.0] * (k - 1) if mean_norm < tol_f else [x / mean_norm for x in c]
     for _ in range(int(max_iter)):
         # tangent = Σ fᵢ·(m̂ᵢ − cos θᵢ·μ) / k = Σ (fᵢ/k)·m̂ᵢ − (Σ (fᵢ/k)·cos θᵢ)·μ,  fᵢ = θᵢ / sin θᵢ
         coef, along = [], 0.0
-        for u in units:
-            c = min(1.0, max(-1.0, float(dot64(u, mean))))
-            theta = math.acos(c)
+        for i in range(k):
+            cos_i = min(1.0, max(-1.0, sum(G[i][j] * c[j] for j in range(k))))
+            theta = math.acos(cos_i)
             f = theta / math.sin(theta) / k if theta >= tol_f else 0.0
             coef.append(f)
-            along += f * c
-        tangent = torch.zeros_like(mean)
-        for f, u in zip(coef, units):
-            if f:
-                tangent.add_(torch.mul(u, f))
-        tangent.sub_(torch.mul(mean, along))
-        step = float(norm64(tangent))
+            along += f * cos_i
+        tangent = [coef[i] - along * c[i] for i in range(k)]
+        step = combined_norm(tangent)
         if step < tol_f:
             break
-        mean.mul_(math.cos(step)).add_(tangent.mul_(math.sin(step) / step))
-        mean_norm = float(norm64(mean))
+        c = [math.cos(step) * c[i] + math.sin(step) / step * tangent[i] for i in range(k)]
+        mean_norm = combined_norm(c)
         if mean_norm > tol_f:
-            mean.div_(mean_norm)
-    return _down(mean.mul_(sum(norms) / n).reshape(shape), dtype)
+            c = [x / mean_norm for x in c]
+    # μ·(Σ|mᵢ|/n) = Σ (cᵢ/|mᵢ|)·(Σ|mⱼ|/n)·mᵢ, in one pass (no unit vectors are formed)
+    scale = sum(norms) / n
+    out = torch.mul(rows[kept[0]], c[0] / norms[kept[0]] * scale)
+    for ci, i in zip(c[1:], kept[1:]):
+        out.add_(torch.mul(rows[i], ci / norms[i] * scale))
+    return _down(out.reshape(shape), dtype)
+
+
+def _gram64(rows, chunk: int = 1 << 16):
+    """The Gram matrix Σ rᵢ·rⱼ of 1-d tensors of one dtype, in float64 (each block of columns
+    converted to float64: exact products, float64 sums), on the CPU."""
+    n, N = len(rows), rows[0].numel()
+    gram = torch.zeros((n, n), dtype=torch.float64, device=rows[0].device)
+    for lo in range(0, N, chunk):
+        block = torch.stack([r[lo:lo + chunk] for r in rows]).to(torch.float64)
+        gram += block @ block.mT
+    return gram.cpu()

@@ -241,7 +241,7 @@ class _Run:
         reads are left to the reader, so that no chunk waits in the window for them."""
         inputs = self.evaluator.reader.inputs
         out = []
-        for job in self.jobs:
+        for job in self._schedule():  # the order `loop` starts them in
             prog, spans = self._program(job)
             if job.streamed:
                 continue
@@ -304,8 +304,27 @@ class _Run:
 
     # -- the loop -----------------------------------------------------------------------------------
 
+    def _schedule(self) -> list[_Job]:
+        """The jobs in the order they are started: plan order, except that keys too large to slice
+        which must be computed whole (a method that reduces over the tensor) start first, largest
+        first. Started in plan order, the largest of them (an LLM's output head, the last key)
+        would run alone at the end while the other threads wait; started first, the smaller keys
+        fill in around them. Only when they are run is decided: the bytes written are the same."""
+        step = SLICE_ELEMS if self.dev.type == "cpu" else GPU_SLICE_ELEMS
+        whole = []
+        for i, job in enumerate(self.jobs):
+            n = numel(tuple(job.targets[0][1].shape))
+            if n > 2 * step and not can_slice(KeyProgram(job.key, [t for _, t in job.targets]),
+                                              self.registry):
+                whole.append((-n, i))
+        if not whole:
+            return self.jobs
+        first = {i for _, i in whole}
+        return [self.jobs[i] for _, i in sorted(whole)] + [
+            job for i, job in enumerate(self.jobs) if i not in first]
+
     def loop(self) -> None:
-        pending_jobs = iter(self.jobs)
+        pending_jobs = iter(self._schedule())
         ready: deque = deque()
         inflight: dict[Future, tuple[_Job, tuple[int, int] | None, int]] = {}
         max_items = 2 * self.workers

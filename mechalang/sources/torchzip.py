@@ -196,10 +196,7 @@ def open_file(path: str) -> Source:
             except Exception as e:  # a broken pickle: anything the parser raises
                 raise SourceError(path, f"its pickle cannot be read ({type(e).__name__}: "
                                         f"{str(e)[:120]})") from None
-            sd = _state_dict(obj)
-            if sd is None:
-                raise SourceError(path, "holds no dict of tensors (looked at the top level and "
-                                        "at `state_dict`, `model`, `module`)")
+            sd = _tensors_dict(path, obj)
             tensors: dict[str, Tensor] = {}
             for name, ref in sd.items():
                 if not isinstance(ref, _TensorRef):
@@ -210,6 +207,15 @@ def open_file(path: str) -> Source:
     note = "zip" + (", nested state_dict" if sd is not obj else "")
     return Source(path, "torch", (SourceFile(path, st.st_size, st.st_mtime_ns),), tensors, {},
                   note=note)
+
+
+def _tensors_dict(path: str, obj):
+    """The dict of tensors in a loaded pickle (at its top or nested), or a SourceError."""
+    sd = _state_dict(obj)
+    if sd is None:
+        raise SourceError(path, "holds no dict of tensors (looked at the top level and at `state_dict`, "
+                                "`model`, `module`)")
+    return sd
 
 
 def _zip_entry(path, f, infos, prefix, name, ref: _TensorRef) -> tuple[int, int]:
@@ -280,10 +286,7 @@ def _open_legacy(path: str, f, st) -> Source:
         pos += 8 + count * size
     if pos > st.st_size:
         raise SourceError(path, f"truncated: its storages need {pos} bytes, the file has {st.st_size}")
-    sd = _state_dict(obj)
-    if sd is None:
-        raise SourceError(path, "holds no dict of tensors (looked at the top level and at `state_dict`, "
-                                "`model`, `module`)")
+    sd = _tensors_dict(path, obj)
     tensors: dict[str, Tensor] = {}
     for name, ref in sd.items():
         if isinstance(ref, _TensorRef):
