@@ -351,7 +351,13 @@ $("explain").addEventListener("click", async () => {
 });
 
 // -- running ------------------------------------------------------------------------------------
+const ENDED = ["done", "cancelled", "failed"];
 function showProgress(s) {
+  // A snapshot taken earlier (the cancel request's answer can arrive after the stream's last event)
+  // never replaces the end of the same merge.
+  const shown = ui.shown;
+  if (shown && shown.id === s.id && ENDED.includes(shown.state) && !ENDED.includes(s.state)) return;
+  ui.shown = s;
   $("progress").value = s.percent;
   $("percent").textContent = `${s.percent} %`;
   const left = s.seconds_left === null ? "" : ` · ${s.seconds_left} s left`;
@@ -444,6 +450,6 @@ async function refreshModels() {
   showTab("merge");
   gutter([]);
   const cur = await api("/api/run/current");  // a merge started from another tab, still running
-  if (cur.id && !["done", "cancelled", "failed"].includes(cur.state)) follow(cur);
+  if (cur.id && !ENDED.includes(cur.state)) follow(cur);
   document.body.dataset.ready = "1";
 })();
