@@ -322,6 +322,28 @@ def test_della_keeps_large_entries_more_often():
     assert abs(float((out != 0).float().mean()) - 0.5) < 0.01
 
 
+@pytest.mark.parametrize("block", [1, 7, 64, 1 << 62])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_della_ranks_in_blocks_of_rows_equal_a_sort_per_row(monkeypatch, block, dtype):
+    """The keep probabilities follow each entry's rank in its own row, ties by position, however
+    many rows one flat sort ranks at once (blocks of one row, several, all): numpy's stable sort of
+    each row is the reference."""
+    monkeypatch.setattr(S, "_RANK_BLOCK", block)
+    g = np.random.default_rng(5)
+    x = g.integers(-4, 5, size=(23, 9)).astype(np.float64) / 4  # many ties, zeros
+    x[3, :] = -0.0
+    x[5, 2] = 0.0
+    p_of_rank = np.linspace(0.2, 0.8, 9)
+    want = np.empty_like(x)
+    for r in range(x.shape[0]):
+        want[r, np.argsort(np.abs(x[r]), kind="stable")] = p_of_rank
+    t = torch.tensor(x, dtype=dtype)
+    bits = torch.int64 if dtype == torch.float64 else torch.int32
+    got = S._keep_probabilities(t, torch.tensor(p_of_rank, dtype=dtype).expand(23, 9), bits)
+    np.testing.assert_array_equal(got.double().numpy(), want.astype(np.float32 if dtype == torch.float32
+                                                                      else np.float64))
+
+
 def test_della_rejects_bad_epsilon_and_density_one_is_identity():
     d = rand((8, 8), 1)
     with pytest.raises(ValueError, match="epsilon"):
