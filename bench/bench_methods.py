@@ -218,6 +218,7 @@ def main() -> None:
                     help="mergekit-yaml to compare with (default: the one on PATH, if any)")
     ap.add_argument("--profile", metavar="METHOD", help="profile mecha's run of one method instead")
     ap.add_argument("--phases", action="store_true", help="time mecha's run phase by phase instead")
+    ap.add_argument("--make-only", action="store_true", help="write the models if missing, run nothing")
     ap.add_argument("--make", help=argparse.SUPPRESS)
     ap.add_argument("--phase-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -229,6 +230,8 @@ def main() -> None:
         return
     cfg = llama_config(args.layers, args.hidden, int(args.hidden * 2.75), 32000, 16, 4)
     ensure_models(args.dir, cfg)
+    if args.make_only:
+        return
     work = args.dir / "runs"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
