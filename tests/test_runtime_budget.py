@@ -9,13 +9,14 @@ import math
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from mechalang.methods._select import StreamedKthSmallest
 from mechalang.methods.registry import MethodRegistry, Same, build_spec
-from mechalang.methods.sparse import _TiesStream, ties
+from mechalang.methods.sparse import _ModelStockStream, _TiesStream, model_stock, ties
 from mechalang.runtime import executor as executor_module
 from mechalang.runtime.budget import MemoryBudget, item_estimate
 from mechalang.runtime.executor import execute
@@ -121,6 +122,71 @@ def test_streamed_ties_key_equals_whole_and_reference(tmp_path, zeros):
         deltas = [ft0[key].float() - base[key].float(), ft1[key].float() - base[key].float()]
         ref = (base[key].float() + reference_ties(deltas, 0.2)).to(torch.bfloat16)
         assert torch.equal(got[key].view(torch.int16), ref.view(torch.int16)), key
+
+
+def reference_model_stock(base, fts, filter_wise):
+    """Model Stock from the paper, in float64 numpy: per row (or for the whole tensor) the mean
+    pairwise cosine of the deltas, clamped at 0, t = N·cos/(1 + (N − 1)·cos)."""
+    b = base.double().numpy()
+    rows = b.shape[0] if filter_wise else 1
+    b2 = b.reshape(rows, -1)
+    ds = [f.double().numpy().reshape(rows, -1) - b2 for f in fts]
+    n = len(ds)
+    cos = np.zeros(rows)
+    for i in range(n):
+        for j in range(i + 1, n):
+            num = (ds[i] * ds[j]).sum(1)
+            den = np.sqrt((ds[i] ** 2).sum(1) * (ds[j] ** 2).sum(1))
+            cos += np.where(den > 0, num / np.where(den > 0, den, 1), 0)
+    cos = np.clip(cos / (n * (n - 1) / 2), 0, None)
+    t = n * cos / (1 + (n - 1) * cos)
+    mean = sum(f.double().numpy().reshape(rows, -1) for f in fts) / n
+    return (b2 + t[:, None] * (mean - b2)).reshape(b.shape)
+
+
+@pytest.mark.parametrize("filter_wise", [False, True])
+def test_streamed_model_stock_key_equals_whole_and_reference(tmp_path, filter_wise):
+    """A key of more than two slices goes through `_ModelStockStream` (one pass of Gram matrices,
+    then the combination slice by slice), and comes out byte for byte as the whole-tensor method
+    gives it, and as an independent float64 computation up to bf16 rounding."""
+    sds, ms = three_models(tmp_path)
+    mb, m0, m1 = ms
+    hypers = (("filter_wise", filter_wise),)
+    entries = [(k, Op("model_stock", (mb.read(k), m0.read(k), m1.read(k)), hypers), mb.dtype(k), mb.shape(k))
+               for k in mb.keys()]
+    whole_reg = MethodRegistry()
+    whole_reg.register(build_spec(model_stock))
+    streamed, whole = tmp_path / "streamed.safetensors", tmp_path / "whole.safetensors"
+    execute(plan(ms, output(streamed, entries)), threads=2)
+    execute(plan(ms, output(whole, entries)), threads=2, registry=whole_reg)
+    assert streamed.read_bytes() == whole.read_bytes()
+    got = load_file(str(streamed))
+    base, ft0, ft1 = sds
+    for key in ("big", "w"):
+        ref = reference_model_stock(base[key], [ft0[key], ft1[key]], filter_wise)
+        np.testing.assert_allclose(got[key].double().numpy(), ref, rtol=2 ** -7, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,filter_wise", [((3001, 700), True), ((3001, 700), False), ((2_100_001,), False),
+                                               ((7, 3, 100_003), True)])
+def test_model_stock_stream_is_bit_identical_to_model_stock(shape, filter_wise):
+    """Driven by hand with slices of 1 Mi and 2 Mi elements (the engine's CPU slice and a multiple,
+    as on a GPU): rows that straddle slices and blocks, a last partial block."""
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(shape, generator=g)
+    fts = [base + 0.1 * torch.randn(shape, generator=g) for _ in range(3)]
+    whole = model_stock(base, *fts, filter_wise=filter_wise).reshape(-1)
+    flat = [x.reshape(-1) for x in (base, *fts)]
+    n = base.numel()
+    for step in (1 << 20, 1 << 21):
+        stream = _ModelStockStream(n, shape=shape, filter_wise=filter_wise)
+        spans = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+        while stream.wants_pass():
+            for lo, hi in spans:
+                stream.observe([f[lo:hi] for f in flat])
+            stream.end_pass()
+        parts = torch.cat([stream.apply([f[lo:hi] for f in flat]) for lo, hi in spans])
+        assert torch.equal(parts.view(torch.int32), whole.view(torch.int32)), step
 
 
 def test_streamed_key_sees_only_slices(tmp_path):

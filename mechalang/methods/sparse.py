@@ -556,9 +556,120 @@ def sce(*deltas: Delta, select_topk: _DENSITY = 1.0, lambda_: Float() = 1.0) -> 
 # Model Stock and the geometric median
 
 
+_GRAM_BLOCK = 1 << 20  # elements per partial Gram matrix (the engine's slices are multiples of it)
+
+
+def _model_stock_cols(shape: tuple[int, ...], filter_wise: bool) -> int:
+    """Elements per angle: a row (the tensor as (shape[0], −1)) when filter-wise, else all."""
+    n = math.prod(shape)
+    return n // shape[0] if filter_wise and len(shape) >= 2 and shape[0] else max(n, 1)
+
+
+def _add_gram_(gram, flat, offset: int, cols: int, dtype) -> None:
+    """`_add_block_gram_` over 1-D tensors (base, models…) holding elements offset … of the
+    flattened tensors, block by block (offset is a multiple of _GRAM_BLOCK)."""
+    N = flat[0].numel()
+    for lo in range(0, N, _GRAM_BLOCK):
+        X = _stack([t[lo:lo + _GRAM_BLOCK] for t in flat], dtype)
+        _add_block_gram_(gram, X, offset + lo, cols)
+
+
+def _add_block_gram_(gram, X, offset: int, cols: int) -> None:
+    """Add to gram[r] (rows, n, n) the dot products of the deltas mᵢ − base over the elements of
+    `X` (1 + n, m: base first, then the models; elements offset … offset + m of the flattened
+    tensors) that belong to row r. A fixed order: per block of _GRAM_BLOCK elements, the deltas in
+    a new (n, m) tensor, each row's part of the block multiplied out by itself (BLAS, in the
+    compute dtype), the parts added up in float64 in element order. The whole-tensor and the
+    streamed model_stock both call this on the same blocks, shapes and strides, so their ratios
+    are bit-identical, whatever the size of the engine's slices."""
+    D = X[1:] - X[0]  # (n, m): at most a block, so from the heap, not fresh pages each time
+    n, m = D.shape
+    lo, end = offset, offset + m
+    while lo < end:
+        row, within = divmod(lo, cols)
+        whole = 0 if within else (end - lo) // cols
+        if whole == 0:  # a part of one row
+            stop = min(end, (row + 1) * cols)
+            P = D[:, lo - offset:stop - offset]
+            gram[row] += (P @ P.mT).to(torch.float64)
+        else:  # whole rows
+            stop = lo + whole * cols
+            R = D[:, lo - offset:stop - offset].reshape(n, whole, cols).transpose(0, 1)  # (rows, n, cols)
+            gram[row:row + whole] += torch.bmm(R, R.mT).to(torch.float64)
+        lo = stop
+
+
+def _model_stock_ratio(gram):
+    """t per row from its Gram matrix of the deltas (rows, n, n): N·cos θ / (1 + (N − 1)·cos θ),
+    cos θ the mean cosine over pairs, clamped at 0."""
+    n = gram.shape[1]
+    norms = gram.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()  # (rows, n)
+    outer = norms[:, :, None] * norms[:, None, :]
+    cos = torch.where(outer > 0, gram / torch.where(outer > 0, outer, 1), 0).clamp(-1, 1)
+    i, j = torch.triu_indices(n, n, offset=1, device=cos.device)
+    cos_theta = cos[:, i, j].mean(1).clamp_min(0)  # (rows,)
+    return n * cos_theta / (1 + (n - 1) * cos_theta)
+
+
+def _model_stock_combine(flat, t, cols: int, offset: int, dtype):
+    """base + t_row·(mean(mᵢ) − base) on 1-D tensors (base, models…) holding elements offset … of
+    the flattened tensors, each element with the ratio of its row; element-wise, a block at a time
+    (small buffers), in `dtype`."""
+    N = flat[0].numel()
+    out = torch.empty(N, dtype=dtype, device=flat[0].device)
+    per = t.to(dtype)
+    for lo in range(0, N, _GRAM_BLOCK):
+        hi = min(N, lo + _GRAM_BLOCK)
+        base = flat[0][lo:hi].to(dtype)
+        mean = out[lo:hi]
+        mean.copy_(flat[1][lo:hi])
+        for x in flat[2:]:
+            mean += x[lo:hi].to(dtype)
+        mean /= len(flat) - 1
+        mean -= base
+        if per.numel() == 1:
+            mean.mul_(per)
+        else:
+            mean.mul_(per[torch.arange(offset + lo, offset + hi, device=out.device) // cols])
+        mean.add_(base)
+    return out
+
+
+class _ModelStockStream:
+    """`model_stock` over slices (the engine's streamed evaluation, see MethodSpec.streamed): one
+    pass adds up the deltas' Gram matrices block by block as the whole-tensor function does, then
+    each slice is combined with its rows' ratios: bit-identical to `model_stock` on whole tensors."""
+
+    def __init__(self, numel: int, *, shape=None, filter_wise=False):
+        self.cols = _model_stock_cols(tuple(shape) if shape is not None else (numel,), bool(filter_wise))
+        self.rows = max(numel, 1) // self.cols
+        self.gram = None
+        self.offset = 0
+        self.t = None
+
+    def wants_pass(self) -> bool:
+        return self.t is None
+
+    def observe(self, args) -> None:
+        if self.gram is None:
+            n = len(args) - 1
+            self.gram = torch.zeros((self.rows, n, n), dtype=torch.float64, device=args[0].device)
+        _add_gram_(self.gram, args, self.offset, self.cols, _work_dtype(*args))
+        self.offset += args[0].numel()
+
+    def end_pass(self) -> None:
+        self.t = _model_stock_ratio(self.gram)
+        self.offset = 0
+
+    def apply(self, args):
+        out = _model_stock_combine(args, self.t, self.cols, self.offset, _work_dtype(*args))
+        self.offset += args[0].numel()
+        return _finish(out, args[0])
+
+
 @merge_method(formula="base + t·(mean(mᵢ) − base),  t = N·cos θ / (1 + (N − 1)·cos θ),  "
                       "cos θ = max(0, mean over pairs of cos(mᵢ − base, mⱼ − base))",
-              family="consensus", min_models=3)
+              family="consensus", min_models=3, streamed=_ModelStockStream)
 def model_stock(base: Weight, *models: Weight, filter_wise: Bool() = False) -> Weight:
     """Model Stock (Jang et al. 2024): move from the base towards the fine-tuned average by a ratio
     set by the angle between the fine-tuned models' deltas.
@@ -580,20 +691,11 @@ def model_stock(base: Weight, *models: Weight, filter_wise: Bool() = False) -> W
     shape = base.shape
     if base.numel() == 0:
         return base.clone()
-    rows = shape[0] if filter_wise and len(shape) >= 2 else 1
-    b = base.reshape(rows, -1).to(dtype)
-    O = _stack(models, dtype).view(len(models), rows, -1)
-    O -= b
-    n = len(models)
-    gram = torch.einsum("irc,jrc->rij", O, O)  # (rows, n, n)
-    norms = gram.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()  # (rows, n)
-    outer = norms[:, :, None] * norms[:, None, :]
-    cos = torch.where(outer > 0, gram / torch.where(outer > 0, outer, 1), 0).clamp(-1, 1)
-    i, j = torch.triu_indices(n, n, offset=1, device=cos.device)
-    cos_theta = cos[:, i, j].mean(1).clamp_min(0)  # (rows,)
-    t = n * cos_theta / (1 + (n - 1) * cos_theta)
-    out = b + t[:, None] * O.mean(0)
-    return _finish(out, base)
+    cols = _model_stock_cols(tuple(shape), bool(filter_wise))
+    flat = [t.reshape(-1) for t in (base, *models)]
+    gram = torch.zeros((base.numel() // cols, len(models), len(models)), dtype=torch.float64, device=base.device)
+    _add_gram_(gram, flat, 0, cols, dtype)
+    return _finish(_model_stock_combine(flat, _model_stock_ratio(gram), cols, 0, dtype), base)
 
 
 def _centred_gram(X, chunk: int = 1 << 16):

@@ -20,6 +20,7 @@ of two, so results are identical to whole-tensor evaluation.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
@@ -188,6 +189,16 @@ def can_stream(prog: KeyProgram, registry: MethodRegistry | None = None) -> bool
     return streamed
 
 
+def _shape_for(factory, prog: KeyProgram) -> dict:
+    """{"shape": the key's shape} for stream factories that take a `shape` keyword (a method that
+    works per row needs more than the number of elements), else nothing."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"shape": tuple(prog.targets[0].shape)} if "shape" in params else {}
+
+
 def describe(e: KeyExpr) -> str:
     if isinstance(e, Read):
         return f"input {e.source} tensor {e.key!r}"
@@ -286,7 +297,7 @@ class Evaluator:
             if factory is None:
                 continue
             try:
-                stream = factory(n, **self._kwargs(e, prog.key))
+                stream = factory(n, **self._kwargs(e, prog.key), **_shape_for(factory, prog))
             except Exception as ex:
                 raise _op_failure(e, prog.key, ex) from ex
             while self._call(e, prog.key, stream.wants_pass):
