@@ -187,6 +187,16 @@ def output_file(folder: Path) -> Path:
 
 
 def compare(a: Path, b: Path) -> tuple[float, float]:
+    """`compare_here` in a child process: this one stays small, because a child's peak RSS
+    (`os.wait4`) counts its parent's memory at the fork, and loading two outputs here would
+    inflate every later measurement by their size."""
+    out = subprocess.run([sys.executable, __file__, "--compare", str(a), str(b)], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    worst, share = json.loads(out.strip().splitlines()[-1])
+    return worst, share
+
+
+def compare_here(a: Path, b: Path) -> tuple[float, float]:
     """(the largest difference relative to its tensor's largest magnitude, the share of elements
     more than one bfloat16 step apart at their own magnitude)."""
     import torch
@@ -220,8 +230,12 @@ def main() -> None:
     ap.add_argument("--phases", action="store_true", help="time mecha's run phase by phase instead")
     ap.add_argument("--make-only", action="store_true", help="write the models if missing, run nothing")
     ap.add_argument("--make", help=argparse.SUPPRESS)
+    ap.add_argument("--compare", nargs=2, type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--phase-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.compare:
+        print(json.dumps(compare_here(*args.compare)))
+        return
     if args.make:
         make_models(args.dir, json.loads(args.make))
         return
