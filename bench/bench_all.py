@@ -8,8 +8,9 @@ Runs, one after the other, each in its own process, and prints each one's summar
 
 1. `bench_merge.py --cases ws2,ad3 --sizes sd1 --cache cold,warm --no-baseline`: mecha against
    the I/O floor, SD1.5-sized inputs (2 and 3 × 2.1 GB), cold and warm;
-2. `bench_merge.py --cases ws2 --sizes sdxl --cache cold,warm --no-baseline`: the same with two
-   SDXL-sized inputs (2 × 6.9 GB);
+2. `bench_merge.py --cases ws2,ad3 --sizes sdxl --cache cold --no-baseline` and `--cases ws2
+   --cache warm`: the same with SDXL-sized inputs (6.9 GB each; three of them do not stay in the
+   page cache of a 24 GB machine, so add_difference is timed cold only);
 3. `bench_methods.py`: the merge methods against mergekit (when `--mergekit` is given; mecha's
    times alone otherwise) on three small Llama-shaped models;
 4. `bench_scale.py`: TIES of three 7B-shaped models, 4 of 32 layers, with the 7B and 70B
@@ -17,9 +18,9 @@ Runs, one after the other, each in its own process, and prints each one's summar
 
 `--rounds` (default 2) sets the alternated rounds of the two bench_merge runs; the others run one.
 Their figures go to bench/results/ as each script writes them. `--make` writes the inputs that are
-missing (3 SD1.5-sized and 2 SDXL-sized checkpoints, about 20 GB, and the Llama models; bench_scale
+missing (3 SD1.5-sized and 3 SDXL-sized checkpoints, about 27 GB, and the Llama models; bench_scale
 writes its sparse folders itself) and is timed apart: it is set-up, not a benchmark. `--only`
-picks some of the four by name (merge_sd1, merge_sdxl, methods, scale).
+picks some of them by name (merge_sd1, merge_sdxl, merge_sdxl_warm, methods, scale).
 """
 
 from __future__ import annotations
@@ -33,19 +34,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-SUITE = ("merge_sd1", "merge_sdxl", "methods", "scale")
+SUITE = ("merge_sd1", "merge_sdxl", "merge_sdxl_warm", "methods", "scale")
 
 
 def commands(args: argparse.Namespace) -> dict[str, list[str]]:
     py = sys.executable
-    rounds = str(args.rounds)
-    merge = [py, str(BENCH / "bench_merge.py"), "--cache", "cold,warm", "--rounds", rounds, "--no-baseline"]
+
+    def merge(cases: str, size: str, cache: str) -> list[str]:
+        return [py, str(BENCH / "bench_merge.py"), "--cases", cases, "--sizes", size, "--cache", cache,
+                "--rounds", str(args.rounds), "--no-baseline"]
+
     methods = [py, str(BENCH / "bench_methods.py")]
     if args.mergekit:
         methods += ["--mergekit", args.mergekit]
     return {
-        "merge_sd1": merge + ["--cases", "ws2,ad3", "--sizes", "sd1"],
-        "merge_sdxl": merge + ["--cases", "ws2", "--sizes", "sdxl"],
+        "merge_sd1": merge("ws2,ad3", "sd1", "cold,warm"),
+        # three SDXL-sized inputs do not stay in the page cache of a 24 GB machine: ad3 cold only
+        "merge_sdxl": merge("ws2,ad3", "sdxl", "cold"),
+        "merge_sdxl_warm": merge("ws2", "sdxl", "warm"),
         "methods": methods,
         "scale": [py, str(BENCH / "bench_scale.py")],
     }
@@ -56,8 +62,8 @@ def make(names: list[str]) -> None:
     steps = []
     if "merge_sd1" in names:
         steps.append([py, str(BENCH / "make_models.py"), "-n", "3"])
-    if "merge_sdxl" in names:
-        steps.append([py, str(BENCH / "make_models.py"), "-n", "2", "--arch", "sdxl"])
+    if "merge_sdxl" in names or "merge_sdxl_warm" in names:
+        steps.append([py, str(BENCH / "make_models.py"), "-n", "3", "--arch", "sdxl"])
     if "methods" in names:
         steps.append([py, str(BENCH / "bench_methods.py"), "--make-only"])
     t = time.perf_counter()

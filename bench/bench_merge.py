@@ -162,7 +162,7 @@ def bench_case(name: str, size: str, cache: str, args) -> dict:
     if not cold:
         warm(inputs)
     floor_strategies = (args.floor_strategies or
-                        ("direct-threads,readahead" if cold else "cached-direct")).split(",")
+                        ("readahead" if cold else "cached-direct")).split(",")
     out_size = os.path.getsize(inputs[0])  # the merge of same-layout models: the size of one
     rows: dict[str, list[dict]] = {s: [] for s in sides}
     for r in range(args.rounds):
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="time the I/O floor (bench_floor.py) alternately with mecha (default: on)")
     ap.add_argument("--floor-strategies", default=None,
                     help="floor strategies timed each round, the fastest counting (default: "
-                         "direct-threads,readahead cold, cached-direct warm; all: " + ",".join(STRATEGIES) + ")")
+                         "readahead cold, cached-direct warm: the fastest measured; all: " + ",".join(STRATEGIES) + ")")
     ap.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                     help="time the hand-written loop baseline_loop.py too (default: on)")
     ap.add_argument("--before", metavar="DIR", default=None,
