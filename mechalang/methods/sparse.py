@@ -691,6 +691,9 @@ def model_stock(base: Weight, *models: Weight, filter_wise: Bool() = False) -> W
     shape = base.shape
     if base.numel() == 0:
         return base.clone()
+    for m in models:
+        if m.shape != shape:
+            raise ValueError(f"shape mismatch: {tuple(shape)} and {tuple(m.shape)}")
     cols = _model_stock_cols(tuple(shape), bool(filter_wise))
     flat = [t.reshape(-1) for t in (base, *models)]
     gram = torch.zeros((base.numel() // cols, len(models), len(models)), dtype=torch.float64, device=base.device)
