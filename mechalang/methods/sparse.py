@@ -210,30 +210,39 @@ def _keep_probabilities(x, p_of_rank, bits_dtype):
     return p
 
 
-def _della_(D, shape, density: float, epsilon: float, rescale: bool, seed: int, key: str,
-            rescale_norm: str = "probability"):
-    """In place: DELLA's MAGPRUNE on each task vector (see `della`)."""
-    n, N = D.shape
-    if density >= 1 or N == 0:
-        return D
+def _della_low(density: float, epsilon: float) -> float:
+    """density − ε, the keep probability of each row's smallest entry (checked)."""
     low, high = density - epsilon, density + epsilon
     if low < 0 or high > 1:
         raise ValueError(f"della needs density ± epsilon inside [0, 1], got density = {density} and "
                          f"epsilon = {epsilon}")
+    return low
+
+
+def _della_p(x, density: float, epsilon: float, low: float):
+    """The keep probability of every entry of x (rows, cols): by its rank in its row,
+    (density − ε) + r·2ε/(cols − 1), computed per rank in x's dtype and scattered to the entries
+    (the same rounding as computing it per entry); `density` for rows of one entry."""
+    rows, cols = x.shape
+    if cols == 1:
+        return torch.full((rows, cols), density, dtype=x.dtype, device=x.device)
+    p_of_rank = torch.arange(cols, device=x.device).to(x.dtype).mul_(2 * epsilon / (cols - 1)).add_(low)
+    bits_dtype = torch.int64 if x.dtype == torch.float64 else torch.int32
+    return _keep_probabilities(x, p_of_rank.expand(rows, cols), bits_dtype)
+
+
+def _della_(D, shape, density: float, epsilon: float, rescale: bool, seed: int, key: str,
+            rescale_norm: str = "probability"):
+    """In place: DELLA's MAGPRUNE on each task vector (see `della`), on whole tensors."""
+    n, N = D.shape
+    if density >= 1 or N == 0:
+        return D
+    low = _della_low(density, epsilon)
     rows = shape[0] if len(shape) >= 2 else 1
     cols = N // rows
-    if cols > 1:
-        # the keep probability of each rank r = 0 … cols − 1: (density − ε) + r·2ε/(cols − 1), in D's
-        # dtype; scattered to the entries by their rank (the same rounding as computing it per entry)
-        p_of_rank = torch.arange(cols, device=D.device).to(D.dtype).mul_(2 * epsilon / (cols - 1)).add_(low)
-        p_of_rank = p_of_rank.expand(rows, cols)
-    bits_dtype = torch.int64 if D.dtype == torch.float64 else torch.int32
     for i in range(n):
         x = D[i].view(rows, cols)
-        if cols > 1:
-            p = _keep_probabilities(x, p_of_rank, bits_dtype)
-        else:
-            p = torch.full((rows, cols), density, dtype=D.dtype, device=D.device)
+        p = _della_p(x, density, epsilon, low)
         u = _random.uniform((N,), seed, key, i, device=D.device).view(rows, cols)
         if rescale and rescale_norm == "probability":
             # survivors ÷ their p, the dropped entries +0 (a division by p = 0 is always dropped)
@@ -246,6 +255,47 @@ def _della_(D, shape, density: float, epsilon: float, rescale: bool, seed: int, 
                 _rescale_to_(x, before, rescale_norm)
         del u, p
     return D
+
+
+_DELLA_BLOCK = 1 << 20  # elements per block of rows of the blocked DELLA
+
+
+def _della_blocked(deltas, density: float, epsilon: float, rescale: bool, seed: int, key: str, *,
+                   consensus, normalize: bool, lambda_: float):
+    """DELLA (MAGPRUNE, then `_combine`) a block of rows at a time, where every step is local to
+    rows: ranks are per row, the uniform draws are taken from each task vector's generator in
+    order (CPU generators give the same numbers drawn in pieces as at once), the rescaling by p is
+    per entry and the combination per element. Bit-identical to `_gta` with `_della_` on whole
+    tensors, with buffers of a block instead of whole stacked copies, probabilities and draws
+    (whose fresh pages were most of DELLA's time on large keys)."""
+    shape = tuple(deltas[0].shape)
+    dtype = _work_dtype(*deltas)
+    for d in deltas[1:]:
+        if tuple(d.shape) != shape:
+            raise ValueError(f"shape mismatch: {shape} and {tuple(d.shape)}")
+    flat = [d.reshape(-1) for d in deltas]
+    N = flat[0].numel()
+    rows = shape[0] if len(shape) >= 2 else 1
+    cols = N // rows if rows else 0
+    prune = density < 1 and N > 0
+    low = _della_low(density, epsilon) if prune else 0.0
+    gens = [_random.generator(seed, key, i) for i in range(len(deltas))] if prune else []
+    out = torch.empty(N, dtype=dtype, device=flat[0].device)
+    step = max(1, _DELLA_BLOCK // max(cols, 1)) * cols
+    for a in range(0, N, step) if N else ():
+        b = min(N, a + step)
+        D = _stack([f[a:b] for f in flat], dtype)
+        for x, g in zip(D, gens):
+            x = x.view(-1, cols)
+            p = _della_p(x, density, epsilon, low)
+            u = torch.rand(x.shape, generator=g, dtype=torch.float32).to(x.device)
+            if rescale:
+                x.div_(p).masked_fill_(u >= p, 0)
+            else:
+                x.mul_(u < p)
+            del p, u
+        out[a:b] = _combine(D, consensus=consensus, normalize=normalize, lambda_=lambda_)
+    return _finish(out, deltas[0])
 
 
 def _column_variance(D):
@@ -454,6 +504,9 @@ def della(*deltas: Delta, density: _DENSITY = 0.5, epsilon: Float(0.0, 0.5) = 0.
     write rescale_norm="l1" for that. mergekit ranks along dim 1 of the raw tensor (the input
     channels of a conv kernel); this ranks along the flattened rows. Its density defaults to 1.
     """
+    if not rescale or rescale_norm == "probability":  # every step local to rows
+        return _della_blocked(deltas, float(density), float(epsilon), bool(rescale), int(seed), key,
+                              consensus=consensus, normalize=bool(normalize), lambda_=float(lambda_))
     return _gta(deltas, _della_trim(deltas, density, epsilon, rescale, seed, key, rescale_norm),
                 consensus=consensus, normalize=normalize, lambda_=lambda_)
 
@@ -467,6 +520,9 @@ def della_linear(*deltas: Delta, density: _DENSITY = 0.5, epsilon: Float(0.0, 0.
     (normalize=true: averaged) and scaled by λ. mergekit's `della_linear` defaults.
 
     Compared with peers: as `della`, write rescale_norm="l1" for mergekit's rescaling."""
+    if not rescale or rescale_norm == "probability":  # every step local to rows
+        return _della_blocked(deltas, float(density), float(epsilon), bool(rescale), int(seed), key,
+                              consensus=None, normalize=bool(normalize), lambda_=float(lambda_))
     return _gta(deltas, _della_trim(deltas, density, epsilon, rescale, seed, key, rescale_norm),
                 consensus=None, normalize=normalize, lambda_=lambda_)
 

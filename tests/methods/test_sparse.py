@@ -344,6 +344,21 @@ def test_della_ranks_in_blocks_of_rows_equal_a_sort_per_row(monkeypatch, block, 
                                                                       else np.float64))
 
 
+@pytest.mark.parametrize("block", [1, 10, 1 << 20])
+@pytest.mark.parametrize("shape", [(40, 9), (9,), (6, 1), (5, 2, 3)])
+@pytest.mark.parametrize("kw", [{}, {"rescale": False}, {"consensus": "count", "normalize": False, "lambda_": 0.5}])
+def test_della_in_blocks_of_rows_equals_della_on_whole_tensors(monkeypatch, block, shape, kw):
+    """The blocked DELLA (rows a block at a time, each task vector's uniform numbers drawn in
+    pieces from its generator) gives the bits of MAGPRUNE and the combination on whole tensors."""
+    monkeypatch.setattr(S, "_DELLA_BLOCK", block)
+    ds = deltas(3, shape, seed=8)
+    got = S.della(*ds, density=0.6, epsilon=0.3, seed=4, key="blk", **kw)
+    trim = S._della_trim(ds, 0.6, 0.3, kw.get("rescale", True), 4, "blk", "probability")
+    want = S._gta(ds, trim, consensus=kw.get("consensus", "sum"), normalize=kw.get("normalize", True),
+                  lambda_=kw.get("lambda_", 1.0))
+    assert torch.equal(got, want)
+
+
 def test_della_rejects_bad_epsilon_and_density_one_is_identity():
     d = rand((8, 8), 1)
     with pytest.raises(ValueError, match="epsilon"):
