@@ -43,12 +43,15 @@ def uniform(shape, seed: int, key: str, stream: int | str = 0, *, device=None, d
     return u
 
 
-def keep_mask(shape, p: float, seed: int, key: str, stream: int | str = 0, *, device=None, dtype=None):
+def keep_mask(shape, p: float, seed: int = 0, key: str = "", stream: int | str = 0, *, device=None, dtype=None,
+              gen=None):
     """A mask, true with probability `p` per element: `uniform(...) < p`.
 
     Boolean, or 0/1 in `dtype` when given (cheaper to multiply by). The comparison runs on the CPU,
-    so only one byte per element travels to another device."""
-    u = torch.rand(tuple(shape), generator=generator(seed, key, stream), dtype=torch.float32)
+    so only one byte per element travels to another device. `gen`: draw from this generator (the
+    next numbers of a stream drawn in pieces) instead of a fresh one for (seed, key, stream)."""
+    u = torch.rand(tuple(shape), generator=gen if gen is not None else generator(seed, key, stream),
+                   dtype=torch.float32)
     on_cpu = device is None or torch.device(device).type == "cpu"
     if dtype is not None and on_cpu:
         return u.lt_(p).to(dtype)  # 0/1 floats in place

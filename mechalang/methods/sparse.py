@@ -257,17 +257,17 @@ def _della_(D, shape, density: float, epsilon: float, rescale: bool, seed: int, 
     return D
 
 
-_DELLA_BLOCK = 1 << 20  # elements per block of rows of the blocked DELLA
+_GTA_BLOCK = 1 << 20  # elements per block of rows of `_gta_in_blocks`
 
 
-def _della_blocked(deltas, density: float, epsilon: float, rescale: bool, seed: int, key: str, *,
-                   consensus, normalize: bool, lambda_: float):
-    """DELLA (MAGPRUNE, then `_combine`) a block of rows at a time, where every step is local to
-    rows: ranks are per row, the uniform draws are taken from each task vector's generator in
-    order (CPU generators give the same numbers drawn in pieces as at once), the rescaling by p is
-    per entry and the combination per element. Bit-identical to `_gta` with `_della_` on whole
-    tensors, with buffers of a block instead of whole stacked copies, probabilities and draws
-    (whose fresh pages were most of DELLA's time on large keys)."""
+def _gta_in_blocks(deltas, prune, seed: int, key: str, *, consensus, normalize: bool, lambda_: float):
+    """Prune each task vector, then `_combine`, a block of rows at a time, for the prunings whose
+    every step is local to rows: `prune(x, g)` prunes x (rows, cols) of one task vector in place,
+    drawing its random numbers from g, that vector's generator for (seed, key, i), in order (CPU
+    generators give the same numbers drawn in pieces as at once); `prune` None keeps everything.
+    Bit-identical to `_gta` with the same pruning on whole tensors, with buffers of a block instead
+    of whole stacked copies, masks and draws, whose fresh pages were most of DARE's and DELLA's
+    time on large keys."""
     shape = tuple(deltas[0].shape)
     dtype = _work_dtype(*deltas)
     for d in deltas[1:]:
@@ -277,25 +277,46 @@ def _della_blocked(deltas, density: float, epsilon: float, rescale: bool, seed: 
     N = flat[0].numel()
     rows = shape[0] if len(shape) >= 2 else 1
     cols = N // rows if rows else 0
-    prune = density < 1 and N > 0
-    low = _della_low(density, epsilon) if prune else 0.0
-    gens = [_random.generator(seed, key, i) for i in range(len(deltas))] if prune else []
+    gens = [_random.generator(seed, key, i) for i in range(len(deltas))] if prune is not None else []
     out = torch.empty(N, dtype=dtype, device=flat[0].device)
-    step = max(1, _DELLA_BLOCK // max(cols, 1)) * cols
+    step = max(1, _GTA_BLOCK // max(cols, 1)) * cols
     for a in range(0, N, step) if N else ():
         b = min(N, a + step)
         D = _stack([f[a:b] for f in flat], dtype)
         for x, g in zip(D, gens):
-            x = x.view(-1, cols)
-            p = _della_p(x, density, epsilon, low)
-            u = torch.rand(x.shape, generator=g, dtype=torch.float32).to(x.device)
-            if rescale:
-                x.div_(p).masked_fill_(u >= p, 0)
-            else:
-                x.mul_(u < p)
-            del p, u
+            prune(x.view(-1, cols), g)
         out[a:b] = _combine(D, consensus=consensus, normalize=normalize, lambda_=lambda_)
     return _finish(out, deltas[0])
+
+
+def _della_prune(density: float, epsilon: float, rescale: bool, N: int):
+    """DELLA's MAGPRUNE of one task vector's rows with probability rescaling or none (see
+    `_della_`), or None when it keeps everything."""
+    if density >= 1 or N == 0:
+        return None
+    low = _della_low(density, epsilon)
+
+    def prune(x, g):
+        p = _della_p(x, density, epsilon, low)
+        u = torch.rand(x.shape, generator=g, dtype=torch.float32).to(x.device)
+        if rescale:
+            x.div_(p).masked_fill_(u >= p, 0)
+        else:
+            x.mul_(u < p)
+    return prune
+
+
+def _dare_prune(density: float, rescale: bool, N: int):
+    """DARE's drop of one task vector with probability rescaling or none (see `_dare_`), or None
+    when it keeps everything."""
+    if density >= 1 or N == 0:
+        return None
+
+    def prune(x, g):
+        x.mul_(_random.keep_mask(x.shape, density, device=x.device, dtype=x.dtype, gen=g))
+        if rescale:
+            x.div_(density)
+    return prune
 
 
 def _column_variance(D):
@@ -450,6 +471,9 @@ def dare_linear(*deltas: Delta, density: _DENSITY = 0.5, lambda_: Float() = 1.0,
     default). mergekit's density defaults to 1 (nothing dropped); its random masks differ from
     these, which come from `seed`.
     """
+    if not rescale or rescale_norm == "probability":  # every step local to rows
+        return _gta_in_blocks(deltas, _dare_prune(float(density), bool(rescale), deltas[0].numel()), int(seed),
+                              key, consensus=None, normalize=bool(normalize), lambda_=float(lambda_))
     return _gta(deltas, lambda D: _dare_(D, float(density), bool(rescale), int(seed), key, str(rescale_norm)),
                 consensus=None, normalize=normalize, lambda_=lambda_)
 
@@ -468,6 +492,9 @@ def dare_ties(*deltas: Delta, density: _DENSITY = 0.5, lambda_: Float() = 1.0, r
     Compared with peers: as `dare_linear`, write rescale_norm="l1" for mergekit's rescaling and
     density=1 for its default density.
     """
+    if not rescale or rescale_norm == "probability":  # every step local to rows
+        return _gta_in_blocks(deltas, _dare_prune(float(density), bool(rescale), deltas[0].numel()), int(seed),
+                              key, consensus=consensus, normalize=bool(normalize), lambda_=float(lambda_))
     return _gta(deltas, lambda D: _dare_(D, float(density), bool(rescale), int(seed), key, str(rescale_norm)),
                 consensus=consensus, normalize=normalize, lambda_=lambda_)
 
@@ -505,8 +532,9 @@ def della(*deltas: Delta, density: _DENSITY = 0.5, epsilon: Float(0.0, 0.5) = 0.
     channels of a conv kernel); this ranks along the flattened rows. Its density defaults to 1.
     """
     if not rescale or rescale_norm == "probability":  # every step local to rows
-        return _della_blocked(deltas, float(density), float(epsilon), bool(rescale), int(seed), key,
-                              consensus=consensus, normalize=bool(normalize), lambda_=float(lambda_))
+        prune = _della_prune(float(density), float(epsilon), bool(rescale), deltas[0].numel())
+        return _gta_in_blocks(deltas, prune, int(seed), key, consensus=consensus, normalize=bool(normalize),
+                              lambda_=float(lambda_))
     return _gta(deltas, _della_trim(deltas, density, epsilon, rescale, seed, key, rescale_norm),
                 consensus=consensus, normalize=normalize, lambda_=lambda_)
 
@@ -521,8 +549,9 @@ def della_linear(*deltas: Delta, density: _DENSITY = 0.5, epsilon: Float(0.0, 0.
 
     Compared with peers: as `della`, write rescale_norm="l1" for mergekit's rescaling."""
     if not rescale or rescale_norm == "probability":  # every step local to rows
-        return _della_blocked(deltas, float(density), float(epsilon), bool(rescale), int(seed), key,
-                              consensus=None, normalize=bool(normalize), lambda_=float(lambda_))
+        prune = _della_prune(float(density), float(epsilon), bool(rescale), deltas[0].numel())
+        return _gta_in_blocks(deltas, prune, int(seed), key, consensus=None, normalize=bool(normalize),
+                              lambda_=float(lambda_))
     return _gta(deltas, _della_trim(deltas, density, epsilon, rescale, seed, key, rescale_norm),
                 consensus=None, normalize=normalize, lambda_=lambda_)
 

@@ -347,13 +347,21 @@ def test_della_ranks_in_blocks_of_rows_equal_a_sort_per_row(monkeypatch, block, 
 @pytest.mark.parametrize("block", [1, 10, 1 << 20])
 @pytest.mark.parametrize("shape", [(40, 9), (9,), (6, 1), (5, 2, 3)])
 @pytest.mark.parametrize("kw", [{}, {"rescale": False}, {"consensus": "count", "normalize": False, "lambda_": 0.5}])
-def test_della_in_blocks_of_rows_equals_della_on_whole_tensors(monkeypatch, block, shape, kw):
-    """The blocked DELLA (rows a block at a time, each task vector's uniform numbers drawn in
-    pieces from its generator) gives the bits of MAGPRUNE and the combination on whole tensors."""
-    monkeypatch.setattr(S, "_DELLA_BLOCK", block)
+@pytest.mark.parametrize("method", ["della", "dare_ties"])
+def test_dare_and_della_in_blocks_of_rows_equal_them_on_whole_tensors(monkeypatch, block, shape, kw, method):
+    """The blocked DARE and DELLA (rows a block at a time, each task vector's uniform numbers drawn
+    in pieces from its generator) give the bits of their pruning and the combination on whole
+    tensors (`_gta`)."""
+    monkeypatch.setattr(S, "_GTA_BLOCK", block)
     ds = deltas(3, shape, seed=8)
-    got = S.della(*ds, density=0.6, epsilon=0.3, seed=4, key="blk", **kw)
-    trim = S._della_trim(ds, 0.6, 0.3, kw.get("rescale", True), 4, "blk", "probability")
+    rescale = kw.get("rescale", True)
+    if method == "della":
+        got = S.della(*ds, density=0.6, epsilon=0.3, seed=4, key="blk", **kw)
+        trim = S._della_trim(ds, 0.6, 0.3, rescale, 4, "blk", "probability")
+    else:
+        got = S.dare_ties(*ds, density=0.6, seed=4, key="blk", **{"normalize": True, **kw})
+        def trim(D):
+            return S._dare_(D, 0.6, rescale, 4, "blk")
     want = S._gta(ds, trim, consensus=kw.get("consensus", "sum"), normalize=kw.get("normalize", True),
                   lambda_=kw.get("lambda_", 1.0))
     assert torch.equal(got, want)
