@@ -23,7 +23,7 @@ import sys
 import time
 
 import torch
-from baseline_loop import DTYPES, SIZES, read_header, read_tensor
+from baseline_loop import SIZES, read_header, read_tensor
 
 
 def _layout(entries: list[tuple[str, str, list[int]]]) -> tuple[dict, bytes]:
