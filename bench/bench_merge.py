@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="time the I/O floor (bench_floor.py) alternately with mecha (default: on)")
     ap.add_argument("--floor-strategies", default=None,
                     help="floor strategies timed each round, the fastest counting (default: "
-                         "readahead cold, cached-direct warm: the fastest measured; all: " + ",".join(STRATEGIES) + ")")
+                         "readahead cold, cached-direct warm: the fastest measured; all: "
+                         + ",".join(STRATEGIES) + ")")
     ap.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                     help="time the hand-written loop baseline_loop.py too (default: on)")
     ap.add_argument("--before", metavar="DIR", default=None,

@@ -166,21 +166,18 @@ def _rescale_to_(row, before: float, norm: str) -> None:
         row.mul_(before / after)
 
 
-def _dare_(D, density: float, rescale: bool, seed: int, key: str, rescale_norm: str = "probability"):
+def _dare_renormed_(D, density: float, seed: int, key: str, rescale_norm: str):
     """In place: keep each entry of task vector i with probability `density`, drawn from the
-    stream (seed, key, i); with rescale, divide the survivors by `density` (DARE's 1/(1 − p)), or
-    scale the vector back to its `rescale_norm` norm."""
+    stream (seed, key, i), then scale the vector back to its `rescale_norm` norm (a whole-vector
+    quantity, so this works on whole tensors; the other rescalings go by blocks, `_dare_prune`)."""
     n, N = D.shape
     if density >= 1 or N == 0:
         return D
     for i in range(n):
         row = D[i]
-        before = _norm_of(row, rescale_norm) if rescale and rescale_norm != "probability" else 0.0
+        before = _norm_of(row, rescale_norm)
         row.mul_(_random.keep_mask((N,), density, seed, key, i, device=D.device, dtype=D.dtype))
-        if rescale and rescale_norm == "probability":
-            row.div_(density)
-        elif rescale:
-            _rescale_to_(row, before, rescale_norm)
+        _rescale_to_(row, before, rescale_norm)
     return D
 
 
@@ -231,29 +228,21 @@ def _della_p(x, density: float, epsilon: float, low: float):
     return _keep_probabilities(x, p_of_rank.expand(rows, cols), bits_dtype)
 
 
-def _della_(D, shape, density: float, epsilon: float, rescale: bool, seed: int, key: str,
-            rescale_norm: str = "probability"):
-    """In place: DELLA's MAGPRUNE on each task vector (see `della`), on whole tensors."""
+def _della_renormed_(D, shape, density: float, epsilon: float, seed: int, key: str, rescale_norm: str):
+    """In place: DELLA's MAGPRUNE on each task vector (see `della`), then each vector scaled back
+    to its `rescale_norm` norm (a whole-vector quantity, so on whole tensors; the other rescalings
+    go by blocks, `_della_prune`)."""
     n, N = D.shape
     if density >= 1 or N == 0:
         return D
     low = _della_low(density, epsilon)
     rows = shape[0] if len(shape) >= 2 else 1
-    cols = N // rows
     for i in range(n):
-        x = D[i].view(rows, cols)
-        p = _della_p(x, density, epsilon, low)
-        u = _random.uniform((N,), seed, key, i, device=D.device).view(rows, cols)
-        if rescale and rescale_norm == "probability":
-            # survivors ÷ their p, the dropped entries +0 (a division by p = 0 is always dropped)
-            x.div_(p).masked_fill_(u >= p, 0)
-        else:
-            keep = u < p
-            before = _norm_of(x, rescale_norm) if rescale else 0.0
-            x.mul_(keep)
-            if rescale:
-                _rescale_to_(x, before, rescale_norm)
-        del u, p
+        x = D[i].view(rows, N // rows)
+        keep = _random.uniform((N,), seed, key, i, device=D.device).view(x.shape) < _della_p(x, density, epsilon, low)
+        before = _norm_of(x, rescale_norm)
+        x.mul_(keep)
+        _rescale_to_(x, before, rescale_norm)
     return D
 
 
@@ -291,7 +280,7 @@ def _gta_in_blocks(deltas, prune, seed: int, key: str, *, consensus, normalize: 
 
 def _della_prune(density: float, epsilon: float, rescale: bool, N: int):
     """DELLA's MAGPRUNE of one task vector's rows with probability rescaling or none (see
-    `_della_`), or None when it keeps everything."""
+    `della`), or None when it keeps everything."""
     if density >= 1 or N == 0:
         return None
     low = _della_low(density, epsilon)
@@ -307,7 +296,7 @@ def _della_prune(density: float, epsilon: float, rescale: bool, N: int):
 
 
 def _dare_prune(density: float, rescale: bool, N: int):
-    """DARE's drop of one task vector with probability rescaling or none (see `_dare_`), or None
+    """DARE's drop of one task vector with probability rescaling or none (see `dare_linear`), or None
     when it keeps everything."""
     if density >= 1 or N == 0:
         return None
@@ -317,6 +306,29 @@ def _dare_prune(density: float, rescale: bool, N: int):
         if rescale:
             x.div_(density)
     return prune
+
+
+def _dare_gta(deltas, density: float, rescale: bool, seed: int, key: str, rescale_norm: str, *,
+              consensus, normalize: bool, lambda_: float):
+    """DARE's drop, then `_combine`: by blocks of rows with probability rescaling or none, on whole
+    tensors when a norm rescaling needs each whole vector's norm."""
+    if not rescale or rescale_norm == "probability":
+        return _gta_in_blocks(deltas, _dare_prune(density, rescale, deltas[0].numel()), seed, key,
+                              consensus=consensus, normalize=normalize, lambda_=lambda_)
+    return _gta(deltas, lambda D: _dare_renormed_(D, density, seed, key, rescale_norm),
+                consensus=consensus, normalize=normalize, lambda_=lambda_)
+
+
+def _della_gta(deltas, density: float, epsilon: float, rescale: bool, seed: int, key: str, rescale_norm: str, *,
+               consensus, normalize: bool, lambda_: float):
+    """DELLA's MAGPRUNE, then `_combine`: by blocks of rows with probability rescaling or none, on
+    whole tensors when a norm rescaling needs each whole vector's norm."""
+    if not rescale or rescale_norm == "probability":
+        return _gta_in_blocks(deltas, _della_prune(density, epsilon, rescale, deltas[0].numel()), seed, key,
+                              consensus=consensus, normalize=normalize, lambda_=lambda_)
+    shape = tuple(deltas[0].shape)
+    return _gta(deltas, lambda D: _della_renormed_(D, shape, density, epsilon, seed, key, rescale_norm),
+                consensus=consensus, normalize=normalize, lambda_=lambda_)
 
 
 def _column_variance(D):
@@ -471,11 +483,8 @@ def dare_linear(*deltas: Delta, density: _DENSITY = 0.5, lambda_: Float() = 1.0,
     default). mergekit's density defaults to 1 (nothing dropped); its random masks differ from
     these, which come from `seed`.
     """
-    if not rescale or rescale_norm == "probability":  # every step local to rows
-        return _gta_in_blocks(deltas, _dare_prune(float(density), bool(rescale), deltas[0].numel()), int(seed),
-                              key, consensus=None, normalize=bool(normalize), lambda_=float(lambda_))
-    return _gta(deltas, lambda D: _dare_(D, float(density), bool(rescale), int(seed), key, str(rescale_norm)),
-                consensus=None, normalize=normalize, lambda_=lambda_)
+    return _dare_gta(deltas, float(density), bool(rescale), int(seed), key, str(rescale_norm), consensus=None,
+                     normalize=bool(normalize), lambda_=float(lambda_))
 
 
 @merge_method(formula="λ · Σᵢ[sgn δ̃ᵢ = γ]·δ̃ᵢ,  δ̃ᵢ = mᵢ ⊙ δᵢ / density,  γ = sgn Σᵢ δ̃ᵢ",
@@ -492,21 +501,12 @@ def dare_ties(*deltas: Delta, density: _DENSITY = 0.5, lambda_: Float() = 1.0, r
     Compared with peers: as `dare_linear`, write rescale_norm="l1" for mergekit's rescaling and
     density=1 for its default density.
     """
-    if not rescale or rescale_norm == "probability":  # every step local to rows
-        return _gta_in_blocks(deltas, _dare_prune(float(density), bool(rescale), deltas[0].numel()), int(seed),
-                              key, consensus=consensus, normalize=bool(normalize), lambda_=float(lambda_))
-    return _gta(deltas, lambda D: _dare_(D, float(density), bool(rescale), int(seed), key, str(rescale_norm)),
-                consensus=consensus, normalize=normalize, lambda_=lambda_)
+    return _dare_gta(deltas, float(density), bool(rescale), int(seed), key, str(rescale_norm), consensus=consensus,
+                     normalize=bool(normalize), lambda_=float(lambda_))
 
 
 # ------------------------------------------------------------------------------------------------
 # DELLA
-
-
-def _della_trim(deltas, density, epsilon, rescale, seed, key, rescale_norm):
-    shape = tuple(deltas[0].shape)
-    return lambda D: _della_(D, shape, float(density), float(epsilon), bool(rescale), int(seed), key,
-                             str(rescale_norm))
 
 
 @merge_method(formula="λ · Σᵢ[sgn δ̃ᵢ = γ]·δ̃ᵢ / Σᵢ[sgn δ̃ᵢ = γ],  δ̃ᵢ = mᵢ ⊙ δᵢ / pᵢ,  "
@@ -531,12 +531,8 @@ def della(*deltas: Delta, density: _DENSITY = 0.5, epsilon: Float(0.0, 0.5) = 0.
     write rescale_norm="l1" for that. mergekit ranks along dim 1 of the raw tensor (the input
     channels of a conv kernel); this ranks along the flattened rows. Its density defaults to 1.
     """
-    if not rescale or rescale_norm == "probability":  # every step local to rows
-        prune = _della_prune(float(density), float(epsilon), bool(rescale), deltas[0].numel())
-        return _gta_in_blocks(deltas, prune, int(seed), key, consensus=consensus, normalize=bool(normalize),
-                              lambda_=float(lambda_))
-    return _gta(deltas, _della_trim(deltas, density, epsilon, rescale, seed, key, rescale_norm),
-                consensus=consensus, normalize=normalize, lambda_=lambda_)
+    return _della_gta(deltas, float(density), float(epsilon), bool(rescale), int(seed), key, str(rescale_norm),
+                      consensus=consensus, normalize=bool(normalize), lambda_=float(lambda_))
 
 
 @merge_method(formula="λ · Σᵢ mᵢ ⊙ δᵢ / pᵢ,  pᵢ = density − ε + 2ε·rank(|δᵢ|)/(cols − 1)   (÷ n when normalize)",
@@ -548,12 +544,8 @@ def della_linear(*deltas: Delta, density: _DENSITY = 0.5, epsilon: Float(0.0, 0.
     (normalize=true: averaged) and scaled by λ. mergekit's `della_linear` defaults.
 
     Compared with peers: as `della`, write rescale_norm="l1" for mergekit's rescaling."""
-    if not rescale or rescale_norm == "probability":  # every step local to rows
-        prune = _della_prune(float(density), float(epsilon), bool(rescale), deltas[0].numel())
-        return _gta_in_blocks(deltas, prune, int(seed), key, consensus=None, normalize=bool(normalize),
-                              lambda_=float(lambda_))
-    return _gta(deltas, _della_trim(deltas, density, epsilon, rescale, seed, key, rescale_norm),
-                consensus=None, normalize=normalize, lambda_=lambda_)
+    return _della_gta(deltas, float(density), float(epsilon), bool(rescale), int(seed), key, str(rescale_norm),
+                      consensus=None, normalize=bool(normalize), lambda_=float(lambda_))
 
 
 # ------------------------------------------------------------------------------------------------
